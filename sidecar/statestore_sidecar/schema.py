@@ -1,0 +1,220 @@
+"""Per-store metadata schemas and Dapr's weak typing of metadata values.
+
+One `StoreSchema` per store type is the single source of truth: the server resolves a Component's
+metadata with it before connecting, and the operator validates Components with the very same call.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .stores.base import Feature
+
+TRUTHY = frozenset({"y", "yes", "true", "t", "on", "1"})
+FALSY = frozenset({"n", "no", "false", "f", "off", "0", ""})
+
+
+class Kind(enum.Enum):
+    STRING = "string"
+    BOOL = "bool"
+    INT = "int"
+    DURATION = "duration"  # Go duration ("5s", "1m30s") or an integer number of seconds
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: Kind = Kind.STRING
+    required: bool = False
+    default: Any = None
+    aliases: tuple[str, ...] = ()
+    # Sensitive values: never logged, never shown by /v1.0/metadata or status messages.
+    secret: bool = False
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSchema:
+    type: str
+    fields: tuple[Field, ...]
+    features: frozenset[Feature]
+    versions: tuple[str, ...] = ("v1",)
+    # Keys Dapr documents for this store that we deliberately do not implement: refused, never ignored.
+    unsupported: Mapping[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()  # other type names ("state.sqlite3")
+
+    @property
+    def transactional_with_etags(self) -> bool:
+        return {Feature.ETAG, Feature.TRANSACTIONAL} <= self.features
+
+
+# Metadata every state store accepts, whatever its type (Dapr adds these to every schema).
+COMMON_FIELDS: tuple[Field, ...] = (
+    Field("keyPrefix", default="appid", description="appid, name, namespace, none or a custom prefix"),
+    Field("actorStateStore", Kind.BOOL, default=False),
+)
+# Keys Dapr accepts on every transactional store for its outbox; we accept and ignore them.
+IGNORED_KEYS = frozenset(
+    k.lower()
+    for k in ("outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState")
+)
+
+
+class MetadataError(ValueError):
+    """A metadata value is missing or malformed; `field` names the metadata item."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"metadata {field_name!r}: {message}")
+        self.field = field_name
+        self.reason = message
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Metadata after typing and defaults, keyed by each field's canonical name."""
+
+    values: Mapping[str, Any]
+    unknown: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in TRUTHY:
+        return True
+    if lowered in FALSY:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def is_truthy(text: str | None) -> bool:
+    """Dapr's IsTruthy: anything but the truthy words counts as false."""
+    return text is not None and text.strip().lower() in TRUTHY
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Go duration string, or from a bare integer meaning seconds."""
+    s = text.strip()
+    if re.fullmatch(r"-?\d+", s):
+        return float(int(s))
+    sign = -1.0 if s.startswith("-") else 1.0
+    body = s.lstrip("+-")
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(body):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if not body or pos != len(body):
+        raise ValueError(f"{text!r} is not a duration (for example 30s, 5m or 1h)")
+    return sign * total
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def _convert(f: Field, raw: str) -> Any:
+    match f.kind:
+        case Kind.STRING:
+            value: Any = raw
+        case Kind.BOOL:
+            value = parse_bool(raw)
+        case Kind.INT:
+            value = parse_int(raw)
+        case Kind.DURATION:
+            value = parse_duration(raw)
+        case Kind.JSON:
+            try:
+                value = json.loads(raw)
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+    if f.choices and str(value) not in f.choices:
+        raise ValueError(f"{raw!r} is not one of {', '.join(f.choices)}")
+    if f.minimum is not None and isinstance(value, int | float) and value < f.minimum:
+        raise ValueError(f"{raw!r} is below the minimum of {f.minimum:g}")
+    return value
+
+
+def stringify(value: Any) -> str:
+    """A metadata value as Dapr sees it: JSON strings unquoted, other JSON values in JSON form."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def check_duplicates(names: Iterable[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        lowered = name.lower()
+        if lowered in seen:
+            raise MetadataError(name, f"appears twice (also as {seen[lowered]!r}); names ignore case")
+        seen[lowered] = name
+
+
+def resolve(schema: StoreSchema, raw: Mapping[str, str]) -> Resolved:
+    """Type and default the metadata of one Component, or raise MetadataError naming the item.
+
+    `raw` maps metadata names (any case, as written) to string values, secrets already substituted.
+    Unknown names are returned in `Resolved.unknown` rather than refused, as Dapr ignores them.
+    """
+    check_duplicates(raw)
+    by_name: dict[str, Field] = {}
+    for f in (*COMMON_FIELDS, *schema.fields):
+        for name in (f.name, *f.aliases):
+            by_name[name.lower()] = f
+    unsupported = {k.lower(): (k, why) for k, why in schema.unsupported.items()}
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    unknown: list[str] = []
+    for name, text in raw.items():
+        lowered = name.lower()
+        if lowered in unsupported:
+            canonical, why = unsupported[lowered]
+            raise MetadataError(name, f"is not supported by this server: {why}")
+        f = by_name.get(lowered)
+        if f is None:
+            if lowered not in IGNORED_KEYS:
+                unknown.append(name)
+            continue
+        if f.name in given_as:
+            raise MetadataError(name, f"is the same setting as {given_as[f.name]!r}; give only one")
+        given_as[f.name] = name
+        if f.required and not text.strip():
+            raise MetadataError(name, "is required and must not be empty")
+        try:
+            values[f.name] = _convert(f, text)
+        except ValueError as exc:
+            raise MetadataError(name, str(exc)) from None
+    for f in (*COMMON_FIELDS, *schema.fields):
+        if f.name in values:
+            continue
+        if f.required:
+            raise MetadataError(f.name, "is required")
+        values[f.name] = f.default
+    return Resolved(values=values, unknown=tuple(unknown))
