@@ -58,9 +58,7 @@ def canonical_type(store_type: str) -> str:
     lowered = store_type.lower()
     lowered = _ALIASES.get(lowered, lowered)
     if lowered not in _MODULES:
-        raise UnknownStoreType(
-            f"unknown state store type {store_type!r} (known: {', '.join(known_types())})"
-        )
+        raise UnknownStoreType(f"unknown state store type {store_type!r} (known: {', '.join(known_types())})")
     return lowered
 
 

@@ -61,7 +61,9 @@ class MemoryStore:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             now = time.time()
-            for key in [k for k, v in self._items.items() if v.expires_at is not None and v.expires_at <= now]:
+            for key in [
+                k for k, v in self._items.items() if v.expires_at is not None and v.expires_at <= now
+            ]:
                 del self._items[key]
 
     def _live(self, key: str, now: float) -> Item | None:

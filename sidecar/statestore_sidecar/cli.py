@@ -1,0 +1,109 @@
+"""`statestore-sidecar`: serve the state API for the Components in some files, with daprd's flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__, components, logs
+from .components import ComponentError
+
+log = logging.getLogger("statestore.sidecar")
+
+
+def _size(text: str) -> int:
+    """Bytes from `4Mi`, `4MB`, `512Ki` or a plain number, as daprd's --max-body-size accepts."""
+    units = {
+        "ki": 1 << 10,
+        "mi": 1 << 20,
+        "gi": 1 << 30,
+        "k": 1000,
+        "kb": 1000,
+        "m": 10**6,
+        "mb": 10**6,
+        "g": 10**9,
+        "gb": 10**9,
+        "b": 1,
+        "": 1,
+    }
+    stripped = text.strip().lower()
+    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = stripped[len(number) :]
+    if not number or unit not in units:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (for example 4Mi)")
+    return int(float(number) * units[unit])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="statestore-sidecar",
+        description="Serve Dapr's state HTTP API for the state store Components found in RESOURCES.",
+    )
+    p.add_argument(
+        "--resources-path",
+        "--components-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a Component YAML file or a folder of them (repeatable)",
+    )
+    p.add_argument("--app-id", default="", help="the application id (used by the appid key prefix)")
+    p.add_argument("--dapr-http-port", type=int, default=3500, help="port of the state API (default 3500)")
+    p.add_argument(
+        "--dapr-listen-addresses", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as daprd)"
+    )
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (default 9090)")
+    p.add_argument("--enable-metrics", type=_bool, default=True, help="serve metrics (default true)")
+    p.add_argument("--log-level", default="info", choices=sorted(logs.LEVELS), help="default info")
+    p.add_argument("--log-as-json", action="store_true", help="write logs as JSON lines")
+    p.add_argument("--max-body-size", type=_size, default=4 << 20, help="request body limit (default 4Mi)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
+    p.add_argument("--version", action="version", version=f"statestore-sidecar {__version__}")
+    return p
+
+
+def _bool(text: str) -> bool:
+    return text.strip().lower() in ("1", "t", "true", "y", "yes", "on")
+
+
+def load_stores(paths: Sequence[str], app_id: str, namespace: str | None) -> list[components.Validated]:
+    """Every state store in the resources, validated; ComponentError on the first bad one."""
+    loaded = components.load([Path(p) for p in paths], app_id=app_id, namespace=namespace)
+    for what, why in loaded.skipped:
+        log.info("skipping %s: %s", what, why)
+    validated: list[components.Validated] = []
+    for component in loaded.stores:
+        try:
+            item = components.validate(component, components.metadata_values(component, os.environ))
+        except ComponentError:
+            if component.ignore_errors:
+                log.warning("state store %s is invalid and ignoreErrors is set: not loaded", component.name)
+                continue
+            raise
+        for warning in item.warnings:
+            log.warning("%s: component %r: %s", component.source, component.name, warning)
+        validated.append(item)
+    components.single_actor_store(validated)
+    return validated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.configure(args.log_level, args.log_as_json, args.app_id)
+    namespace = os.environ.get("NAMESPACE") or None
+    try:
+        validated = load_stores(args.resources_path, args.app_id, namespace)
+    except ComponentError as exc:
+        print(f"statestore-sidecar: error: {exc}", file=sys.stderr)
+        return 1
+    from .server import serve  # the server stack loads only once the configuration is good
+
+    return serve(args, validated, namespace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

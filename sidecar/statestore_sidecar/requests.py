@@ -1,0 +1,167 @@
+"""Decoding of request bodies and parameters the way daprd decodes them.
+
+Field names match case-insensitively (Go's encoding/json), type mismatches are malformed requests,
+and `metadata.*` query parameters merge into per-item metadata with the URL winning.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+
+from .stores.base import Concurrency, StoreError
+
+TTL_MAX = 2**31 - 1
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+class Malformed(ValueError):
+    """The body or a parameter does not decode; the message is shown to the client."""
+
+
+class BadEscape(ValueError):
+    pass
+
+
+def unescape_segment(segment: str) -> str:
+    """A path segment decoded as daprd decodes it: percent escapes, and `+` as a space."""
+    bad = _BAD_ESCAPE.search(segment)
+    if bad:
+        raise BadEscape(f'invalid URL escape "{segment[bad.start() : bad.start() + 3]}"')
+    return unquote_plus(segment)
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a JSON body; integers beyond 64 bits fall back to the standard library, as Go accepts them."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if not body.strip():
+            raise Malformed("unexpected end of JSON input") from None
+        if "Integer" in str(exc):
+            try:
+                return json.loads(body, parse_constant=_refuse_constant)
+            except ValueError:
+                pass
+        raise Malformed(f"invalid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON constant {name}")
+
+
+def encode_value(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits, decoded by the fallback
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_GO_TYPES = {str: "string", dict: "map", list: "array", bool: "bool", int: "number", float: "number"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _GO_TYPES.get(type(value), "value")
+
+
+def fields(obj: Mapping[str, Any], known: frozenset[str], struct: str) -> dict[str, Any]:
+    """An object's known fields by lower-case name, ignoring unknown ones, as Go's decoder does."""
+    out: dict[str, Any] = {}
+    for name, value in obj.items():
+        lowered = name.lower()
+        if lowered in known:
+            out[lowered] = value
+    return out
+
+
+def expect_string(value: Any, struct: str, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise Malformed(
+        f"json: cannot unmarshal {_json_type(value)} into Go struct field {struct}.{name} of type string"
+    )
+
+
+def expect_string_map(value: Any, struct: str, name: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise Malformed(
+            f"json: cannot unmarshal {_json_type(value)} into Go struct field {struct}.{name} "
+            "of type map[string]string"
+        )
+    for item in value.values():
+        if not isinstance(item, str):
+            raise Malformed(
+                f"json: cannot unmarshal {_json_type(item)} into Go struct field {struct}.{name} of type string"
+            )
+    return dict(value)
+
+
+def expect_object(value: Any, struct: str, name: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise Malformed(
+            f"json: cannot unmarshal {_json_type(value)} into Go struct field {struct}.{name} of type object"
+        )
+    return value
+
+
+def url_metadata(query_string: bytes) -> dict[str, str]:
+    """`metadata.<name>` query parameters; the first of repeated parameters wins."""
+    out: dict[str, str] = {}
+    if not query_string:
+        return out
+    for pair in query_string.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        name = unquote_plus(name)
+        if name.startswith("metadata.") and len(name) > 9:
+            out.setdefault(name[9:], unquote_plus(value))
+    return out
+
+
+def query_param(query_string: bytes, wanted: str) -> str | None:
+    if not query_string:
+        return None
+    for pair in query_string.decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        if unquote_plus(name) == wanted:
+            return unquote_plus(value)
+    return None
+
+
+def ttl_seconds(metadata: Mapping[str, str]) -> int | None:
+    """`ttlInSeconds` from request metadata; a bad value is a store error (HTTP 500, as daprd)."""
+    raw = metadata.get("ttlInSeconds")
+    if raw is None:
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise StoreError(f"incorrect value for metadata ttlInSeconds: {raw!r} is not an integer") from None
+    if not -1 <= ttl <= TTL_MAX:
+        raise StoreError(f"incorrect value for metadata ttlInSeconds: {ttl} is not between -1 and {TTL_MAX}")
+    return ttl
+
+
+def concurrency(value: str | None) -> Concurrency:
+    if not value:
+        return Concurrency.LAST_WRITE
+    try:
+        return Concurrency(value)
+    except ValueError:
+        raise StoreError(f"unrecognized concurrency model '{value}'") from None
+
+
+def check_consistency(value: str | None) -> None:
+    # Accepted and validated like daprd's stores; a single-node backend has nothing to vary.
+    if value and value not in ("strong", "eventual"):
+        raise StoreError(f"unrecognized consistency model '{value}'")

@@ -1,0 +1,129 @@
+"""The running server's state: its configured stores, their readiness, and server settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .components import Validated
+from .keys import KeyScheme, prefix_for
+from .stores import StoreConfig, canonical_type, create_store
+from .stores.base import BackendUnavailable, Feature, Store
+
+log = logging.getLogger("statestore.runtime")
+
+PING_TIMEOUT = 2.0
+INIT_BACKOFF_MAX = 30.0
+
+
+class StoreHandle:
+    """A configured store plus whether its backend is initialised; routes use only `store`."""
+
+    def __init__(self, validated: Validated, *, app_id: str, namespace: str | None) -> None:
+        component = validated.component
+        self.name = component.name
+        self.type = canonical_type(component.type)
+        self.version = component.version or validated.schema.versions[0]
+        self.features: frozenset[Feature] = validated.schema.features
+        self.keys = KeyScheme(
+            prefix_for(
+                str(validated.metadata["keyPrefix"]),
+                app_id=app_id,
+                store_name=component.name,
+                namespace=namespace,
+            )
+        )
+        self.store: Store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        self.ready = asyncio.Event()
+        self.last_error = "not initialised yet"
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def capabilities(self) -> list[str]:
+        caps = sorted(f.value for f in self.features)
+        if {Feature.ETAG, Feature.TRANSACTIONAL} <= self.features:
+            caps.append("ACTOR")
+        return caps
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._init_with_backoff())
+
+    async def _init_with_backoff(self) -> None:
+        # An unreachable backend must not crash-loop the pod: keep trying and stay unready meanwhile.
+        delay = 0.5
+        while True:
+            try:
+                await self.store.init()
+            except Exception as exc:  # any failure of a driver's connect, reported and retried
+                self.last_error = str(exc) or type(exc).__name__
+                log.warning(
+                    "state store %s: init failed, retrying in %.1fs: %s", self.name, delay, self.last_error
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, INIT_BACKOFF_MAX)
+                continue
+            log.info("state store %s (%s) is ready", self.name, self.type)
+            self.ready.set()
+            return
+
+    def unavailable(self) -> BackendUnavailable:
+        return BackendUnavailable(f"state store {self.name} is not initialised: {self.last_error}")
+
+    async def healthy(self) -> bool:
+        if not self.ready.is_set():
+            return False
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self.store.ping()
+        except (TimeoutError, Exception) as exc:
+            self.last_error = str(exc) or type(exc).__name__
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.ready.is_set():
+            await self.store.close()
+
+
+@dataclass
+class Settings:
+    app_id: str = ""
+    namespace: str | None = None
+    api_token: str | None = None
+    max_body_size: int = 4 << 20
+    runtime_version: str = "edge"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    stores: Mapping[str, StoreHandle]
+    extended: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, validated: list[Validated]) -> Runtime:
+        handles = {
+            v.component.name: StoreHandle(v, app_id=settings.app_id, namespace=settings.namespace)
+            for v in validated
+        }
+        return cls(settings, handles)
+
+    async def start(self) -> None:
+        for handle in self.stores.values():
+            handle.start()
+
+    async def stop(self) -> None:
+        for handle in self.stores.values():
+            await handle.close()
+
+    async def unhealthy(self) -> list[str]:
+        """Names of the stores whose backend is not usable right now."""
+        results = await asyncio.gather(*(h.healthy() for h in self.stores.values()))
+        return [name for name, ok in zip(self.stores, results, strict=True) if not ok]
