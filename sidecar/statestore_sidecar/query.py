@@ -95,7 +95,7 @@ def _scalar(op: str, value: Any) -> Scalar:
     if value is None or isinstance(value, str | bool | int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise QuerySyntaxError(f"{op} value must be finite")
-        return value  # type: ignore[no-any-return]
+        return value
     raise QuerySyntaxError(f"{op} value must be a string, number, boolean or null")
 
 

@@ -100,7 +100,8 @@ def expect_string_map(value: Any, struct: str, name: str) -> dict[str, str]:
     for item in value.values():
         if not isinstance(item, str):
             raise Malformed(
-                f"json: cannot unmarshal {_json_type(item)} into Go struct field {struct}.{name} of type string"
+                f"json: cannot unmarshal {_json_type(item)} into Go struct field "
+                f"{struct}.{name} of type string"
             )
     return dict(value)
 

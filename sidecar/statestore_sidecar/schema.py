@@ -195,27 +195,26 @@ def resolve(schema: StoreSchema, raw: Mapping[str, str]) -> Resolved:
     for f in (*COMMON_FIELDS, *schema.fields):
         for name in (f.name, *f.aliases):
             by_name[name.lower()] = f
-    unsupported = {k.lower(): (k, why) for k, why in schema.unsupported.items()}
+    unsupported = {k.lower(): why for k, why in schema.unsupported.items()}
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     unknown: list[str] = []
     for name, text in raw.items():
         lowered = name.lower()
         if lowered in unsupported:
-            canonical, why = unsupported[lowered]
-            raise MetadataError(name, f"is not supported by this server: {why}")
-        f = by_name.get(lowered)
-        if f is None:
+            raise MetadataError(name, f"is not supported by this server: {unsupported[lowered]}")
+        known = by_name.get(lowered)
+        if known is None:
             if lowered not in IGNORED_KEYS:
                 unknown.append(name)
             continue
-        if f.name in given_as:
-            raise MetadataError(name, f"is the same setting as {given_as[f.name]!r}; give only one")
-        given_as[f.name] = name
-        if f.required and not text.strip():
+        if known.name in given_as:
+            raise MetadataError(name, f"is the same setting as {given_as[known.name]!r}; give only one")
+        given_as[known.name] = name
+        if known.required and not text.strip():
             raise MetadataError(name, "is required and must not be empty")
         try:
-            values[f.name] = _convert(f, text)
+            values[known.name] = _convert(known, text)
         except ValueError as exc:
             raise MetadataError(name, str(exc)) from None
     for f in (*COMMON_FIELDS, *schema.fields):
