@@ -38,6 +38,8 @@ class Field:
     secret: bool = False
     minimum: float | None = None
     choices: tuple[str, ...] = ()
+    # A regular expression a string value must match in full (identifiers such as table names).
+    pattern: str | None = None
     description: str = ""
 
 
@@ -161,6 +163,8 @@ def _convert(f: Field, raw: str) -> Any:
         raise ValueError(f"{raw!r} is not one of {', '.join(f.choices)}")
     if f.minimum is not None and isinstance(value, int | float) and value < f.minimum:
         raise ValueError(f"{raw!r} is below the minimum of {f.minimum:g}")
+    if f.pattern is not None and not re.fullmatch(f.pattern, raw):
+        raise ValueError(f"{raw!r} is not allowed here (it must match {f.pattern})")
     return value
 
 
