@@ -1,0 +1,450 @@
+"""`state.redis`: state in a single Redis node (Redis 6+), through redis-py's asyncio client.
+
+Each item is a hash `{data, version[, exp]}` under its stored key, like Dapr's Redis store writes it
+(`exp` is our addition: the absolute expiry in Unix milliseconds, so `ttlExpireTime` can be reported).
+
+* Every write goes through one Lua script (EVALSHA, falling back to EVAL after a restart), which
+  first checks every operation's etag against the state the earlier operations leave, then applies
+  them all: single writes and transactions are atomic and all-or-nothing, and follow the same etag
+  rules as the other stores (an etag on a missing key is a mismatch; any wrong etag is a mismatch).
+* Etags are integers: a new key starts at the server's clock in microseconds and each write adds
+  one (never below the clock), so a deleted and re-created key never repeats an earlier etag.
+* TTL is Redis key expiry (PEXPIREAT), taken from the request or the component's `ttlInSeconds`;
+  a write without TTL clears an earlier one (Dapr's Redis would keep it; we follow the shared rules).
+* Query needs RediSearch and RedisJSON and a different storage layout; it is not implemented, so
+  QUERY_API is never advertised (`init` still records which modules the server has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import query as q
+from ..schema import Field, Kind, MetadataError, StoreSchema
+from . import StoreConfig
+from .base import (
+    BackendUnavailable,
+    Concurrency,
+    DeleteRequest,
+    EtagMismatch,
+    Feature,
+    Item,
+    Operation,
+    QueryError,
+    QueryPage,
+    SetRequest,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+log = logging.getLogger(__name__)
+
+_NO_TLS_CLIENT_AUTH = "client certificates need enableTLS: true"
+
+SCHEMA = StoreSchema(
+    type="state.redis",
+    fields=(
+        Field("redisHost", required=True, description="host:port of the Redis node"),
+        Field("redisPort", Kind.INT, description="port, when redisHost has none (default 6379)"),
+        Field("redisPassword", secret=True),
+        Field("redisUsername", description="ACL user (Redis 6+)"),
+        Field("redisDB", Kind.INT, default=0, minimum=0),
+        Field(
+            "redisType", default="node", choices=("node",), description="only node; cluster is not supported"
+        ),
+        Field("enableTLS", Kind.BOOL, default=False),
+        Field("insecureSkipTLSVerify", Kind.BOOL, default=False),
+        Field("clientCert", secret=True, description="PEM client certificate for TLS"),
+        Field("clientKey", secret=True, description="PEM private key of clientCert"),
+        Field("redisMaxRetries", Kind.INT, default=3, aliases=("maxRetries",), minimum=-1),
+        Field("redisMinRetryInterval", Kind.DURATION, default=0.008),
+        Field("redisMaxRetryInterval", Kind.DURATION, default=0.512, aliases=("maxRetryBackoff",)),
+        Field("dialTimeout", Kind.DURATION, default=5.0),
+        Field("readTimeout", Kind.DURATION, default=3.0),
+        Field("writeTimeout", Kind.DURATION, description="defaults to readTimeout"),
+        Field("poolSize", Kind.INT, minimum=1, description="defaults to 10 per CPU"),
+        Field("poolTimeout", Kind.DURATION, description="defaults to readTimeout + 1s"),
+        Field("minIdleConns", Kind.INT, default=0, minimum=0),
+        Field("idleTimeout", Kind.DURATION, default=300.0),
+        Field("maxConnAge", Kind.DURATION, default=0.0),
+        Field("idleCheckFrequency", Kind.DURATION, default=60.0),
+        Field("ttlInSeconds", Kind.INT, minimum=-1, description="default TTL of every write"),
+        Field("queryIndexes", Kind.JSON, description="RediSearch indexes (query is not implemented)"),
+    ),
+    features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}),
+    unsupported={
+        "failover": "Redis Sentinel failover is not implemented; point redisHost at the primary",
+        "sentinelMasterName": "Redis Sentinel is not implemented",
+        "sentinelUsername": "Redis Sentinel is not implemented",
+        "sentinelPassword": "Redis Sentinel is not implemented",
+        "useEntraID": "Microsoft Entra ID authentication is not implemented; use redisUsername/redisPassword",
+        "useOIDC": "OIDC authentication is not implemented; use redisUsername/redisPassword",
+        "oidcTokenEndpoint": "OIDC authentication is not implemented",
+        "oidcClientID": "OIDC authentication is not implemented",
+        "oidcClientAssertionCert": "OIDC authentication is not implemented",
+        "oidcClientAssertionKey": "OIDC authentication is not implemented",
+        "oidcResource": "OIDC authentication is not implemented",
+        "oidcAudience": "OIDC authentication is not implemented",
+        "oidcScopes": "OIDC authentication is not implemented",
+        "oidcKid": "OIDC authentication is not implemented",
+        "oidcCACert": "OIDC authentication is not implemented",
+        "redeliverInterval": "applies to Redis pub/sub, not to state stores",
+        "processingTimeout": "applies to Redis pub/sub, not to state stores",
+    },
+)
+
+# One script for every write. KEYS: one per operation, in order. ARGV: five per operation:
+# kind ("S" set, "D" delete), etag ("" for none), first-write ("1"/"0"), TTL in ms ("0" for none),
+# value. Returns {0, 0} when applied, {1, i} on an etag mismatch at operation i (1-based),
+# {2, i} when first-write found operation i's key present. Nothing is written unless all pass.
+_WRITE_SCRIPT = """
+pcall(redis.replicate_commands)
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now_us / 1000)
+local state = {}
+local versions = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local base = (i - 1) * 5
+  local kind, etag, fw = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local s = state[key]
+  if s == nil then
+    local v = redis.call('HGET', key, 'version')
+    if v then s = {true, v} else s = {false, nil} end
+  end
+  if etag ~= '' then
+    if not s[1] or s[2] ~= etag then return {1, i} end
+  elseif kind == 'S' and fw == '1' and s[1] then
+    return {2, i}
+  end
+  if kind == 'S' then
+    local nv = now_us
+    local old = s[1] and tonumber(s[2]) or nil
+    if old ~= nil and old >= nv then nv = old + 1 end
+    versions[i] = string.format('%.0f', nv)
+    state[key] = {true, versions[i]}
+  else
+    state[key] = {false, nil}
+  end
+end
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local base = (i - 1) * 5
+  redis.call('DEL', key)
+  if ARGV[base + 1] == 'S' then
+    local ttl = tonumber(ARGV[base + 4])
+    if ttl > 0 then
+      local exp = now_ms + ttl
+      local exp_text = string.format('%.0f', exp)
+      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i], 'exp', exp_text)
+      redis.call('PEXPIREAT', key, exp)
+    else
+      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i])
+    end
+  end
+end
+return {0, 0}
+"""
+
+T = TypeVar("T")
+
+
+def parse_host(host: str, port: int | None) -> tuple[str, int]:
+    """(host, port) from `redisHost` ("host", "host:port", "[v6]:port") and `redisPort`."""
+    text = host.strip()
+    if "," in text:
+        raise MetadataError(
+            "redisHost", "lists several hosts; only a single node (redisType: node) is supported"
+        )
+    if "://" in text:
+        raise MetadataError("redisHost", "must be host:port, not a URL")
+    name, sep, port_text = text.rpartition(":") if not text.endswith("]") else ("", "", "")
+    if not sep or (":" in name and not name.startswith("[")):
+        name, port_text = text, ""
+    name = name.removeprefix("[").removesuffix("]")
+    if not name:
+        raise MetadataError("redisHost", f"{host!r} has no host name")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise MetadataError("redisHost", f"{host!r} has an invalid port")
+        return name, int(port_text)
+    return name, port if port is not None else 6379
+
+
+def _unavailable(exc: BaseException) -> bool:
+    import redis.exceptions as rex
+
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | asyncio.TimeoutError)
+
+
+class RedisStore:
+    features: frozenset[Feature] = SCHEMA.features
+
+    def __init__(self, config: StoreConfig) -> None:
+        md = config.metadata
+        self._name = config.name
+        self.host, self.port = parse_host(md["redisHost"], md["redisPort"])
+        self._db: int = md["redisDB"]
+        self._username: str | None = md["redisUsername"] or None
+        self._password: str | None = md["redisPassword"] or None
+        self._tls: bool = md["enableTLS"]
+        self._skip_verify: bool = md["insecureSkipTLSVerify"]
+        self._client_cert: str | None = md["clientCert"] or None
+        self._client_key: str | None = md["clientKey"] or None
+        if (self._client_cert or self._client_key) and not self._tls:
+            raise MetadataError("clientCert", _NO_TLS_CLIENT_AUTH)
+        if bool(self._client_cert) != bool(self._client_key):
+            raise MetadataError("clientCert", "clientCert and clientKey must be given together")
+        self._max_retries: int = md["redisMaxRetries"]
+        self._min_backoff: float = max(md["redisMinRetryInterval"], 0.0)
+        self._max_backoff: float = max(md["redisMaxRetryInterval"], self._min_backoff)
+        self._dial_timeout: float = md["dialTimeout"]
+        self._read_timeout: float = md["readTimeout"]
+        self._write_timeout: float = (
+            md["writeTimeout"] if md["writeTimeout"] is not None else self._read_timeout
+        )
+        self._pool_size: int = md["poolSize"] or 10 * (os.cpu_count() or 1)
+        self._pool_timeout: float = (
+            md["poolTimeout"] if md["poolTimeout"] is not None else self._read_timeout + 1.0
+        )
+        self._min_idle: int = md["minIdleConns"]
+        self._idle_timeout: float = md["idleTimeout"]
+        ttl = md["ttlInSeconds"]
+        self._default_ttl: int | None = ttl if ttl is not None and ttl > 0 else None
+        self._query_indexes: Any = md["queryIndexes"]
+        if self._query_indexes is not None and not isinstance(self._query_indexes, list):
+            raise MetadataError("queryIndexes", "must be a JSON array of {name, indexes}")
+        # Every call is bounded: connecting, sending and reading, plus the retries' back-off.
+        attempts = max(self._max_retries, 0) + 1
+        self._call_timeout = (
+            max(self._dial_timeout, 0.1)
+            + max(self._read_timeout, self._write_timeout, 0.1)
+            + min(attempts * self._max_backoff, 2.0)
+        )
+        self.modules: frozenset[str] = frozenset()
+        self._client: redis.asyncio.Redis | None = None
+        self._script: Any = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- connection --------------------------------------------------------------------------------
+    def _ssl_kwargs(self) -> dict[str, Any]:
+        if not self._tls:
+            return {}
+        kwargs: dict[str, Any] = {
+            "ssl": True,
+            "ssl_cert_reqs": ssl.CERT_NONE if self._skip_verify else ssl.CERT_REQUIRED,
+            "ssl_check_hostname": not self._skip_verify,
+        }
+        if self._client_cert and self._client_key:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="statestore-redis-tls-")
+            cert = os.path.join(self._tmpdir.name, "client.crt")
+            key = os.path.join(self._tmpdir.name, "client.key")
+            for path, text in ((cert, self._client_cert), (key, self._client_key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(text)
+            kwargs.update(ssl_certfile=cert, ssl_keyfile=key)
+        return kwargs
+
+    def _connect(self) -> redis.asyncio.Redis:
+        import redis.asyncio as aioredis
+        from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
+        from redis.asyncio.retry import Retry
+        from redis.backoff import EqualJitterBackoff, NoBackoff
+
+        backoff = (
+            EqualJitterBackoff(cap=self._max_backoff, base=self._min_backoff)
+            if self._min_backoff
+            else NoBackoff()
+        )
+        retry = Retry(backoff, max(self._max_retries, 0))
+        ssl_kwargs = self._ssl_kwargs()
+        ssl_kwargs.pop("ssl", None)
+        pool = BlockingConnectionPool(
+            max_connections=self._pool_size,
+            timeout=self._pool_timeout,
+            connection_class=SSLConnection if self._tls else Connection,
+            host=self.host,
+            port=self.port,
+            db=self._db,
+            username=self._username,
+            password=self._password,
+            socket_connect_timeout=self._dial_timeout,
+            socket_timeout=max(self._read_timeout, self._write_timeout),
+            socket_keepalive=True,
+            retry=retry,
+            # A connection idle for longer than this is pinged before reuse: dead ones are replaced.
+            health_check_interval=self._idle_timeout if self._idle_timeout > 0 else 0,
+            client_name=f"statestore-{self._name}"[:64].replace(" ", "_"),
+            protocol=2,
+            **ssl_kwargs,
+        )
+        return aioredis.Redis(connection_pool=pool)
+
+    async def _call(self, work: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
+        """Run one backend call within the call timeout, mapping failures to store errors."""
+        import redis.exceptions as rex
+
+        client = self._client
+        if client is None:
+            raise BackendUnavailable("the Redis store is not initialised")
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                return await work(client)
+        except StoreError:
+            raise
+        except rex.AuthenticationError as exc:
+            raise BackendUnavailable(f"redis {self.host}:{self.port}: authentication failed: {exc}") from None
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"redis {self.host}:{self.port} did not answer within {self._call_timeout:g}s"
+            ) from None
+        except Exception as exc:
+            if _unavailable(exc):
+                raise BackendUnavailable(f"redis {self.host}:{self.port} is unavailable: {exc}") from None
+            if isinstance(exc, rex.ResponseError) and str(exc).startswith(
+                ("LOADING", "MASTERDOWN", "READONLY")
+            ):
+                raise BackendUnavailable(f"redis {self.host}:{self.port}: {exc}") from None
+            if isinstance(exc, rex.RedisError):
+                raise StoreError(f"redis error: {exc}") from None
+            raise
+
+    async def init(self) -> None:
+        if self._client is None:
+            self._client = self._connect()
+            self._script = self._client.register_script(_WRITE_SCRIPT)
+        await self.ping()
+
+        async def modules(client: redis.asyncio.Redis) -> frozenset[str]:
+            import redis.exceptions as rex
+
+            try:
+                listed = await client.module_list()
+            except rex.ResponseError:  # not allowed for this user, or no modules support
+                return frozenset()
+            names = set()
+            for entry in listed or []:
+                fields = (
+                    dict(zip(entry[::2], entry[1::2], strict=False)) if isinstance(entry, list) else entry
+                )
+                name = fields.get(b"name") or fields.get("name")
+                if name:
+                    names.add(name.decode() if isinstance(name, bytes) else str(name))
+            return frozenset(names)
+
+        self.modules = await self._call(modules)
+        if {"search", "ReJSON"} <= self.modules:
+            log.info("redis %s has RediSearch and RedisJSON, but query is not implemented", self._name)
+        if self._min_idle:
+            # Open the minimum of idle connections now, as go-redis would.
+            async def warm(client: redis.asyncio.Redis) -> None:
+                await asyncio.gather(*(client.ping() for _ in range(self._min_idle)))
+
+            await self._call(warm)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            with contextlib.suppress(Exception):
+                await client.connection_pool.disconnect()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    async def ping(self) -> None:
+        async def ping(client: redis.asyncio.Redis) -> None:
+            await client.ping()
+
+        await self._call(ping)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _item(reply: Sequence[Any]) -> Item | None:
+        data, version, exp = reply
+        if data is None or version is None:
+            return None
+        return Item(data, version.decode(), int(exp) / 1000.0 if exp else None)
+
+    async def get(self, key: str) -> Item | None:
+        async def get(client: redis.asyncio.Redis) -> Item | None:
+            return self._item(await client.hmget(key, ["data", "version", "exp"]))
+
+        return await self._call(get)
+
+    async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+
+        async def bulk(client: redis.asyncio.Redis) -> dict[str, Item]:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in unique:
+                    pipe.hmget(key, ["data", "version", "exp"])
+                replies = await pipe.execute(raise_on_error=False)
+            found: dict[str, Item] = {}
+            for key, reply in zip(unique, replies, strict=True):
+                if isinstance(reply, Exception):
+                    raise reply
+                item = self._item(reply)
+                if item is not None:
+                    found[key] = item
+            return found
+
+        return await self._call(bulk)
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _ttl_ms(self, ttl: int | None) -> int:
+        if ttl is None:
+            ttl = self._default_ttl
+        return ttl * 1000 if ttl is not None and ttl > 0 else 0
+
+    async def transact(self, operations: Sequence[Operation]) -> None:
+        if not operations:
+            return
+        keys: list[str] = []
+        args: list[bytes | str] = []
+        for op in operations:
+            keys.append(op.key)
+            if isinstance(op, SetRequest):
+                first = "1" if op.concurrency is Concurrency.FIRST_WRITE else "0"
+                args += ["S", op.etag or "", first, str(self._ttl_ms(op.ttl)), op.value]
+            else:
+                args += ["D", op.etag or "", "0", "0", b""]
+
+        async def run(client: redis.asyncio.Redis) -> list[int]:
+            reply: list[int] = await self._script(keys=keys, args=args, client=client)
+            return reply
+
+        code, index = (int(x) for x in await self._call(run))
+        if code == 1:
+            raise EtagMismatch(f"etag mismatch for key {keys[index - 1]}")
+        if code == 2:
+            raise EtagMismatch(f"key {keys[index - 1]} already exists and first-write was requested")
+        if code != 0:
+            raise StoreError(f"unexpected reply {code} from the redis write script")
+
+    async def set(self, request: SetRequest) -> None:
+        await self.transact([request])
+
+    async def delete(self, request: DeleteRequest) -> None:
+        await self.transact([request])
+
+    async def query(self, query: q.Query, key_prefix: str) -> QueryPage:
+        raise QueryError("state store does not support querying: the Redis store has no query support")
+
+
+def create(config: StoreConfig) -> RedisStore:
+    return RedisStore(config)
