@@ -584,14 +584,16 @@ def create_app(runtime: Runtime) -> ASGIApp:
     ]
     for path, endpoint, methods, name in routes:
         doc = ROUTE_DOCS[name]
-        app.add_api_route(
-            path,
-            endpoint,
-            methods=methods,
-            name=name,
-            summary=doc["summary"],
-            responses=doc.get("responses"),
-            openapi_extra=doc.get("extra"),
-            response_class=Response,
-        )
+        for method in methods:
+            app.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                name=name,
+                operation_id=f"{name}_{method.lower()}",
+                summary=doc["summary"],
+                responses=doc.get("responses"),
+                openapi_extra=doc.get("extra"),
+                response_class=Response,
+            )
     return Transport(app, runtime.settings.api_token)
