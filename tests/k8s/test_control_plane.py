@@ -273,7 +273,7 @@ def test_rbac_is_enforced_for_a_service_account_token(k8s_cluster: ControlPlane,
         check=False,
     )
     assert denied.returncode != 0
-    assert "Forbidden" in denied.stderr
+    assert "configmaps is forbidden" in denied.stderr
     assert f"system:serviceaccount:{namespace}:reader" in denied.stderr
 
     # A garbage token is not authenticated at all.
