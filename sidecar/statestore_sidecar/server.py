@@ -28,11 +28,12 @@ def settings_from(args: argparse.Namespace, namespace: str | None) -> Settings:
 
 def serve(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> int:
     settings = settings_from(args, namespace)
+    app = create_app(Runtime.build(settings, validated))
     if args.enable_metrics and args.metrics_port:
-        from .metrics import start_metrics_server
+        from .metrics import MetricsMiddleware, start_metrics_server
 
         start_metrics_server(args.metrics_port, args.dapr_listen_addresses)
-    app = create_app(Runtime.build(settings, validated))
+        app = MetricsMiddleware(app)
     log.info(
         "state API listening on %s:%d with %d state store(s)%s",
         args.dapr_listen_addresses,

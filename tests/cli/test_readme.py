@@ -44,7 +44,9 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
             f"{command.replace('localhost:3500', f'localhost:{port}')}\necho '@@step {i}@@'\n"
             for i, (command, _) in enumerate(steps)
         )
-        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        result = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
     outputs = re.split(r"@@step \d+@@\n?", result.stdout)
     for (command, expected), actual in zip(steps, outputs, strict=False):
         assert actual.rstrip("\n") == expected, f"{command}\n{result.stderr}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from fixtures.sidecar import run_cli, sidecar
 
 
@@ -32,22 +33,38 @@ def write(path: Path, *docs: str) -> Path:
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        (component("cache", "state.nosuchdb"), ["component 'cache'", "unknown state store type 'state.nosuchdb'"]),
+        (
+            component("cache", "state.nosuchdb"),
+            ["component 'cache'", "unknown state store type 'state.nosuchdb'"],
+        ),
         (component("db", "state.sqlite"), ["component 'db'", "metadata 'connectionString'", "is required"]),
-        (component("db", "state.sqlite", '[{name: connectionString, value: x.db}, {name: timeout, value: soon}]'),
-         ["component 'db'", "metadata 'timeout'", "is not a duration"]),
-        (component("mem", "state.in-memory", '[{name: actorStateStore, value: maybe}]'),
-         ["component 'mem'", "metadata 'actorStateStore'", "not a boolean"]),
-        (component("mem", "state.in-memory", '[{name: keyPrefix, value: "a||b"}]'),
-         ["component 'mem'", "keyPrefix", "can't contain '||'"]),
-        (component("mem", "state.in-memory", "[]").replace("version: v1", "version: v7"),
-         ["component 'mem'", "version 'v7'", "not supported"]),
-        ("apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: x}\nspec: [unclosed\n",
-         ["invalid YAML", "line"]),
+        (
+            component(
+                "db", "state.sqlite", "[{name: connectionString, value: x.db}, {name: timeout, value: soon}]"
+            ),
+            ["component 'db'", "metadata 'timeout'", "is not a duration"],
+        ),
+        (
+            component("mem", "state.in-memory", "[{name: actorStateStore, value: maybe}]"),
+            ["component 'mem'", "metadata 'actorStateStore'", "not a boolean"],
+        ),
+        (
+            component("mem", "state.in-memory", '[{name: keyPrefix, value: "a||b"}]'),
+            ["component 'mem'", "keyPrefix", "can't contain '||'"],
+        ),
+        (
+            component("mem", "state.in-memory", "[]").replace("version: v1", "version: v7"),
+            ["component 'mem'", "version 'v7'", "not supported"],
+        ),
+        (
+            "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: x}\nspec: [unclosed\n",
+            ["invalid YAML", "line"],
+        ),
     ],
 )
-def test_invalid_component_stops_start_up_with_one_clear_line(tmp_path: Path, doc: str,
-                                                              expected: list[str]) -> None:
+def test_invalid_component_stops_start_up_with_one_clear_line(
+    tmp_path: Path, doc: str, expected: list[str]
+) -> None:
     path = write(tmp_path / "bad.yaml", doc)
     result = run_cli(["--resources-path", str(tmp_path)])
     assert result.returncode == 1
@@ -70,7 +87,11 @@ def test_duplicate_store_names_across_files(tmp_path: Path) -> None:
 
 def test_two_actor_state_stores_are_refused(tmp_path: Path) -> None:
     actor = '[{name: actorStateStore, value: "true"}]'
-    write(tmp_path / "a.yaml", component("one", "state.in-memory", actor), component("two", "state.in-memory", actor))
+    write(
+        tmp_path / "a.yaml",
+        component("one", "state.in-memory", actor),
+        component("two", "state.in-memory", actor),
+    )
     result = run_cli(["--resources-path", str(tmp_path)])
     assert result.returncode == 1
     assert "detected duplicate actor state store: one and two" in result.stderr
@@ -85,19 +106,27 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
 def test_serves_every_state_store_and_skips_the_rest(tmp_path: Path) -> None:
     folder = tmp_path / "resources"
     folder.mkdir()
-    write(folder / "stores.yaml",
-          component("mem", "state.in-memory"),
-          component("pubsub", "pubsub.redis"),
-          "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: cfg}\nspec: {}\n")
-    single = write(tmp_path / "db.yaml", component("db", "state.sqlite",
-                                                   f"[{{name: connectionString, value: '{tmp_path}/s.db'}}]"))
+    write(
+        folder / "stores.yaml",
+        component("mem", "state.in-memory"),
+        component("pubsub", "pubsub.redis"),
+        "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: cfg}\nspec: {}\n",
+    )
+    single = write(
+        tmp_path / "db.yaml",
+        component("db", "state.sqlite", f"[{{name: connectionString, value: '{tmp_path}/s.db'}}]"),
+    )
     log = tmp_path / "log.txt"
-    with sidecar(["--resources-path", str(folder), "--resources-path", str(single), "--app-id", "app"],
-                 log=log) as url:
+    with sidecar(
+        ["--resources-path", str(folder), "--resources-path", str(single), "--app-id", "app"], log=log
+    ) as url:
         meta = httpx.get(f"{url}/v1.0/metadata").json()
         assert sorted(c["name"] for c in meta["components"]) == ["db", "mem"]
         for store in ("mem", "db"):
-            assert httpx.post(f"{url}/v1.0/state/{store}", json=[{"key": "k", "value": store}]).status_code == 204
+            assert (
+                httpx.post(f"{url}/v1.0/state/{store}", json=[{"key": "k", "value": store}]).status_code
+                == 204
+            )
             assert httpx.get(f"{url}/v1.0/state/{store}/k").json() == store
     text = log.read_text()
     assert "skipping" in text and "'pubsub' (pubsub.redis): not a state store" in text
@@ -105,8 +134,10 @@ def test_serves_every_state_store_and_skips_the_rest(tmp_path: Path) -> None:
 
 
 def test_secrets_and_env_refs_come_from_the_environment(tmp_path: Path) -> None:
-    metadata = ("[{name: connectionString, secretKeyRef: {name: db-secret, key: url}},"
-                " {name: tableName, envRef: TABLE_FOR_STATE}]")
+    metadata = (
+        "[{name: connectionString, secretKeyRef: {name: db-secret, key: url}},"
+        " {name: tableName, envRef: TABLE_FOR_STATE}]"
+    )
     write(tmp_path / "c.yaml", component("db", "state.sqlite", metadata))
     missing = run_cli(["--resources-path", str(tmp_path)])
     assert missing.returncode == 1
@@ -125,7 +156,15 @@ def test_secrets_and_env_refs_come_from_the_environment(tmp_path: Path) -> None:
 def test_token_body_limit_and_json_logs(tmp_path: Path) -> None:
     write(tmp_path / "c.yaml", component("mem", "state.in-memory", '[{name: notASetting, value: "1"}]'))
     log = tmp_path / "log.txt"
-    args = ["--resources-path", str(tmp_path), "--max-body-size", "1Ki", "--log-as-json", "--log-level", "debug"]
+    args = [
+        "--resources-path",
+        str(tmp_path),
+        "--max-body-size",
+        "1Ki",
+        "--log-as-json",
+        "--log-level",
+        "debug",
+    ]
     with sidecar(args, env={"DAPR_API_TOKEN": "tok"}, log=log) as url:
         assert httpx.get(f"{url}/v1.0/metadata").status_code == 401
         headers = {"dapr-api-token": "tok"}
@@ -138,10 +177,30 @@ def test_token_body_limit_and_json_logs(tmp_path: Path) -> None:
 
 
 def test_namespace_and_scopes_select_components(tmp_path: Path) -> None:
-    write(tmp_path / "c.yaml",
-          component("mine", "state.in-memory").replace("  name: mine", "  name: mine\n  namespace: team-a"),
-          component("theirs", "state.in-memory").replace("  name: theirs", "  name: theirs\n  namespace: team-b"),
-          component("scoped", "state.in-memory", extra="scopes: [other-app]"))
+    write(
+        tmp_path / "c.yaml",
+        component("mine", "state.in-memory").replace("  name: mine", "  name: mine\n  namespace: team-a"),
+        component("theirs", "state.in-memory").replace(
+            "  name: theirs", "  name: theirs\n  namespace: team-b"
+        ),
+        component("scoped", "state.in-memory", extra="scopes: [other-app]"),
+    )
     with sidecar(["--resources-path", str(tmp_path), "--app-id", "app"], env={"NAMESPACE": "team-a"}) as url:
         names = [c["name"] for c in httpx.get(f"{url}/v1.0/metadata").json()["components"]]
     assert names == ["mine"]
+
+
+def test_metrics_count_requests_by_operation(tmp_path: Path) -> None:
+    from fixtures.sidecar import free_port
+
+    write(tmp_path / "c.yaml", component("mem", "state.in-memory"))
+    port = free_port()
+    with sidecar(["--resources-path", str(tmp_path), "--metrics-port", str(port)]) as url:
+        httpx.post(f"{url}/v1.0/state/mem", json=[{"key": "k", "value": 1}])
+        httpx.get(f"{url}/v1.0/state/mem/k")
+        httpx.get(f"{url}/v1.0/state/mem/missing")
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'statestore_http_requests_total{operation="save",status="204"} 1.0' in text
+    assert 'statestore_http_requests_total{operation="get",status="200"} 1.0' in text
+    assert 'statestore_http_requests_total{operation="get",status="204"} 1.0' in text
+    assert 'statestore_http_request_duration_seconds_count{operation="get"} 2.0' in text

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 import pytest
-from fixtures.stores import ComponentUnderTest
 
+from fixtures.stores import ComponentUnderTest
 from statestore_sidecar.app import create_app
 from statestore_sidecar.components import Component, MetadataItem, validate
 from statestore_sidecar.runtime import Runtime, Settings

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fixtures.stores import ComponentUnderTest
 
 MakeApi = Callable[..., Any]
@@ -32,16 +33,21 @@ async def test_no_store_configured_is_500(make_api: MakeApi) -> None:
 
 async def test_api_token(make_api: MakeApi) -> None:
     api: httpx.AsyncClient = await make_api({"store": memory()}, api_token="s3cret")
-    for r in (await api.get("/v1.0/state/store/k"), await api.get("/v1.0/metadata"),
-              await api.get("/v1.0/state/store/k", headers={"dapr-api-token": "wrong"}),
-              await api.post("/v1.0/state/store", json=[])):
+    for r in (
+        await api.get("/v1.0/state/store/k"),
+        await api.get("/v1.0/metadata"),
+        await api.get("/v1.0/state/store/k", headers={"dapr-api-token": "wrong"}),
+        await api.post("/v1.0/state/store", json=[]),
+    ):
         assert r.status_code == 401
         assert r.text == "invalid api token\n"
         assert r.headers["content-type"] == "text/plain; charset=utf-8"
     # Health stays open so probes need no secret.
     assert (await api.get("/v1.0/healthz")).status_code == 204
     assert (await api.get("/v1.0/healthz/outbound")).status_code == 204
-    ok = await api.post("/v1.0/state/store", json=[{"key": "k", "value": 1}], headers={"dapr-api-token": "s3cret"})
+    ok = await api.post(
+        "/v1.0/state/store", json=[{"key": "k", "value": 1}], headers={"dapr-api-token": "s3cret"}
+    )
     assert ok.status_code == 204
     got = await api.get("/v1.0/state/store/k", headers={"dapr-api-token": "s3cret"})
     assert got.json() == 1
@@ -64,8 +70,9 @@ def stored_keys(db: Path) -> set[str]:
         ("Custom-Prefix", "custom-prefix||k"),
     ],
 )
-async def test_key_prefix_strategies(make_api: MakeApi, tmp_path: Path, strategy: str | None,
-                                     stored: str) -> None:
+async def test_key_prefix_strategies(
+    make_api: MakeApi, tmp_path: Path, strategy: str | None, stored: str
+) -> None:
     db = tmp_path / "state.db"
     metadata = {"connectionString": str(db), **({"keyPrefix": strategy} if strategy else {})}
     api: httpx.AsyncClient = await make_api(
@@ -85,7 +92,11 @@ async def test_key_prefix_strategies(make_api: MakeApi, tmp_path: Path, strategy
 async def test_namespace_prefix_falls_back_to_app_id(make_api: MakeApi, tmp_path: Path) -> None:
     db = tmp_path / "ns.db"
     api: httpx.AsyncClient = await make_api(
-        {"a": ComponentUnderTest("sqlite", "state.sqlite", {"connectionString": str(db), "keyPrefix": "namespace"})}
+        {
+            "a": ComponentUnderTest(
+                "sqlite", "state.sqlite", {"connectionString": str(db), "keyPrefix": "namespace"}
+            )
+        }
     )
     await api.post("/v1.0/state/a", json=[{"key": "k", "value": 1}])
     assert stored_keys(db) == {"myapp||k"}
@@ -94,8 +105,10 @@ async def test_namespace_prefix_falls_back_to_app_id(make_api: MakeApi, tmp_path
 async def test_queries_see_only_their_own_prefix(make_api: MakeApi, tmp_path: Path) -> None:
     db = {"connectionString": str(tmp_path / "shared.db")}
     api: httpx.AsyncClient = await make_api(
-        {"one": ComponentUnderTest("sqlite", "state.sqlite", {**db, "keyPrefix": "one"}),
-         "two": ComponentUnderTest("sqlite", "state.sqlite", {**db, "keyPrefix": "two"})}
+        {
+            "one": ComponentUnderTest("sqlite", "state.sqlite", {**db, "keyPrefix": "one"}),
+            "two": ComponentUnderTest("sqlite", "state.sqlite", {**db, "keyPrefix": "two"}),
+        }
     )
     await api.post("/v1.0/state/one", json=[{"key": "a", "value": 1}])
     await api.post("/v1.0/state/two", json=[{"key": "b", "value": 2}])

@@ -120,7 +120,13 @@ async def test_large_value_round_trips(store: Store, base: str) -> None:
 
 
 async def test_odd_keys_round_trip(store: Store, base: str) -> None:
-    keys = [f"{base}-ключ 🗝", f"{base}/with/slashes", f"{base} spaces  ", f"{base}-'quote\"s;--", f"{base}-%2F+"]
+    keys = [
+        f"{base}-ключ 🗝",
+        f"{base}/with/slashes",
+        f"{base} spaces  ",
+        f"{base}-'quote\"s;--",
+        f"{base}-%2F+",
+    ]
     for i, key in enumerate(keys):
         await store.set(SetRequest(key, js(i)))
     for i, key in enumerate(keys):
@@ -138,9 +144,7 @@ async def test_transaction_applies_groups(store: Store, base: str) -> None:
     for key, value in upserts.items():
         item = await store.get(key)
         assert item is not None and item.data == value
-    await store.transact(
-        [SetRequest(f"{base}-trx-struct", js({"a": 1})), DeleteRequest(f"{base}-trx-int")]
-    )
+    await store.transact([SetRequest(f"{base}-trx-struct", js({"a": 1})), DeleteRequest(f"{base}-trx-int")])
     assert await store.get(f"{base}-trx-int") is None
     assert await store.get(f"{base}-trx-struct") is not None
 
@@ -402,10 +406,20 @@ async def test_query_reference_cases(store: Store, people: str, base: str) -> No
         {
             "filter": {
                 "OR": [
-                    {"AND": [{"EQ": {"message": f"{base}message"}}, {"GT": {"product.value": 11.1}},
-                             {"EQ": {"status": "INACTIVE"}}]},
-                    {"AND": [{"EQ": {"message": f"{base}message"}}, {"LTE": {"product.value": 0.5}},
-                             {"EQ": {"status": "ACTIVE"}}]},
+                    {
+                        "AND": [
+                            {"EQ": {"message": f"{base}message"}},
+                            {"GT": {"product.value": 11.1}},
+                            {"EQ": {"status": "INACTIVE"}},
+                        ]
+                    },
+                    {
+                        "AND": [
+                            {"EQ": {"message": f"{base}message"}},
+                            {"LTE": {"product.value": 0.5}},
+                            {"EQ": {"status": "ACTIVE"}},
+                        ]
+                    },
                 ]
             }
         },
@@ -413,7 +427,11 @@ async def test_query_reference_cases(store: Store, people: str, base: str) -> No
     assert await run(
         store,
         people,
-        {"filter": {"OR": [{"EQ": {"message": f"{base}test"}}, {"IN": {"message": [f"test{base}", "dummy"]}}]}},
+        {
+            "filter": {
+                "OR": [{"EQ": {"message": f"{base}test"}}, {"IN": {"message": [f"test{base}", "dummy"]}}]
+            }
+        },
     ) == ["struct", "struct-2"]
 
 
@@ -434,14 +452,19 @@ async def test_query_without_filter_lists_the_prefix_in_key_order(store: Store, 
 
 
 async def test_query_sorts_by_several_keys(store: Store, people: str) -> None:
-    body = {"filter": {"EQ": {"message": people.removesuffix("||") + "message"}},
-            "sort": [{"key": "status", "order": "DESC"}, {"key": "product.value"}]}
+    body = {
+        "filter": {"EQ": {"message": people.removesuffix("||") + "message"}},
+        "sort": [{"key": "status", "order": "DESC"}, {"key": "product.value"}],
+    }
     assert await run(store, people, body) == ["ops-inactive", "ops"]
     body["sort"] = [{"key": "product.value", "order": "DESC"}]
     assert await run(store, people, body) == ["ops", "ops-inactive"]
     # Across types, ascending: missing/null, booleans, numbers, strings.
-    mixed = await run(store, people, {"filter": {"IN": {"message": [None, 42, f"test{people[:-2]}"]}},
-                                      "sort": [{"key": "message"}]})
+    mixed = await run(
+        store,
+        people,
+        {"filter": {"IN": {"message": [None, 42, f"test{people[:-2]}"]}}, "sort": [{"key": "message"}]},
+    )
     assert mixed == ["null-message", "with-int", "struct"]
 
 
