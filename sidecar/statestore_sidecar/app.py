@@ -26,17 +26,15 @@ from .errors import ApiError
 from .openapi import ROUTE_DOCS
 from .requests import (
     BadEscape,
+    ItemRequest,
     Malformed,
     check_consistency,
     concurrency,
+    decode_item,
     decode_json,
-    encode_value,
-    expect_object,
-    expect_string,
     expect_string_map,
     fields,
     query_param,
-    ttl_seconds,
     unescape_segment,
     url_metadata,
 )
@@ -49,15 +47,12 @@ from .stores.base import (
     Item,
     Operation,
     QueryError,
-    SetRequest,
     StoreError,
 )
 
 log = logging.getLogger("statestore.api")
 
 JSON = "application/json"
-_SET_FIELDS = frozenset({"key", "value", "etag", "metadata", "options", "contenttype"})
-_OPTION_FIELDS = frozenset({"concurrency", "consistency"})
 _BULK_FIELDS = frozenset({"keys", "parallelism", "metadata"})
 _TX_FIELDS = frozenset({"operations", "metadata"})
 _OP_FIELDS = frozenset({"operation", "request"})
@@ -150,6 +145,18 @@ class StateApi:
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
 
+    async def object_body(self, request: Request, struct: str) -> dict[str, Any]:
+        """A JSON object body (null counts as empty), with daprd's "failed deserializing" errors."""
+        try:
+            body = decode_json(await read_body(request, self.limit))
+        except (BodyTooLarge, Malformed) as exc:
+            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise errors.malformed(f"failed deserializing HTTP body: json: cannot unmarshal into {struct}")
+        return body
+
     # -- routes -------------------------------------------------------------------------------
 
     async def save(self, request: Request) -> Response:
@@ -161,46 +168,20 @@ class StateApi:
         if not isinstance(body, list):
             raise errors.malformed("json: cannot unmarshal object into Go value of type []state.SetRequest")
         url_meta = url_metadata(request.scope.get("query_string", b""))
-        parsed: list[tuple[dict[str, Any], dict[str, str]]] = []
+        parsed: list[tuple[ItemRequest, str]] = []
         for raw in body:
-            if raw is not None and not isinstance(raw, dict):
-                raise errors.malformed("json: cannot unmarshal value into Go value of type state.SetRequest")
-            item = fields(raw or {}, _SET_FIELDS, "SetRequest")
             try:
-                key = expect_string(item.get("key"), "SetRequest", "key")
-                expect_string(item.get("etag"), "SetRequest", "etag")
-                meta = expect_string_map(item.get("metadata"), "SetRequest", "metadata")
-                options = fields(
-                    expect_object(item.get("options"), "SetRequest", "options"),
-                    _OPTION_FIELDS,
-                    "SetStateOption",
-                )
-                expect_string(options.get("concurrency"), "SetStateOption", "concurrency")
-                expect_string(options.get("consistency"), "SetStateOption", "consistency")
+                item = decode_item(raw)
             except Malformed as exc:
                 raise errors.malformed(str(exc)) from None
-            if not key:
-                raise errors.malformed('"key" is a required field')
-            item["key"] = self.stored_key(handle, key)
-            item["options"] = options
-            parsed.append((item, {**meta, **url_meta}))
+            parsed.append((item, self.stored_key(handle, item.key)))
         if not parsed:
             return _no_content()
         if not handle.ready.is_set():
             raise errors.state_save(handle.name, 500, str(handle.unavailable()))
 
-        async def save_one(item: dict[str, Any], meta: dict[str, str]) -> None:
-            options = item["options"]
-            check_consistency(options.get("consistency"))
-            await handle.store.set(
-                SetRequest(
-                    key=item["key"],
-                    value=encode_value(item.get("value")),
-                    etag=item.get("etag") or None,
-                    concurrency=concurrency(options.get("concurrency")),
-                    ttl=ttl_seconds(meta),
-                )
-            )
+        async def save_one(item: ItemRequest, stored: str) -> None:
+            await handle.store.set(item.set_request(stored, url_meta))
 
         if len(parsed) == 1:
             outcomes: Sequence[BaseException | None] = [await _capture(save_one(*parsed[0]))]
@@ -240,18 +221,7 @@ class StateApi:
     async def bulk_get(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
         handle = self.handle(store_name)
-        try:
-            raw = await read_body(request, self.limit)
-            body = decode_json(raw) if raw.strip() else {}
-        except (BodyTooLarge, Malformed) as exc:
-            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise errors.malformed(
-                "failed deserializing HTTP body: json: cannot unmarshal into BulkGetRequest"
-            )
-        req = fields(body, _BULK_FIELDS, "BulkGetRequest")
+        req = fields(await self.object_body(request, "BulkGetRequest"), _BULK_FIELDS, "BulkGetRequest")
         wanted = req.get("keys") or []
         if not isinstance(wanted, list) or not all(isinstance(k, str) for k in wanted):
             raise errors.malformed(
@@ -302,17 +272,7 @@ class StateApi:
         handle = self.handle(store_name)
         if Feature.TRANSACTIONAL not in handle.features:
             raise errors.transactions_not_supported(handle.name)
-        try:
-            raw = await read_body(request, self.limit)
-            body = decode_json(raw)
-        except (BodyTooLarge, Malformed) as exc:
-            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise errors.malformed(
-                "failed deserializing HTTP body: json: cannot unmarshal into state.TransactionalStateRequest"
-            )
+        body = await self.object_body(request, "TransactionalStateRequest")
         req = fields(body, _TX_FIELDS, "TransactionalStateRequest")
         ops_raw = req.get("operations") or []
         if not isinstance(ops_raw, list):
@@ -349,27 +309,14 @@ class StateApi:
         request = op.get("request")
         if not isinstance(request, dict):
             raise errors.malformed("failed deserializing HTTP body: operation request must be an object")
-        item = fields(request, _SET_FIELDS, "SetRequest")
         try:
-            key = expect_string(item.get("key"), "SetRequest", "key")
-            etag = expect_string(item.get("etag"), "SetRequest", "etag")
-            meta = {**expect_string_map(item.get("metadata"), "SetRequest", "metadata"), **url_meta}
-            options = fields(
-                expect_object(item.get("options"), "SetRequest", "options"), _OPTION_FIELDS, "SetStateOption"
-            )
-            mode_text = expect_string(options.get("concurrency"), "SetStateOption", "concurrency")
-            consistency = expect_string(options.get("consistency"), "SetStateOption", "consistency")
+            item = decode_item(request)
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
-        if not key:
-            # daprd lets an empty key through here; we refuse it as the save route does.
-            raise errors.malformed('"key" is a required field')
-        stored = self.stored_key(handle, key)
-        mode = concurrency(mode_text)
-        check_consistency(consistency)
+        stored = self.stored_key(handle, item.key)
         if kind == "delete":
-            return DeleteRequest(stored, etag or None, mode)
-        return SetRequest(stored, encode_value(item.get("value")), etag or None, mode, ttl_seconds(meta))
+            return item.delete_request(stored)
+        return item.set_request(stored, url_meta)
 
     async def query(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
 
-from .stores.base import Concurrency, StoreError
+from .stores.base import Concurrency, DeleteRequest, SetRequest, StoreError
 
 TTL_MAX = 2**31 - 1
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -166,3 +167,52 @@ def check_consistency(value: str | None) -> None:
     # Accepted and validated like daprd's stores; a single-node backend has nothing to vary.
     if value and value not in ("strong", "eventual"):
         raise StoreError(f"unrecognized consistency model '{value}'")
+
+
+_ITEM_FIELDS = frozenset({"key", "value", "etag", "metadata", "options", "contenttype"})
+_OPTION_FIELDS = frozenset({"concurrency", "consistency"})
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRequest:
+    """One save item or transaction request, decoded as Go decodes `state.SetRequest`."""
+
+    key: str
+    value: Any
+    etag: str | None
+    metadata: dict[str, str]
+    concurrency: str | None
+    consistency: str | None
+
+    def set_request(self, stored_key: str, url_metadata: Mapping[str, str]) -> SetRequest:
+        """The store write; StoreError for option or TTL values a store would refuse."""
+        check_consistency(self.consistency)
+        return SetRequest(
+            key=stored_key,
+            value=encode_value(self.value),
+            etag=self.etag or None,
+            concurrency=concurrency(self.concurrency),
+            ttl=ttl_seconds({**self.metadata, **url_metadata}),
+        )
+
+    def delete_request(self, stored_key: str) -> DeleteRequest:
+        check_consistency(self.consistency)
+        return DeleteRequest(stored_key, self.etag or None, concurrency(self.concurrency))
+
+
+def decode_item(raw: Any) -> ItemRequest:
+    """An item from a decoded JSON value; Malformed for wrong types or a missing key."""
+    if raw is not None and not isinstance(raw, Mapping):
+        raise Malformed("json: cannot unmarshal value into Go value of type state.SetRequest")
+    item = fields(raw or {}, _ITEM_FIELDS, "SetRequest")
+    key = expect_string(item.get("key"), "SetRequest", "key")
+    etag = expect_string(item.get("etag"), "SetRequest", "etag")
+    metadata = expect_string_map(item.get("metadata"), "SetRequest", "metadata")
+    options = fields(
+        expect_object(item.get("options"), "SetRequest", "options"), _OPTION_FIELDS, "SetStateOption"
+    )
+    mode = expect_string(options.get("concurrency"), "SetStateOption", "concurrency")
+    consistency = expect_string(options.get("consistency"), "SetStateOption", "consistency")
+    if not key:
+        raise Malformed('"key" is a required field')
+    return ItemRequest(key, item.get("value"), etag, metadata, mode, consistency)
