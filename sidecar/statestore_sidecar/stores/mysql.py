@@ -82,7 +82,15 @@ T = TypeVar("T")
 
 # -- connection strings ------------------------------------------------------------------------------
 
-_DSN_PARAMS = ("parseTime", "tls", "timeout", "readTimeout", "writeTimeout", "charset")
+_DSN_PARAMS = (
+    "parseTime",
+    "tls",
+    "timeout",
+    "readTimeout",
+    "writeTimeout",
+    "charset",
+    "allowNativePasswords",
+)
 _TLS_VALUES = ("true", "false", "skip-verify", "preferred", "custom")
 
 
@@ -173,6 +181,16 @@ def parse_dsn(text: str) -> DSN:
             raise MetadataError("connectionString", f"parameter {name!r} is given twice")
         seen.add(name)
         match name:
+            case "allowNativePasswords":
+                # Dapr's documented DSNs carry allowNativePasswords=true; the driver always allows them.
+                try:
+                    allowed = parse_bool(value)
+                except ValueError:
+                    raise MetadataError(
+                        "connectionString", "allowNativePasswords must be true or false"
+                    ) from None
+                if not allowed:
+                    raise MetadataError("connectionString", "allowNativePasswords=false is not supported")
             case "parseTime":
                 try:
                     dsn.parse_time = parse_bool(value)

@@ -69,7 +69,13 @@ SCHEMA = StoreSchema(
         Field("cleanupInterval", Kind.DURATION, default=3600.0, aliases=("cleanupIntervalInSeconds",)),
         Field("maxConns", Kind.INT, default=0, minimum=0, description="0: max(4, CPUs)"),
         Field("connectionMaxIdleTime", Kind.DURATION, default=300.0),
-        Field("queryExecMode", choices=("", "cache_statement", "cache_describe", "describe_exec")),
+        Field(
+            "queryExecMode",
+            default="",
+            choices=("", "cache_statement", "cache_describe", "describe_exec", "exec", "simple_protocol"),
+            description="cache_statement (default) caches prepared statements; the others do not "
+            "(for connection poolers such as PgBouncer)",
+        ),
     ),
     features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}),
     versions=("v1",),
@@ -466,6 +472,7 @@ class PostgresStore:
         self._idle: float = (
             md["connectionMaxIdleTime"] if self.params.pool_idle is None else self.params.pool_idle
         )
+        self._statement_cache = 100 if md["queryExecMode"] in ("", "cache_statement") else 0
         self._pool: asyncpg.Pool | None = None
         self._cleaner: asyncio.Task[None] | None = None
         self._sql = self._statements()
@@ -572,6 +579,7 @@ class PostgresStore:
                 min_size=self._min_conns,
                 max_size=self._max_conns,
                 max_inactive_connection_lifetime=self._idle if self._idle > 0 else 0,
+                statement_cache_size=self._statement_cache,
             )
             try:
                 async with asyncio.timeout(self._timeout):
