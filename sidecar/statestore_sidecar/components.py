@@ -6,8 +6,9 @@ server), and `validate` is the one check both run before a store is connected or
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ from typing import Any
 import yaml
 
 from . import keys
-from .schema import MetadataError, Resolved, StoreSchema, check_duplicates, resolve, stringify
+from .schema import (
+    COMMON_FIELDS,
+    MetadataError,
+    Resolved,
+    StoreSchema,
+    check_duplicates,
+    resolve,
+    stringify,
+)
 from .stores import UnknownStoreType, canonical_type, schema_for
 
 API_VERSION = "dapr.io/v1alpha1"
@@ -182,12 +191,17 @@ def store_schema(component: Component) -> StoreSchema:
     return schema
 
 
-def validate(component: Component, values: Mapping[str, str]) -> Validated:
+def validate(component: Component, values: Mapping[str, str], *, opaque: Collection[str] = ()) -> Validated:
     """Check a state store Component whose metadata values (secrets included) are known.
 
     Raises ComponentError naming the field; unknown metadata names come back as warnings.
+    `opaque` names items whose values cannot be known by the caller (the operator does not read
+    secret values): they count as given for `required`, their type is not checked, and defaults
+    stand in for them in the result.
     """
     schema = store_schema(component)
+    if opaque:
+        schema, values = _without_opaque(schema, values, opaque)
     try:
         resolved = resolve(schema, values)
     except MetadataError as exc:
@@ -205,6 +219,28 @@ def validate(component: Component, values: Mapping[str, str]) -> Validated:
         f"metadata {name!r} is not a setting of {schema.type} and is ignored" for name in resolved.unknown
     )
     return Validated(component, schema, resolved, warnings)
+
+
+def _without_opaque(
+    schema: StoreSchema, values: Mapping[str, str], opaque: Collection[str]
+) -> tuple[StoreSchema, dict[str, str]]:
+    """The schema with opaque fields optional, and the values without the opaque known fields.
+
+    Opaque names that are no setting at all stay in (with an empty value) so they are still reported
+    as unknown.
+    """
+    hidden = {name.lower() for name in opaque}
+    known = {n.lower() for f in (*COMMON_FIELDS, *schema.fields) for n in (f.name, *f.aliases)}
+    fields = tuple(
+        dataclasses.replace(f, required=False) if {n.lower() for n in (f.name, *f.aliases)} & hidden else f
+        for f in schema.fields
+    )
+    kept = {
+        name: ("" if name.lower() in hidden else text)
+        for name, text in values.items()
+        if name.lower() not in hidden or name.lower() not in known
+    }
+    return dataclasses.replace(schema, fields=fields), kept
 
 
 def metadata_values(component: Component, environ: Mapping[str, str]) -> dict[str, str]:

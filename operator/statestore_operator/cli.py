@@ -1,0 +1,114 @@
+"""`statestore-operator`: run the operator (kopf) with the project's flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import kopf
+import prometheus_client
+
+from . import __version__, handlers, render
+
+DEFAULT_IMAGE = "ghcr.io/statestore-operator/statestore-sidecar:" + __version__
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="statestore-operator",
+        description="Validate state store Components and run a state API Deployment for each.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    p.add_argument(
+        "--image",
+        default=os.environ.get("STATESTORE_IMAGE", DEFAULT_IMAGE),
+        help="image of the state API pods (env STATESTORE_IMAGE; default %(default)s)",
+    )
+    p.add_argument("--image-pull-policy", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"])
+    p.add_argument("--pod-log-level", default="info", help="--log-level of the state API pods")
+    p.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="re-check every Component this often (default 60)"
+    )
+    peering = p.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--standalone", action="store_true", default=True, help="no peering (default; run one replica)"
+    )
+    peering.add_argument(
+        "--peering", metavar="NAME", help="use kopf peering with this KopfPeering name instead"
+    )
+    p.add_argument(
+        "--liveness", metavar="URL", help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port (0: off)")
+    p.add_argument("--metrics-address", default="0.0.0.0", help="address of the metrics endpoint")
+    hook = p.add_argument_group("validating webhook (on when --webhook-cert and --webhook-key are given)")
+    hook.add_argument("--webhook-address", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    hook.add_argument("--webhook-port", type=int, default=9443, help="listen port (default 9443)")
+    hook.add_argument("--webhook-host", help="host name the API server calls (URL clientConfig)")
+    hook.add_argument(
+        "--webhook-service", metavar="NS/NAME[:PORT]", help="Service the API server calls instead of a URL"
+    )
+    hook.add_argument("--webhook-cert", help="PEM certificate (its CA, or itself, becomes the caBundle)")
+    hook.add_argument("--webhook-key", help="PEM private key of --webhook-cert")
+    hook.add_argument(
+        "--webhook-config-name",
+        default="statestore-operator.dapr.io",
+        help="name of the ValidatingWebhookConfiguration the operator maintains",
+    )
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"statestore-operator {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if bool(args.webhook_cert) != bool(args.webhook_key):
+        print("statestore-operator: error: --webhook-cert and --webhook-key go together", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = handlers.Options(
+        pods=render.PodSettings(
+            image=args.image, image_pull_policy=args.image_pull_policy, log_level=args.pod_log_level
+        ),
+        namespaces=tuple(args.namespace),
+        resync_seconds=args.resync_seconds,
+        webhook_address=args.webhook_address,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
+        webhook_cert=args.webhook_cert,
+        webhook_key=args.webhook_key,
+        webhook_service=args.webhook_service,
+        webhook_config_name=args.webhook_config_name,
+    )
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, options)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_address)
+    kopf.run(
+        registry=registry,
+        standalone=not args.peering,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""kopf registrations: thin handlers that hand every trigger to the Reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from . import actors, admission, naming, render
+from .kube import Client
+from .reconcile import Reconciler
+from .validation import is_state_store
+
+log = logging.getLogger("statestore.operator")
+
+RETRY_DELAY = 5.0
+
+
+@dataclass
+class Options:
+    """What the command line decides."""
+
+    pods: render.PodSettings
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    resync_seconds: float = 60.0
+    webhook_address: str | None = None
+    webhook_host: str | None = None
+    webhook_port: int = 9443
+    webhook_cert: str | None = None
+    webhook_key: str | None = None
+    webhook_service: str | None = None  # "namespace/name[:port]": in-cluster clientConfig
+    webhook_config_name: str = "statestore-operator.dapr.io"
+
+
+def login() -> kopf.ConnectionInfo:
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no in-cluster service account and no kubeconfig")
+    return info
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's server with a `service` clientConfig, for an operator running in the cluster."""
+
+    def __init__(self, *, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        ref, _, port = service.partition(":")
+        self.service_namespace, _, self.service_name = ref.partition("/")
+        self.service_port = int(port or 443)
+
+    async def __call__(self, fn: Any) -> Any:
+        async for config in super().__call__(fn):
+            path = str(config.get("url", "")).split("/", 3)[3:] or [""]
+            yield {
+                "service": {
+                    "namespace": self.service_namespace,
+                    "name": self.service_name,
+                    "port": self.service_port,
+                    "path": "/" + path[0],
+                },
+                **({"caBundle": config["caBundle"]} if "caBundle" in config else {}),
+            }
+
+
+def _state_store(body: kopf.Body, **_: Any) -> bool:
+    return is_state_store(body)
+
+
+@dataclass
+class _Runtime:
+    reconciler: Reconciler | None = None
+    resync: asyncio.Task[None] | None = None
+    retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    runtime = _Runtime()
+
+    async def reconcile(namespace: str, name: str, claimants: Iterable[actors.ActorStore]) -> None:
+        assert runtime.reconciler is not None
+        try:
+            await runtime.reconciler.reconcile(namespace, name, claimants)
+        except Exception as exc:
+            # Event handlers are not retried by kopf: retry once later (the resync loop also will).
+            log.warning("reconciling %s/%s failed (retrying in %gs): %s", namespace, name, RETRY_DELAY, exc)
+            key = (namespace, name)
+            if key not in runtime.retries:
+
+                async def retry() -> None:
+                    await asyncio.sleep(RETRY_DELAY)
+                    runtime.retries.pop(key, None)
+                    await reconcile(namespace, name, ())
+
+                runtime.retries[key] = asyncio.create_task(retry())
+
+    def claimants_in(index: kopf.Index[str, actors.ActorStore], namespace: str) -> list[actors.ActorStore]:
+        return list(index.get(namespace, []))
+
+    @kopf.on.login(registry=registry)
+    def _login(**_: Any) -> kopf.ConnectionInfo:
+        return login()
+
+    @kopf.on.startup(registry=registry)
+    async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Handler progress and diff-base live in annotations, so `.status` holds only our conditions.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix=naming.ANNOTATION_PREFIX
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=naming.ANNOTATION_PREFIX, key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = f"{naming.ANNOTATION_PREFIX}/finalizer"
+        # We post our own Events, one per condition transition; kopf's would repeat on each retry.
+        settings.posting.level = logging.ERROR
+        settings.watching.server_timeout = 300
+        if options.webhook_cert and options.webhook_key:
+            server = kopf.WebhookServer(
+                addr=options.webhook_address,
+                port=options.webhook_port,
+                host=options.webhook_host,
+                certfile=options.webhook_cert,
+                pkeyfile=options.webhook_key,
+            )
+            if options.webhook_service:
+                server = ServiceWebhookServer(
+                    service=options.webhook_service,
+                    addr=options.webhook_address,
+                    port=options.webhook_port,
+                    certfile=options.webhook_cert,
+                    pkeyfile=options.webhook_key,
+                )
+            settings.admission.server = server
+            settings.admission.managed = options.webhook_config_name
+        runtime.reconciler = Reconciler(Client(login), options.pods)
+        runtime.resync = asyncio.create_task(_resync_forever())
+
+    @kopf.on.cleanup(registry=registry)
+    async def _cleanup(**_: Any) -> None:
+        tasks = [t for t in (runtime.resync, *runtime.retries.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if runtime.reconciler is not None:
+            await runtime.reconciler.client.close()
+
+    async def _resync_forever() -> None:
+        """Level-based safety net: every Component is reconciled again now and then (e.g. a Secret
+        created after its Component, or a write that failed)."""
+        while True:
+            await asyncio.sleep(options.resync_seconds)
+            assert runtime.reconciler is not None
+            try:
+                for namespace in options.namespaces or (None,):
+                    for body in await runtime.reconciler.client.list_components(namespace):
+                        if is_state_store(body):
+                            meta = body["metadata"]
+                            await reconcile(
+                                meta["namespace"], meta["name"], _index_snapshot.get(meta["namespace"], [])
+                            )
+            except Exception as exc:
+                log.warning("resync failed: %s", exc)
+
+    # The last seen actor-store index, for the resync loop (which kopf does not pass indices to).
+    _index_snapshot: dict[str, list[actors.ActorStore]] = {}
+
+    @kopf.index(naming.GROUP, naming.VERSION, naming.PLURAL, when=_state_store, registry=registry)
+    def actor_stores(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, actors.ActorStore] | None:
+        if actors.claims_actor_store(body):
+            return {str(namespace): actors.actor_store(body)}
+        return None
+
+    @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_state_store, registry=registry)
+    async def component_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
+        namespace = str(namespace)
+        claimants = claimants_in(kwargs["actor_stores"], namespace)
+        _index_snapshot[namespace] = claimants
+        if type != "DELETED":
+            await reconcile(namespace, name, claimants)
+        # Another actor store may win or lose by this change (e.g. the holder was deleted).
+        for other in claimants:
+            if other.name != name:
+                await reconcile(namespace, other.name, claimants)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": naming.MANAGER},
+        registry=registry,
+    )
+    async def deployment_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+        namespace = str(namespace)
+        for owner in body.metadata.get("ownerReferences") or []:
+            if owner.get("kind") == naming.KIND and str(owner.get("apiVersion", "")).startswith(
+                naming.GROUP + "/"
+            ):
+                await reconcile(namespace, owner["name"], claimants_in(kwargs["actor_stores"], namespace))
+
+    if not (options.webhook_cert and options.webhook_key):
+        return
+
+    @kopf.on.validate(
+        naming.GROUP,
+        naming.VERSION,
+        naming.PLURAL,
+        id="validate-component",
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    def validate_component(
+        body: kopf.Body,
+        warnings: list[str],
+        **kwargs: Any,
+    ) -> None:
+        namespace = str(body.get("metadata", {}).get("namespace") or "")
+        if options.namespaces and namespace not in options.namespaces:
+            return  # not ours to judge (the webhook configuration is cluster-wide)
+        verdict = admission.review(body, claimants_in(kwargs["actor_stores"], namespace))
+        warnings.extend(verdict.warnings)
+        if not verdict.allowed:
+            raise kopf.AdmissionError(verdict.message, code=422)

@@ -1,0 +1,192 @@
+"""One level-based reconciliation of a Component: read everything, decide, write only differences.
+
+Every trigger (the Component's own events, its Deployment's events, a periodic resync, another actor
+store going away) calls the same `Reconciler.reconcile`, which re-reads the Component and compares
+what it wants with what is there; repeating it changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import actors, conditions, metrics, naming, render
+from .conditions import Condition
+from .kube import JSON, Client
+from .validation import Outcome, check, is_state_store
+
+log = logging.getLogger("statestore.operator")
+
+CONTROLLER = "component"
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a reconciliation concluded, for the status and for tests."""
+
+    outcome: Outcome
+    conflict: str | None
+    status: dict[str, Any]
+    changed: list[Condition]
+
+
+class Reconciler:
+    def __init__(self, client: Client, pods: render.PodSettings) -> None:
+        self.client = client
+        self.pods = pods
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    async def reconcile(self, namespace: str, name: str, claimants: Iterable[actors.ActorStore] = ()) -> None:
+        """Reconcile one Component by name (serialised per Component across all triggers)."""
+        started = time.monotonic()
+        try:
+            async with self._lock(namespace, name):
+                await self._reconcile(namespace, name, list(claimants))
+        except Exception:
+            metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
+            metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
+            raise
+        else:
+            metrics.RECONCILE_TOTAL.labels(CONTROLLER, "success").inc()
+        finally:
+            metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
+
+    async def _reconcile(self, namespace: str, name: str, claimants: list[actors.ActorStore]) -> None:
+        # Read the Component fresh: an event's body may predate the status we wrote last.
+        body = await self.client.get(naming.KIND, namespace, name)
+        if body is None or not is_state_store(body) or body["metadata"].get("deletionTimestamp"):
+            return
+        outcome = await self._validate(body)
+        conflict = await self._actor_conflict(body, claimants) if outcome.ok else None
+        deployment: JSON | None
+        if outcome.ok and outcome.component is not None:
+            replicas = 0 if conflict else 1
+            await self._ensure(render.config_map(body))
+            deployment = await self._ensure(
+                render.deployment(body, outcome.component, self.pods, replicas=replicas)
+            )
+            await self._ensure(render.service(body))
+        else:
+            # An invalid spec is not rolled out: pods of the last good one (if any) keep serving.
+            deployment = await self.client.get("Deployment", namespace, naming.child_name(name))
+        decision = decide(body, outcome, conflict, deployment, now())
+        if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
+            await self.client.patch_status(namespace, name, decision.status)
+            for cond in decision.changed:
+                await self._event(
+                    body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
+                )
+
+    async def _validate(self, body: Mapping[str, Any]) -> Outcome:
+        first = check(body, None)
+        if first.component is None:
+            return first
+        namespace = body["metadata"]["namespace"]
+        secrets: dict[str, set[str] | None] = {}
+        for item in first.component.metadata:
+            if item.secret is not None and item.secret.name not in secrets:
+                # GET by name in the Component's own namespace: no list, no other namespace.
+                found = await self.client.get("Secret", namespace, item.secret.name)
+                secrets[item.secret.name] = None if found is None else set((found.get("data") or {}).keys())
+        return check(body, secrets)
+
+    async def _actor_conflict(
+        self, body: Mapping[str, Any], claimants: list[actors.ActorStore]
+    ) -> str | None:
+        if not actors.claims_actor_store(body):
+            return None
+        me = actors.actor_store(body)
+        others = {c for c in claimants if c.name != me.name}
+        while True:
+            holder = actors.winner([me, *others])
+            if holder is None or holder.name == me.name:
+                return None
+            # The index may lag behind a deletion: confirm the holder still exists and still claims.
+            current = await self.client.get(naming.KIND, me.namespace, holder.name)
+            if (
+                current is None
+                or current["metadata"].get("deletionTimestamp")
+                or not actors.claims_actor_store(current)
+            ):
+                others.discard(holder)
+                continue
+            return actors.conflict_message(me.name, holder.name, me.namespace)
+
+    async def _ensure(self, desired: Mapping[str, Any]) -> JSON:
+        """The object as wanted; written (server-side apply) only when it differs from the server's."""
+        meta = desired["metadata"]
+        current = await self.client.get(desired["kind"], meta["namespace"], meta["name"])
+        if current is not None and render.is_subset(
+            {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}, current
+        ):
+            return current
+        metrics.OBJECT_WRITES.labels(desired["kind"]).inc()
+        log.info("applying %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
+        return await self.client.apply(desired)
+
+    async def _event(self, body: Mapping[str, Any], cond: Condition, *, warnings: bool) -> None:
+        kind, reason, message = conditions.event_for(cond, warnings)
+        meta = body["metadata"]
+        stamp = now()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": naming.API_VERSION,
+                "kind": naming.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": naming.MANAGER},
+            "reportingComponent": naming.MANAGER,
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.client.create(event)
+        except Exception as exc:  # an Event is a courtesy: never fail a reconciliation for it
+            log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
+
+
+def decide(
+    body: Mapping[str, Any],
+    outcome: Outcome,
+    conflict: str | None,
+    deployment: Mapping[str, Any] | None,
+    timestamp: str,
+) -> Decision:
+    """The status a Component should have, given what was found (pure)."""
+    meta = body["metadata"]
+    generation = int(meta.get("generation", 1))
+    validated = Condition.of(conditions.VALIDATED, outcome.ok, outcome.reason, outcome.message)
+    available = conditions.availability(deployment)
+    ready = conditions.readiness(validated, available, conflict)
+    new = [validated, available, ready]
+    old = list((body.get("status") or {}).get("conditions") or [])
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions.merge(old, new, generation, timestamp),
+    }
+    if deployment is not None:
+        status["endpoint"] = naming.endpoint(meta["name"], meta["namespace"])
+    return Decision(outcome, conflict, status, conditions.transitions(old, new))

@@ -1,0 +1,259 @@
+"""The objects that serve one Component: a ConfigMap, a Deployment and a Service (pure functions).
+
+Secret values never enter the ConfigMap: `secretKeyRef` items stay as they are and the pods get each
+referenced key through `env.valueFrom.secretKeyRef` under the variable the server reads it from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from statestore_sidecar.components import Component, secret_env_var
+from statestore_sidecar.stores import UnknownStoreType, canonical_type
+
+from . import naming
+
+COMPONENTS_DIR = "/etc/statestore/components"
+DATA_DIR = "/var/lib/statestore"
+COMPONENT_FILE = "component.yaml"
+CONTAINER = "statestore"
+
+
+@dataclass(frozen=True, slots=True)
+class PodSettings:
+    """What the operator's flags decide for every state API pod."""
+
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+    log_level: str = "info"
+    resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        }
+    )
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": naming.API_VERSION,
+        "kind": naming.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(body: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    return {
+        "name": naming.child_name(name),
+        "namespace": body["metadata"]["namespace"],
+        "labels": naming.labels(name),
+        "ownerReferences": [owner_reference(body)],
+        **extra,
+    }
+
+
+def app_id(body: Mapping[str, Any]) -> str:
+    """The app id the pods serve with (the `appid` key prefix): annotation, single scope, or name."""
+    annotations = body["metadata"].get("annotations") or {}
+    if chosen := annotations.get(naming.APP_ID_ANNOTATION):
+        return str(chosen)
+    scopes = body.get("scopes") or []
+    if isinstance(scopes, list) and len(scopes) == 1:
+        return str(scopes[0])
+    return str(body["metadata"]["name"])
+
+
+def component_document(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The Component as the server reads it from its folder.
+
+    `scopes` is left out: the operator already decided that these pods serve the Component, and the
+    server would otherwise skip it when the pods' app id is not among them.
+    """
+    meta = body["metadata"]
+    return {
+        "apiVersion": naming.API_VERSION,
+        "kind": naming.KIND,
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": body.get("spec") or {},
+        **({"auth": body["auth"]} if body.get("auth") else {}),
+    }
+
+
+def config_map(body: Mapping[str, Any]) -> dict[str, Any]:
+    text = yaml.safe_dump(component_document(body), sort_keys=False, default_flow_style=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(body),
+        "data": {COMPONENT_FILE: text},
+    }
+
+
+def _secret_env(component: Component) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    env: list[dict[str, Any]] = []
+    for item in component.metadata:
+        ref = item.secret
+        if ref is None or item.value not in (None, ""):
+            continue
+        var = secret_env_var(ref.name, ref.key)
+        if var in seen:
+            continue
+        seen.add(var)
+        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
+def _uses_local_files(component: Component) -> bool:
+    try:
+        return canonical_type(component.type) == "state.sqlite"
+    except UnknownStoreType:
+        return False
+
+
+def config_hash(cm: Mapping[str, Any], env: list[dict[str, Any]], app: str) -> str:
+    """A digest of what the pods read at start-up; a change in it rolls the Deployment."""
+    payload = json.dumps({"data": cm.get("data"), "env": env, "appId": app}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def deployment(
+    body: Mapping[str, Any], component: Component, pods: PodSettings, *, replicas: int = 1
+) -> dict[str, Any]:
+    name = body["metadata"]["name"]
+    app = app_id(body)
+    secret_env = _secret_env(component)
+    env = [
+        {
+            "name": "NAMESPACE",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        },
+        *secret_env,
+    ]
+    digest = config_hash(config_map(body), secret_env, app)
+    mounts: list[dict[str, Any]] = [
+        {"name": "components", "mountPath": COMPONENTS_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "components", "configMap": {"name": naming.child_name(name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": pods.image,
+        "imagePullPolicy": pods.image_pull_policy,
+        "command": ["statestore-sidecar"],
+        "args": [
+            "--resources-path",
+            COMPONENTS_DIR,
+            "--app-id",
+            app,
+            "--dapr-http-port",
+            str(naming.HTTP_PORT),
+            "--metrics-port",
+            str(naming.METRICS_PORT),
+            "--log-level",
+            pods.log_level,
+            "--log-as-json",
+        ],
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+        ],
+        # Ready only while the backend answers; alive as long as the process serves HTTP.
+        "readinessProbe": {
+            "httpGet": {"path": "/v1.0/healthz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {k: dict(v) for k, v in pods.resources.items()},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    if _uses_local_files(component):
+        # Relative SQLite paths (and file: URIs) resolve against the working directory: make it writable.
+        mounts.append({"name": "data", "mountPath": DATA_DIR})
+        volumes.append({"name": "data", "emptyDir": {}})
+        container["workingDir"] = DATA_DIR
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(body),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": naming.selector_labels(name)},
+            "template": {
+                "metadata": {
+                    "labels": naming.labels(name),
+                    "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(body),
+        "spec": {
+            "selector": naming.selector_labels(body["metadata"]["name"]),
+            "ports": [{"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def is_subset(desired: Any, actual: Any) -> bool:
+    """Whether every field we set has the same value on the server (which adds defaults of its own).
+
+    Lists must match in length, so an item we dropped counts as a difference.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(actual, Mapping) and all(
+            key in actual and is_subset(value, actual[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+        )
+    return bool(desired == actual)

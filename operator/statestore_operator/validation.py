@@ -1,0 +1,126 @@
+"""Validation of a state store Component with the server's own schema (one definition of the rules).
+
+Pure functions: the caller looks the referenced Secrets up and passes what it found, so the same
+code serves the reconciler (Secrets known) and the admission webhook (Secrets not checked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
+from typing import Any
+
+from statestore_sidecar.components import Component, ComponentError, SecretRef, Validated, parse, validate
+
+# Reasons of the Validated condition (CamelCase, as metav1.Condition wants).
+VALID = "Valid"
+VALID_WITH_WARNINGS = "UnknownMetadata"
+INVALID_SPEC = "InvalidSpec"
+INVALID_METADATA = "InvalidMetadata"
+UNSUPPORTED_TYPE = "UnsupportedStoreType"
+UNSUPPORTED_VERSION = "UnsupportedVersion"
+UNSUPPORTED_SECRET_STORE = "UnsupportedSecretStore"
+SECRET_NOT_FOUND = "SecretNotFound"
+SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+
+# The secret store a Component names when its secretKeyRefs are Kubernetes Secrets.
+KUBERNETES_SECRET_STORE = "kubernetes"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one Component: `ok`, or a reason and a message naming the field."""
+
+    ok: bool
+    reason: str
+    message: str
+    field: str = ""
+    warnings: tuple[str, ...] = ()
+    component: Component | None = None
+    validated: Validated | None = None
+
+
+def is_state_store(body: Mapping[str, Any]) -> bool:
+    spec = body.get("spec")
+    ctype = spec.get("type") if isinstance(spec, Mapping) else None
+    return isinstance(ctype, str) and ctype.lower().startswith("state.")
+
+
+def secret_refs(component: Component) -> list[SecretRef]:
+    return [item.secret for item in component.metadata if item.secret is not None]
+
+
+def _failure(exc: ComponentError) -> Outcome:
+    where, why = exc.field, exc.reason
+    if where == "spec.type":
+        return Outcome(False, UNSUPPORTED_TYPE, f"spec.type: {why}", where)
+    if where == "spec.version":
+        return Outcome(False, UNSUPPORTED_VERSION, f"spec.version: {why}", where)
+    if where.startswith("spec.metadata"):
+        return Outcome(False, INVALID_METADATA, why, where)
+    if where and where != "spec" and not where.startswith("metadata."):
+        # The field is a metadata item name; resolve()'s messages already read "metadata 'x': ...".
+        message = why if why.startswith("metadata ") else f"metadata {where!r}: {why}"
+        return Outcome(False, INVALID_METADATA, message, where)
+    prefix = f"{where}: " if where and not why.startswith(where) else ""
+    return Outcome(False, INVALID_SPEC, f"{prefix}{why}", where)
+
+
+def check(
+    body: Mapping[str, Any],
+    secrets: Mapping[str, Set[str] | None] | None,
+) -> Outcome:
+    """Validate a Component object as the API server holds it.
+
+    `secrets` maps each referenced Secret name to its data keys, or to None when it does not exist;
+    pass None to skip the Secret checks (admission time, where the Secret may come later).
+    Secret- and env-backed values are never read: they satisfy `required` but are not type-checked.
+    """
+    try:
+        component = parse(body)
+    except ComponentError as exc:
+        return _failure(exc)
+    opaque = [item.name for item in component.metadata if item.value in (None, "")]
+    values = {item.name: item.value or "" for item in component.metadata}
+    try:
+        validated = validate(component, values, opaque=opaque)
+    except ComponentError as exc:
+        failed = _failure(exc)
+        return Outcome(False, failed.reason, failed.message, failed.field, component=component)
+    refs = secret_refs(component)
+    if refs and (component.secret_store or KUBERNETES_SECRET_STORE) != KUBERNETES_SECRET_STORE:
+        return Outcome(
+            False,
+            UNSUPPORTED_SECRET_STORE,
+            f"auth.secretStore: {component.secret_store!r} is not supported; secretKeyRef values are "
+            "read from Kubernetes Secrets (leave auth.secretStore unset or set it to 'kubernetes')",
+            "auth.secretStore",
+            component=component,
+        )
+    if secrets is not None:
+        for item in component.metadata:
+            ref = item.secret
+            if ref is None or item.value not in (None, ""):
+                continue
+            found = secrets.get(ref.name)
+            if found is None:
+                namespace = f" in namespace {component.namespace}" if component.namespace else ""
+                return Outcome(
+                    False,
+                    SECRET_NOT_FOUND,
+                    f"metadata {item.name!r}: Secret {ref.name!r} not found{namespace}",
+                    item.name,
+                    component=component,
+                )
+            if ref.key not in found:
+                return Outcome(
+                    False,
+                    SECRET_KEY_NOT_FOUND,
+                    f"metadata {item.name!r}: Secret {ref.name!r} has no key {ref.key!r}",
+                    item.name,
+                    component=component,
+                )
+    warnings = validated.warnings
+    if warnings:
+        return Outcome(True, VALID_WITH_WARNINGS, "; ".join(warnings), "", warnings, component, validated)
+    return Outcome(True, VALID, "the Component is valid", "", (), component, validated)
