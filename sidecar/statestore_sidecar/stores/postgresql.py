@@ -610,19 +610,19 @@ class PostgresStore:
                 "insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
                 "expiredate timestamptz)"
             )
-            await conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {index} ON {t} (expiredate) WHERE expiredate IS NOT NULL"
-            )
             rows = await conn.fetch(
                 "SELECT attname FROM pg_attribute "
                 "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
                 t,
             )
-        missing = set(_REQUIRED_COLUMNS) - {r["attname"] for r in rows}
-        if missing:
-            raise StoreError(
-                f"table {self._table_name} exists but was not created by this server "
-                f"(no column {', '.join(sorted(missing))}); choose another tableName"
+            missing = set(_REQUIRED_COLUMNS) - {r["attname"] for r in rows}
+            if missing:
+                raise StoreError(
+                    f"table {self._table_name} exists but was not created by this server "
+                    f"(no column {', '.join(sorted(missing))}); choose another tableName"
+                )
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {t} (expiredate) WHERE expiredate IS NOT NULL"
             )
 
     async def close(self) -> None:

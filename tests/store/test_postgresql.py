@@ -1,0 +1,368 @@
+"""`state.postgresql` specifics, against a real PostgreSQL server (see tests/fixtures/backends.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import orjson
+import pytest
+
+from fixtures.backends import PostgresServer, free_port, unique_name
+from statestore_sidecar import components
+from statestore_sidecar import query as q
+from statestore_sidecar.schema import MetadataError, resolve
+from statestore_sidecar.stores import StoreConfig, create_store, schema_for
+from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
+from statestore_sidecar.stores.postgresql import (
+    SCHEMA,
+    PostgresStore,
+    build_query,
+    json_doc,
+    parse_connection_string,
+    quote_table,
+)
+
+DOCS = Path(__file__).parent / "dapr_docs"
+
+
+def make(metadata: dict[str, str]) -> PostgresStore:
+    config = StoreConfig("pg-test", resolve(schema_for("state.postgresql"), metadata))
+    store = create_store("state.postgresql", config)
+    assert isinstance(store, PostgresStore)
+    return store
+
+
+@pytest.fixture
+async def pg_store(postgresql_metadata: dict[str, str]) -> AsyncIterator[PostgresStore]:
+    store = make(postgresql_metadata)
+    await store.init()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def sql(server: PostgresServer, text: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password, database="postgres"
+    )
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(text, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
+# --- connection strings -------------------------------------------------------------------------
+
+
+def test_keyword_form() -> None:
+    p = parse_connection_string(
+        "host=db.example user=postgres password=example port=5433 connect_timeout=10 database=my_db"
+    )
+    assert (p.host, p.port, p.user, p.password, p.database) == (
+        "db.example",
+        5433,
+        "postgres",
+        "example",
+        "my_db",
+    )
+    assert p.connect_timeout == 10
+    assert p.sslmode == "prefer"
+
+
+def test_keyword_form_quoting_and_aliases() -> None:
+    p = parse_connection_string(
+        r"host = localhost  dbname='my db' password='it\'s a \\ secret' sslmode=disable application_name=app"
+    )
+    assert p.database == "my db"
+    assert p.password == "it's a \\ secret"
+    assert p.sslmode == "disable"
+    assert p.ssl() is False
+    assert p.server_settings == {"application_name": "app"}
+
+
+def test_url_form() -> None:
+    p = parse_connection_string("postgres://us%40er:p%40ss%2Fw:rd@db.example:6432/state%20db?sslmode=require")
+    assert (p.user, p.password, p.host, p.port, p.database) == (
+        "us@er",
+        "p@ss/w:rd",
+        "db.example",
+        6432,
+        "state db",
+    )
+    assert p.sslmode == "require"
+    assert p.ssl() == "require"
+    p = parse_connection_string(
+        "postgresql://localhost/db?connect_timeout=5&pool_max_conns=7&search_path=app"
+    )
+    assert p.connect_timeout == 5 and p.pool_max == 7 and p.server_settings == {"search_path": "app"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("host=localhost password=hunter2 frobnicate=1", "frobnicate"),
+        ("postgres://u:hunter2@localhost/db?frobnicate=1", "frobnicate"),
+        ("host=a,b password=hunter2", "several hosts"),
+        ("postgres://u:hunter2@a,b/db", "several hosts"),
+        ("host=localhost sslmode=sometimes password=hunter2", "sslmode"),
+        ("host=localhost port=http password=hunter2", "port"),
+        ("host=localhost password='hunter2", "unterminated"),
+        ("host localhost password=hunter2", "key=value"),
+        ("mysql://u:hunter2@localhost/db", "postgres://"),
+        ("host=x host=y password=hunter2", "twice"),
+    ],
+)
+def test_refused_connection_strings(text: str, message: str) -> None:
+    with pytest.raises(MetadataError) as info:
+        parse_connection_string(text)
+    assert message in str(info.value)
+    assert "hunter2" not in str(info.value)  # never echo the password
+    assert info.value.field == "connectionString"
+
+
+def test_identifiers() -> None:
+    assert quote_table("state") == '"state"'
+    assert quote_table("My_Schema.State") == '"my_schema"."state"'
+    for bad in ["x; DROP TABLE y", 'a"b', "a.b.c", "1abc", "", "a-b", "x" * 64]:
+        with pytest.raises(MetadataError):
+            quote_table(bad)
+        with pytest.raises(MetadataError) as info:
+            resolve(SCHEMA, {"connectionString": "host=x", "tableName": bad})
+        assert info.value.field == "tableName"
+    with pytest.raises(MetadataError) as info:
+        resolve(SCHEMA, {"connectionString": "host=x", "metadataTableName": "m; DROP TABLE y"})
+    assert info.value.field == "metadataTableName"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("useAzureAD", "true"),
+        ("useAWSIAM", "true"),
+        ("timeout", "500ms"),
+        ("tablePrefix", "x"),
+        ("host", "h"),
+    ],
+)
+def test_refused_metadata(name: str, value: str) -> None:
+    with pytest.raises(MetadataError) as info:
+        resolve(SCHEMA, {"connectionString": "host=x", name: value})
+    assert info.value.field == name
+
+
+def test_schema() -> None:
+    values = resolve(SCHEMA, {"connectionString": "host=x"})
+    assert values["tableName"] == "state"
+    assert values["metadataTableName"] == "dapr_metadata"
+    assert values["timeout"] == 20.0
+    assert values["cleanupInterval"] == 3600.0
+    assert {f.name for f in SCHEMA.fields if f.secret} == {"connectionString"}
+
+
+def test_json_doc() -> None:
+    assert json_doc(b'{"a": 1}') == '{"a": 1}'
+    assert json_doc(b"\xff\x00") is None
+    assert json_doc(b'"nul \\u0000 inside"') is None  # jsonb cannot hold it; stays bytes only
+    assert json_doc(b'"escaped \\\\u0000 is fine"') == '"escaped \\\\u0000 is fine"'
+    assert json_doc(b"null") == "null"
+
+
+def test_query_sql_uses_parameters_only() -> None:
+    query = q.parse({"filter": {"EQ": {"a'; DROP TABLE x; --": "v'"}}, "sort": [{"key": "b.0"}]})
+    text, args = build_query('"state"', query, "app||")
+    assert "DROP" not in text
+    assert "a'; DROP TABLE x; --" in str(args)
+
+
+# --- Dapr documentation -------------------------------------------------------------------------
+
+
+@pytest.mark.backends
+async def test_dapr_documentation_component_loads_and_connects(postgres_server: PostgresServer) -> None:
+    (component,) = components.load([DOCS / "postgresql.yaml"]).stores
+    env = {components.secret_env_var("postgres", "connectionString"): postgres_server.connection_string()}
+    validated = components.validate(component, components.metadata_values(component, env))
+    assert validated.warnings == ()
+    assert validated.metadata["cleanupInterval"] == 3600.0
+    assert validated.metadata["timeout"] == 20.0
+    store = create_store(component.type, StoreConfig(component.name, validated.metadata))
+    await store.init()
+    try:
+        k = f"docs||{uuid.uuid4().hex}"
+        await store.set(SetRequest(k, b'"hello"'))
+        item = await store.get(k)
+        assert item is not None and item.data == b'"hello"'
+    finally:
+        await store.close()
+
+
+# --- behaviour against the real server ----------------------------------------------------------
+
+
+@pytest.mark.backends
+async def test_url_form_connects(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
+    store = make({**postgresql_metadata, "connectionString": postgres_server.connection_string("url")})
+    await store.init()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+async def test_values_are_stored_byte_exact_beside_jsonb(
+    pg_store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    await pg_store.set(SetRequest("k-json", b'{ "b": 1,  "a": [1, 2] }'))
+    await pg_store.set(SetRequest("k-bin", b"\x00\xff"))
+    item = await pg_store.get("k-json")
+    assert item is not None and item.data == b'{ "b": 1,  "a": [1, 2] }'
+    rows = await sql(postgres_server, f"SELECT key, doc::text FROM {pg_store.table} ORDER BY key")
+    assert [(r[0], r[1]) for r in rows] == [("k-bin", None), ("k-json", '{"a": [1, 2], "b": 1}')]
+
+
+@pytest.mark.backends
+async def test_schema_qualified_table(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
+    schema = unique_name("s")
+    await sql(postgres_server, f'CREATE SCHEMA "{schema}"')
+    store = make({**postgresql_metadata, "tableName": f"{schema}.state"})
+    await store.init()
+    try:
+        await store.set(SetRequest("k", b"1"))
+        rows = await sql(postgres_server, f'SELECT key FROM "{schema}"."state"')
+        assert [r[0] for r in rows] == ["k"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+async def test_foreign_table_layout_is_refused(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
+    table = unique_name("foreign")
+    await sql(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
+    store = make({**postgresql_metadata, "tableName": table})
+    with pytest.raises(StoreError, match="not created by this server"):
+        await store.init()
+    await store.close()
+
+
+@pytest.mark.backends
+async def test_cleanup_deletes_expired_rows_once_per_interval(
+    pg_store: PostgresStore, postgres_server: PostgresServer
+) -> None:
+    await pg_store.set(SetRequest("short", b"1", ttl=1))
+    await pg_store.set(SetRequest("long", b"1", ttl=3600))
+    await pg_store.set(SetRequest("forever", b"1"))
+    await asyncio.sleep(1.2)
+    assert await pg_store.get("short") is None  # filtered on read before any cleanup
+    assert await pg_store.cleanup() == 1
+    rows = await sql(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
+    assert [r[0] for r in rows] == ["forever", "long"]
+    await pg_store.set(SetRequest("short2", b"1", ttl=1))
+    await asyncio.sleep(1.2)
+    assert await pg_store.cleanup() == 0  # another cleanup ran within the interval
+    assert await pg_store.cleanup(force=True) == 1
+
+
+@pytest.mark.backends
+async def test_expiry_uses_timestamps(pg_store: PostgresStore, postgres_server: PostgresServer) -> None:
+    await pg_store.set(SetRequest("t", b"1", ttl=2_147_483_647))  # the largest TTL Dapr allows
+    item = await pg_store.get("t")
+    assert item is not None and item.expires_at is not None
+    assert item.expires_at > time.time() + 2_000_000_000
+
+
+@pytest.mark.backends
+async def test_query_paths_never_index_arrays(pg_store: PostgresStore) -> None:
+    await pg_store.set(SetRequest("p||arr", orjson.dumps({"a": [10, 20]})))
+    await pg_store.set(SetRequest("p||obj", orjson.dumps({"a": {"0": 10}})))
+    await pg_store.set(SetRequest("p||top", orjson.dumps([10])))
+    page = await pg_store.query(q.parse({"filter": {"EQ": {"a.0": 10}}}), "p||")
+    assert [i.key for i in page.items] == ["p||obj"]
+    page = await pg_store.query(q.parse({"filter": {"EQ": {"0": 10}}}), "p||")
+    assert page.items == []
+
+
+@pytest.mark.backends
+async def test_query_strings_compare_by_code_point(pg_store: PostgresStore) -> None:
+    for name, text in {"a": "a", "B": "B", "e-acute": "é", "z": "z", "emoji": "😀"}.items():
+        await pg_store.set(SetRequest(f"s||{name}", orjson.dumps({"t": text})))
+    page = await pg_store.query(q.parse({"sort": [{"key": "t"}]}), "s||")
+    assert [i.key.removeprefix("s||") for i in page.items] == ["B", "a", "z", "e-acute", "emoji"]
+    page = await pg_store.query(q.parse({"filter": {"GT": {"t": "a"}}}), "s||")
+    assert [i.key.removeprefix("s||") for i in page.items] == ["e-acute", "emoji", "z"]
+
+
+@pytest.mark.backends
+async def test_prefix_with_like_characters(pg_store: PostgresStore) -> None:
+    await pg_store.set(SetRequest("a%b||x", b"1"))
+    await pg_store.set(SetRequest("aXb||y", b"1"))
+    page = await pg_store.query(q.parse({}), "a%b||")
+    assert [i.key for i in page.items] == ["a%b||x"]
+
+
+@pytest.mark.backends
+async def test_wrong_password_is_backend_unavailable(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
+    bad = postgres_server.connection_string().replace(postgres_server.password, "wrong")
+    store = make({**postgresql_metadata, "connectionString": bad})
+    with pytest.raises(BackendUnavailable, match="authentication"):
+        await store.init()
+    await store.close()
+
+
+@pytest.mark.backends
+async def test_unreachable_server_fails_fast() -> None:
+    store = make(
+        {"connectionString": f"host=127.0.0.1 port={free_port()} user=x password=y", "timeout": "2s"}
+    )
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await store.init()
+    assert time.monotonic() - started < 5
+    with pytest.raises(BackendUnavailable):
+        await store.ping()
+    await store.close()
+
+
+@pytest.mark.backends
+async def test_statement_timeout_is_backend_unavailable(postgresql_metadata: dict[str, str]) -> None:
+    store = make({**postgresql_metadata, "timeout": "1s"})
+    await store.init()
+    try:
+
+        async def slow(conn: asyncpg.Connection) -> None:
+            await conn.execute("SELECT pg_sleep(5)")
+
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="did not answer"):
+            await store._call(slow)
+        assert time.monotonic() - started < 3
+        await store.ping()  # the pool recovers
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+async def test_transaction_rolls_back_on_mismatch(pg_store: PostgresStore) -> None:
+    await pg_store.set(SetRequest("x", b"0"))
+    with pytest.raises(EtagMismatch):
+        await pg_store.transact(
+            [SetRequest("x", b"1"), SetRequest("y", b"1"), SetRequest("z", b"1", etag="nope")]
+        )
+    item = await pg_store.get("x")
+    assert item is not None and item.data == b"0"
+    assert await pg_store.get("y") is None
