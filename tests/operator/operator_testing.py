@@ -1,0 +1,199 @@
+"""Helpers of the operator tests: the real `statestore-operator` process and kubectl views."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from fixtures.k8s import ControlPlane
+from fixtures.sidecar import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "components.dapr.io.yaml"
+BIN = Path(sys.executable).parent
+IMAGE = "example.test/statestore-sidecar:test"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll until probe() returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Operator:
+    """One `statestore-operator` process; `stop()`/`start()` restart it like a pod would be."""
+
+    def __init__(self, cluster: ControlPlane, namespace: str, log: Path, extra: Sequence[str]) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log = log
+        self.extra = list(extra)
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "statestore-operator"),
+                "--namespace",
+                self.namespace,
+                "--image",
+                IMAGE,
+                "--resync-seconds",
+                "3",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
+                "--liveness",
+                f"http://127.0.0.1:{self.liveness_port}/healthz",
+                *self.extra,
+            ],
+            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+
+        def alive() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"statestore-operator exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for("the operator's liveness endpoint", alive, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+
+class Kube:
+    """kubectl helpers for one namespace, reading objects the way a user would."""
+
+    def __init__(self, cluster: ControlPlane, namespace: str) -> None:
+        self.cluster = cluster
+        self.ns = namespace
+
+    def apply(self, manifest: dict[str, Any] | str) -> subprocess.CompletedProcess[str]:
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self.cluster.kubectl("apply", "-n", self.ns, "-f", "-", input=text)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.cluster.kubectl("get", kind, name, "-n", self.ns, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    def must_get(self, kind: str, name: str) -> dict[str, Any]:
+        return wait_for(f"{kind} {name}", lambda: self.get(kind, name))
+
+    def conditions(self, name: str) -> dict[str, dict[str, Any]]:
+        body = self.get("components.dapr.io", name) or {}
+        return {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+
+    def wait_condition(
+        self, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.conditions(name).get(type_)
+            if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+                return cond
+            return None
+
+        try:
+            return wait_for(f"{name}: {type_}={status} ({reason})", probe, timeout=timeout)
+        except pytest.fail.Exception:
+            pytest.fail(f"{type_} of {name} is {self.conditions(name).get(type_)}, wanted {status}/{reason}")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        data = self.cluster.kubectl_json(
+            "get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}"
+        )
+        items: list[dict[str, Any]] = data.get("items") or []  # type: ignore[assignment]
+        return items
+
+    def make_pods_ready(self, component: str) -> None:
+        """Play the kubelet (there is no node here): mark the Deployment's Pods Running and Ready.
+
+        The real ReplicaSet and Deployment controllers then compute the Deployment's status from them.
+        """
+
+        def pods() -> list[dict[str, Any]]:
+            data = self.cluster.kubectl_json(
+                "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={component}"
+            )
+            return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]  # type: ignore[union-attr]
+
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for pod in wait_for(f"pods of {component}", pods):
+            status = {
+                "status": {
+                    "phase": "Running",
+                    "conditions": [
+                        {"type": t, "status": "True", "lastTransitionTime": now}
+                        for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                    ],
+                }
+            }
+            self.cluster.kubectl(
+                "patch",
+                "pod",
+                pod["metadata"]["name"],
+                "-n",
+                self.ns,
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                json.dumps(status),
+            )
+
+
+@contextlib.contextmanager
+def no_change(kube: Kube, *objects: tuple[str, str]) -> Iterator[None]:
+    """Assert that the objects' resourceVersions are the same after the block."""
+    before = {o: (kube.get(*o) or {}).get("metadata", {}).get("resourceVersion") for o in objects}
+    yield
+    after = {o: (kube.get(*o) or {}).get("metadata", {}).get("resourceVersion") for o in objects}
+    assert after == before
