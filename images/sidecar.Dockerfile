@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# The state API server (`statestore-sidecar`), the image the operator runs for every state store Component.
+#
+#   docker build -f images/sidecar.Dockerfile -t statestore-sidecar:0.1.0 .     # from the repository root
+#
+# Stage 1 builds this project's wheel and installs it with its runtime dependencies (binary wheels only,
+# no compiler, no test extras) into a virtualenv; stage 2 is the slim base plus that virtualenv.
+# Runtime contract (what the operator's Deployments and the Helm chart rely on):
+#   - runs as the numeric non-root user 65532:65532 and never writes to the root filesystem:
+#     /tmp is an emptyDir, SQLite data goes to a mounted volume (the operator mounts /var/lib/statestore);
+#   - health: Kubernetes probes, not a Docker HEALTHCHECK (no curl in the image):
+#       readinessProbe  GET /v1.0/healthz on port 3500 (204 while every store's backend answers)
+#       livenessProbe   GET /livez        on port 3500 (204 while the process serves HTTP)
+#   - ports: 3500 (state API), 9090 (Prometheus metrics).
+
+FROM python:3.11.14-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sidecar/ sidecar/
+COPY operator/ operator/
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv --without-pip /opt/statestore \
+ && python -m pip --python /opt/statestore/bin/python install --only-binary=:all: /wheels/*.whl
+
+FROM python:3.11.14-slim-bookworm
+LABEL org.opencontainers.image.title="statestore-sidecar" \
+      org.opencontainers.image.description="Dapr-compatible state HTTP API server" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/statestore /opt/statestore
+# Bytecode was compiled at install time; never try to write .pyc files at run time (read-only root).
+ENV PATH=/opt/statestore/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+# Relative SQLite paths resolve here; mount a volume on it (the operator mounts an emptyDir).
+WORKDIR /var/lib/statestore
+USER 65532:65532
+EXPOSE 3500 9090
+ENTRYPOINT ["statestore-sidecar"]
