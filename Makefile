@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3500
 
-.PHONY: run test lint format unit venv backends k8s-binaries cluster cluster-down clean
+.PHONY: run test lint format unit venv backends k8s-binaries cluster cluster-down clean bench
 
 # A virtualenv with the project and its test tools; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,10 @@ unit: venv
 
 backends:
 	bash hack/backends/install.sh
+
+## The state API against direct backend access on loopback (bench/README.md); BENCH_ARGS="--smoke" for a quick check.
+bench: venv backends
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 k8s-binaries:
 	bash hack/k8s/build.sh

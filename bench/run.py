@@ -1,0 +1,615 @@
+"""Benchmark the state API against direct backend access, on loopback, in one run.
+
+    .venv/bin/python -m bench.run                  # the full run (about 6 minutes), report on stdout
+    .venv/bin/python -m bench.run --smoke          # a few seconds: CI checks that real numbers come out
+    make bench BENCH_ARGS="--json out.json"
+
+For each backend (Redis, PostgreSQL, SQLite) and operation (GET and SAVE of a 1 KB JSON value), and
+for each path (direct: the Python driver running the store's own statements; api: statestore-sidecar
+as a real process with a Component for that backend):
+
+* maximum throughput: `wrk` (or, without wrk and for the direct path, a closed-loop Python client)
+  with 16 connections for --duration seconds;
+* latency p50/p90/p99 at a fixed --rate (1,000 requests/s), open loop and measured from each
+  request's scheduled time (corrected for coordinated omission);
+* CPU seconds per 1,000 requests and RSS of the serving process, from /proc: the sidecar for the API
+  path, the database server for the direct path (for SQLite, which has no server, the bench process).
+
+The sidecar runs alone on core 0 (`taskset -c 0`); this process, wrk and the database servers run
+on core 1. The database servers are the test suite's (tests/fixtures/backends.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from . import targets as t
+from .load import closed_loop, have_wrk, open_loop, pinned, run_wrk, wrk_script
+from .proc import Usage
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the database servers of the test suite
+
+from fixtures.backends import PostgresServer, RedisServer, free_port  # noqa: E402
+
+SERVER_CORE = "0"
+CLIENT_CORES = {1}
+BACKENDS = ("redis", "postgresql", "sqlite")
+OPS = ("get", "save")
+SIDECAR = Path(sys.executable).parent / "statestore-sidecar"
+
+
+@dataclass
+class Settings:
+    backends: tuple[str, ...] = BACKENDS
+    duration: float = 10.0  # seconds of each maximum-throughput phase
+    latency_seconds: float = 20.0  # seconds of each fixed-rate phase
+    rate: float = 1000.0
+    warmup: float = 2.0
+    connections: int = 16
+    workers: int = 1
+    use_wrk: bool = True
+    smoke: bool = False
+
+
+@dataclass
+class Backend:
+    """A running backend: the Component metadata for it, its server's pid, a direct client factory."""
+
+    name: str
+    component_type: str
+    metadata: dict[str, str]
+    pid: int | None
+    direct: Callable[[bytes, int], Awaitable[t.Target]]
+    bulk_probe: Callable[[Callable[[], None]], dict[str, Any]] | None = None
+    version: str = ""
+
+
+class BenchPostgres(PostgresServer):
+    """The test suite's PostgreSQL, plus pg_stat_statements to count the statements a request runs."""
+
+    def _command(self) -> list[str]:
+        return [*super()._command(), "-c", "shared_preload_libraries=pg_stat_statements"]
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+
+def _redis_info(server: RedisServer) -> dict[str, int]:
+    reply = server.command("INFO", "stats", "commandstats").decode(errors="replace")
+    out = {"reads": int(re.search(r"total_reads_processed:(\d+)", reply).group(1))}  # type: ignore[union-attr]
+    for name, calls in re.findall(r"cmdstat_(\w+):calls=(\d+)", reply):
+        out[name] = int(calls)
+    return out
+
+
+def _redis_probe(server: RedisServer) -> Callable[[Callable[[], None]], dict[str, Any]]:
+    def probe(action: Callable[[], None]) -> dict[str, Any]:
+        # Two INFOs back to back measure what INFO itself adds; subtract it.
+        a, b = _redis_info(server), _redis_info(server)
+        action()
+        c = _redis_info(server)
+        reads = (c["reads"] - b["reads"]) - (b["reads"] - a["reads"])
+        commands = {k: c.get(k, 0) - b.get(k, 0) for k in c if k not in ("reads", "info")}
+        return {"socket_reads_by_redis": reads, "commands": {k: v for k, v in commands.items() if v}}
+
+    return probe
+
+
+def _pg_probe(server: PostgresServer) -> Callable[[Callable[[], None]], dict[str, Any]]:
+    import asyncpg
+
+    async def counts() -> dict[str, int]:
+        conn = await asyncpg.connect(server.connection_string("url"))
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            rows = await conn.fetch(
+                "SELECT query, calls FROM pg_stat_statements "
+                "WHERE query NOT ILIKE '%pg_stat_statements%' AND dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        finally:
+            await conn.close()
+        return {r["query"]: r["calls"] for r in rows}
+
+    def probe(action: Callable[[], None]) -> dict[str, Any]:
+        before = asyncio.run(counts())
+        action()
+        time.sleep(0.6)  # statistics reach the shared view when a backend goes idle (at most 0.5 s later)
+        after = asyncio.run(counts())
+        delta = {q: n - before.get(q, 0) for q, n in after.items() if n - before.get(q, 0)}
+        return {"statements": sum(delta.values()), "by_statement": delta}
+
+    return probe
+
+
+@contextlib.contextmanager
+def start_backend(name: str, workdir: Path) -> Iterator[Backend]:
+    if name == "redis":
+        # appendfsync everysec: Redis' own default once AOF is on (the test fixture syncs every write).
+        redis = RedisServer(workdir / "redis", appendfsync="everysec")
+        redis.start()
+        try:
+            url = redis.url()
+
+            async def redis_direct(value: bytes, conns: int) -> t.Target:
+                return t.RedisDirect(url, value, conns)
+
+            version = re.search(rb"redis_version:(\S+)", redis.command("INFO", "server"))
+            yield Backend(
+                name,
+                "state.redis",
+                {"redisHost": redis.address, "redisPassword": redis.password},
+                redis.process.pid if redis.process else None,
+                redis_direct,
+                _redis_probe(redis),
+                version.group(1).decode() if version else "",
+            )
+        finally:
+            redis.destroy()
+    elif name == "postgresql":
+        pg = BenchPostgres(workdir / "postgres")
+        pg.start()
+        try:
+            dsn = pg.connection_string("url")
+
+            async def pg_direct(value: bytes, conns: int) -> t.Target:
+                return await t.PostgresDirect.open(dsn, value, conns)
+
+            yield Backend(
+                name,
+                "state.postgresql",
+                {"connectionString": pg.connection_string(), "tableName": "state"},
+                pg.process.pid if pg.process else None,
+                pg_direct,
+                _pg_probe(pg),
+                Path(pg.postgres).parent.parent.name,
+            )
+        finally:
+            pg.destroy()
+    elif name == "sqlite":
+        path = str(workdir / "state.db")
+
+        async def sqlite_direct(value: bytes, conns: int) -> t.Target:
+            return t.SqliteDirect(path, value)
+
+        import sqlite3
+
+        yield Backend(
+            name,
+            "state.sqlite",
+            {"connectionString": path},
+            None,
+            sqlite_direct,
+            None,
+            sqlite3.sqlite_version,
+        )
+    else:
+        raise ValueError(f"unknown backend {name!r}")
+
+
+# -- the sidecar ------------------------------------------------------------------------------------
+
+
+class Sidecar:
+    """`statestore-sidecar` as a real process on SERVER_CORE, serving one Component."""
+
+    def __init__(self, backend: Backend, workdir: Path, workers: int) -> None:
+        self.resources = workdir / "components"
+        self.resources.mkdir(parents=True, exist_ok=True)
+        component = {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": t.STORE},
+            "spec": {
+                "type": backend.component_type,
+                "version": "v1",
+                "metadata": [{"name": k, "value": v} for k, v in backend.metadata.items()],
+            },
+        }
+        (self.resources / f"{backend.name}.yaml").write_text(yaml.safe_dump(component))
+        self.port = free_port()
+        self.log = workdir / f"sidecar-{backend.name}.log"
+        self.workers = workers
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            str(SIDECAR), "--resources-path", str(self.resources), "--app-id", t.APP_ID,
+            "--dapr-http-port", str(self.port), "--dapr-listen-addresses", "127.0.0.1",
+            "--metrics-port", str(free_port()), "--log-level", "warn",
+        ]  # fmt: skip
+        if self.workers != 1:
+            command += ["--workers", str(self.workers)]
+        if (os.cpu_count() or 1) > 1:
+            command = ["taskset", "-c", SERVER_CORE, *command]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"statestore-sidecar exited with {self.process.returncode}:\n{self.log.read_text()}"
+                )
+            with contextlib.suppress(OSError):
+                if request("127.0.0.1", self.port, "GET", "/v1.0/healthz")[0] == 204:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"statestore-sidecar not ready in 60 s:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def request(host: str, port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def _usage(pids: list[int]) -> Usage:
+    return Usage.sample(pids) if pids else Usage(0.0, 0, 0, 0, 0)
+
+
+async def measure(
+    target: t.Target,
+    *,
+    op: str,
+    settings: Settings,
+    server_pids: list[int],
+    db_pids: list[int],
+    wrk_url: str | None,
+    value: bytes,
+) -> dict[str, Any]:
+    call = target.get if op == "get" else target.save
+    out: dict[str, Any] = {}
+    await closed_loop(call, settings.connections, settings.warmup)
+
+    before = _usage(server_pids)
+    if wrk_url is not None:
+        paths = [f"/v1.0/state/{t.STORE}/{t.key(i)}" for i in range(t.KEYS)]
+        if op == "get":
+            script = wrk_script("GET", paths, None)
+        else:
+            bodies = [b'[{"key":"%s","value":%s}]' % (t.key(i).encode(), value) for i in range(t.KEYS)]
+            script = wrk_script("POST", [f"/v1.0/state/{t.STORE}"] * t.KEYS, bodies)
+        peak, raw = await asyncio.to_thread(run_wrk, wrk_url, script, settings.connections, settings.duration)
+        out["wrk_output"] = raw
+    else:
+        peak = await closed_loop(call, settings.connections, settings.duration)
+    after = _usage(server_pids)
+    out["max"] = peak.summary()
+    out["max"]["server_cpu_s_per_1000"] = round((after.cpu - before.cpu) / max(peak.requests, 1) * 1000, 4)
+
+    before, db_before = _usage(server_pids), _usage(db_pids)
+    fixed = await open_loop(call, settings.rate, settings.latency_seconds)
+    after, db_after = _usage(server_pids), _usage(db_pids)
+    out["fixed"] = fixed.summary()
+    out["fixed"]["server_cpu_s_per_1000"] = round((after.cpu - before.cpu) / max(fixed.requests, 1) * 1000, 4)
+    out["fixed"]["db_cpu_s_per_1000"] = round(
+        (db_after.cpu - db_before.cpu) / max(fixed.requests, 1) * 1000, 4
+    )
+    out["server_rss_mb"] = round(after.rss / 2**20, 1)
+    out["server_pss_mb"] = round(after.pss / 2**20, 1)
+    out["server_rss_max_mb"] = round(after.rss_max / 2**20, 1)
+    out["server_processes"] = after.processes
+    return out
+
+
+def _bulk(backend: Backend, port: int) -> dict[str, Any]:
+    """How many backend round trips one bulk get of 100 keys costs, against 100 single gets."""
+    if backend.bulk_probe is None:
+        return {
+            "note": "embedded database: one SQL statement (key IN json_each(?)) on one thread, no network"
+        }
+    keys = [t.key(i) for i in range(100)]
+    body = orjson.dumps({"keys": keys})
+    statuses: list[int] = []
+
+    def bulk() -> None:
+        status, reply = request("127.0.0.1", port, "POST", f"/v1.0/state/{t.STORE}/bulk", body)
+        statuses.append(status)
+        assert status == 200 and len(orjson.loads(reply)) == 100, (status, reply[:200])
+
+    def singles() -> None:
+        for k in keys:
+            statuses.append(request("127.0.0.1", port, "GET", f"/v1.0/state/{t.STORE}/{k}")[0])
+
+    return {
+        "bulk_get_100": backend.bulk_probe(bulk),
+        "single_get_x100": backend.bulk_probe(singles),
+        "statuses": sorted(set(statuses)),
+    }
+
+
+async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+    value = t.value_1kb()
+    result: dict[str, Any] = {"backend": name, "ops": {}}
+    with start_backend(name, workdir) as backend:
+        result["version"] = backend.version
+        sidecar = Sidecar(backend, workdir, settings.workers)
+        sidecar.start()
+        try:
+            assert sidecar.process is not None
+            api_pids = [sidecar.process.pid]
+            db_pids = [backend.pid] if backend.pid else []
+            seed = await t.Api.open(sidecar.port, value, settings.connections)
+            try:
+                statuses = await asyncio.gather(*(seed.save(i) for i in range(t.KEYS)))
+            finally:
+                await seed.close()
+            if set(statuses) != {204}:
+                raise RuntimeError(f"seeding {name} failed: {sorted(set(statuses))}")
+            result["bulk"] = await asyncio.to_thread(_bulk, backend, sidecar.port)
+            wrk_url = f"http://127.0.0.1:{sidecar.port}" if settings.use_wrk and have_wrk() else None
+            for op in OPS:
+                runs: dict[str, Any] = {}
+                direct = await backend.direct(value, settings.connections)
+                try:
+                    # Without a server process (SQLite), the direct path's "server" is this process.
+                    runs["direct"] = await measure(
+                        direct,
+                        op=op,
+                        settings=settings,
+                        server_pids=db_pids or [os.getpid()],
+                        db_pids=[],
+                        wrk_url=None,
+                        value=value,
+                    )
+                finally:
+                    await direct.close()
+                api = await t.Api.open(sidecar.port, value, settings.connections)
+                try:
+                    runs["api"] = await measure(
+                        api,
+                        op=op,
+                        settings=settings,
+                        server_pids=api_pids,
+                        db_pids=db_pids,
+                        wrk_url=wrk_url,
+                        value=value,
+                    )
+                finally:
+                    await api.close()
+                result["ops"][op] = runs
+                print(f"  {name} {op}: {_line(runs)}", file=sys.stderr, flush=True)
+        finally:
+            sidecar.stop()
+    return result
+
+
+def _line(runs: dict[str, Any]) -> str:
+    d, a = runs["direct"], runs["api"]
+    return (
+        f"max {d['max']['rate']:.0f} vs {a['max']['rate']:.0f} req/s; "
+        f"p50 {d['fixed']['p50_ms']:.3f} vs {a['fixed']['p50_ms']:.3f} ms; "
+        f"p99 {d['fixed']['p99_ms']:.3f} vs {a['fixed']['p99_ms']:.3f} ms"
+    )
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    versions = {}
+    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "starlette", "orjson", "redis", "asyncpg"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[package] = version(package)
+    wrk = ""
+    if have_wrk():
+        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "wrk": wrk.strip(),
+    }
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _memory(path: str, run: dict[str, Any]) -> float:
+    # The API: RSS of the largest process (one worker). A database: PSS of its processes, since
+    # summing RSS would count PostgreSQL's shared buffers once per backend.
+    return float(run["server_rss_max_mb"] if path == "api" else run["server_pss_mb"])
+
+
+def report(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    lines = [
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
+        f"{results['machine']['memory']}, Linux {results['machine']['kernel']}, "
+        f"Python {results['machine']['python']}; sidecar workers: {s['workers']}.",
+        f"Fixed rate {s['rate']:.0f} req/s for {s['latency_seconds']:g} s; maximum over {s['duration']:g} s with "
+        f"{s['connections']} connections; 1,024-byte JSON value.",
+        "",
+        "| Backend | Op | Path | Max req/s | p50 ms | p90 ms | p99 ms | CPU s / 1k req | mCPU @ rate | Memory MB | 2xx |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratio = [
+        "",
+        "| Backend | Op | Max req/s API / direct | Added p50 ms | Added p90 ms | Added p99 ms | API mCPU @ rate | API RSS MB per worker |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend in results["backends"]:
+        for op, runs in backend["ops"].items():
+            for path in ("direct", "api"):
+                r = runs[path]
+                f, m = r["fixed"], r["max"]
+                total = f["requests"] + m["requests"]
+                ok = f["ok_2xx"] + m["ok_2xx"]
+                cpu = f["server_cpu_s_per_1000"]
+                lines.append(
+                    f"| {backend['backend']} | {op.upper()} | {path} | {m['rate']:,.0f} ({m['tool']}) | "
+                    f"{_fmt(f['p50_ms'], 3)} | {_fmt(f['p90_ms'], 3)} | {_fmt(f['p99_ms'], 3)} | "
+                    f"{cpu:.3f} | {cpu * s['rate']:.0f} | {_memory(path, r):.1f} | {100 * ok / max(total, 1):.1f}% |"
+                )
+            d, a = runs["direct"], runs["api"]
+            ratio.append(
+                f"| {backend['backend']} | {op.upper()} | {a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
+                f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
+                f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
+                f"{a['fixed']['server_cpu_s_per_1000'] * s['rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
+            )
+    lines += ratio
+    lines += ["", "Bulk get of 100 keys through the API (backend work per request):", ""]
+    for backend in results["backends"]:
+        lines.append(f"- {backend['backend']}: `{json.dumps(backend.get('bulk'))}`")
+    lines += ["", "Targets:", ""] + [f"- {line}" for line in targets(results)]
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    rate = results["settings"]["rate"]
+    for backend in results["backends"]:
+        if backend["backend"] != "redis" or "get" not in backend["ops"]:
+            continue
+        d, a = backend["ops"]["get"]["direct"], backend["ops"]["get"]["api"]
+        added50 = a["fixed"]["p50_ms"] - d["fixed"]["p50_ms"]
+        added99 = a["fixed"]["p99_ms"] - d["fixed"]["p99_ms"]
+        mcpu = a["fixed"]["server_cpu_s_per_1000"] * 1000
+        rss = a["server_rss_max_mb"]
+        mark = {True: "met", False: "NOT met"}
+        out += [
+            f"Redis GET @ {rate:.0f}/s added p50 {added50:+.3f} ms (≤ +0.3): {mark[added50 <= 0.3]}",
+            f"Redis GET @ {rate:.0f}/s added p99 {added99:+.3f} ms (≤ +1): {mark[added99 <= 1.0]}",
+            f"Redis GET CPU {mcpu:.0f} mCPU per 1,000 req/s (≤ 60): {mark[mcpu <= 60]}",
+            f"Redis GET RSS {rss:.1f} MB per worker (≤ 60): {mark[rss <= 60]}",
+            f"Redis GET max {a['max']['rate']:,.0f} req/s on one core (≥ 10,000): {mark[a['max']['rate'] >= 10000]}",
+        ]
+        bulk = backend.get("bulk", {}).get("bulk_get_100", {})
+        reads = bulk.get("socket_reads_by_redis")
+        if reads is not None:
+            out.append(
+                f"Redis bulk get of 100 keys: {reads} socket read(s) by Redis, commands {bulk.get('commands')}"
+            )
+    return out
+
+
+def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the harness, not speed")
+    p.add_argument(
+        "--backends", default=",".join(BACKENDS), help="comma-separated subset of redis,postgresql,sqlite"
+    )
+    p.add_argument("--duration", type=float, help="seconds of each maximum-throughput phase (default 10)")
+    p.add_argument("--latency-seconds", type=float, help="seconds of each fixed-rate phase (default 20)")
+    p.add_argument("--rate", type=float, help="fixed request rate (default 1000)")
+    p.add_argument(
+        "--connections", type=int, default=16, help="client connections (default 16, as Dapr's tests)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="sidecar worker processes (default 1)")
+    p.add_argument(
+        "--no-wrk", action="store_true", help="use the Python closed-loop client for the API maximum too"
+    )
+    p.add_argument("--json", type=Path, help="also write every figure (and wrk's output) here")
+    args = p.parse_args(argv)
+    settings = Settings(connections=args.connections, workers=args.workers, use_wrk=not args.no_wrk)
+    if args.smoke:
+        settings = Settings(
+            duration=0.5, latency_seconds=0.5, rate=200.0, warmup=0.2, connections=4,
+            workers=args.workers, use_wrk=False, smoke=True,
+        )  # fmt: skip
+    settings.backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    for name in settings.backends:
+        if name not in BACKENDS:
+            p.error(f"unknown backend {name!r}")
+    if args.duration is not None:
+        settings.duration = args.duration
+    if args.latency_seconds is not None:
+        settings.latency_seconds = args.latency_seconds
+    if args.rate is not None:
+        settings.rate = args.rate
+    return settings, args
+
+
+async def run(settings: Settings) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "settings": settings.__dict__, "backends": []}
+    results["command"] = " ".join(["python", "-m", "bench.run", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory(prefix="statestore-bench-") as tmp:
+        base = Path(tmp)
+        os.chmod(base, 0o755)  # the database servers may run as another user
+        for name in settings.backends:
+            print(f"{name}...", file=sys.stderr, flush=True)
+            workdir = base / name
+            workdir.mkdir()
+            os.chmod(workdir, 0o755)
+            results["backends"].append(await bench_backend(name, settings, workdir))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse_args(argv)
+    if not SIDECAR.exists():
+        print(f"{SIDECAR} not found: install the project (make venv)", file=sys.stderr)
+        return 2
+    if settings.use_wrk and not have_wrk() and not settings.smoke:
+        print("wrk not found (apt-get install wrk): the API maximum uses the Python client", file=sys.stderr)
+    import uvloop
+
+    # This process (the load generator), wrk and the database servers it starts share CLIENT_CORES.
+    with pinned(CLIENT_CORES), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        results = runner.run(run(settings))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The two ways of reaching a backend that the benchmark compares, for GET and SAVE of a 1 KB JSON value.
+
+* `Api`: Dapr's state HTTP API of a running `statestore-sidecar` (GET /v1.0/state/<store>/<key>,
+  POST /v1.0/state/<store> with one item).
+* `RedisDirect`, `PostgresDirect`, `SqliteDirect`: the database through its Python driver, running
+  the statements the store itself runs for the same operation (so "API minus direct" is the cost
+  the API adds: HTTP, decoding, the store's Python code), on the same rows the API reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import orjson
+
+from .load import HttpPool, http_get, http_post
+
+APP_ID = "bench"
+STORE = "bench"
+KEYS = 1000
+
+
+def key(i: int) -> str:
+    return f"k{i % KEYS}"
+
+
+def stored_key(i: int) -> str:
+    """The key as the API stores it (the default `appid` key prefix)."""
+    return f"{APP_ID}||{key(i)}"
+
+
+def value_1kb() -> bytes:
+    """A 1,024-byte JSON document, as an application would store it."""
+    doc: dict[str, Any] = {
+        "id": "order-000001",
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"},
+        "items": [{"sku": f"SKU-{n:04d}", "qty": n % 3 + 1, "price": 9.99 + n} for n in range(6)],
+        "status": "paid",
+        "note": "",
+    }
+    size = len(orjson.dumps(doc))
+    doc["note"] = "x" * (1024 - size)
+    data = orjson.dumps(doc)
+    assert len(data) == 1024, len(data)
+    return data
+
+
+class Target(Protocol):
+    name: str
+
+    async def get(self, i: int) -> int: ...
+
+    async def save(self, i: int) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+class Api:
+    """The state API over keep-alive HTTP/1.1 connections."""
+
+    name = "api"
+
+    def __init__(self, pool: HttpPool, value: bytes) -> None:
+        self.pool = pool
+        self.gets = [http_get(f"/v1.0/state/{STORE}/{key(i)}") for i in range(KEYS)]
+        self.saves = [
+            http_post(f"/v1.0/state/{STORE}", b'[{"key":"%s","value":%s}]' % (key(i).encode(), value))
+            for i in range(KEYS)
+        ]
+
+    @classmethod
+    async def open(cls, port: int, value: bytes, connections: int) -> Api:
+        return cls(await HttpPool("127.0.0.1", port, connections).open(), value)
+
+    async def get(self, i: int) -> int:
+        return await self.pool.send(self.gets[i % KEYS])
+
+    async def save(self, i: int) -> int:
+        return await self.pool.send(self.saves[i % KEYS])
+
+    async def close(self) -> None:
+        self.pool.close()
+
+
+class RedisDirect:
+    """redis.asyncio: HMGET of the item's hash, and the store's write script (EVALSHA)."""
+
+    name = "direct"
+
+    def __init__(self, url: str, value: bytes, connections: int) -> None:
+        import redis.asyncio as aioredis
+        from redis.asyncio.connection import BlockingConnectionPool
+
+        from statestore_sidecar.stores.redis import _WRITE_SCRIPT
+
+        pool = BlockingConnectionPool.from_url(url, max_connections=connections, protocol=2)
+        self.client = aioredis.Redis(connection_pool=pool)
+        self.script = self.client.register_script(_WRITE_SCRIPT)
+        self.value = value
+
+    async def get(self, i: int) -> int:
+        data, _version, _exp = await self.client.hmget(stored_key(i), ["data", "version", "exp"])
+        return 200 if data is not None else 204
+
+    async def save(self, i: int) -> int:
+        code, _ = await self.script(keys=[stored_key(i)], args=["S", "", "0", "0", self.value])
+        return 204 if int(code) == 0 else 409
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+# The statements of state.postgresql's `get` and last-write `set` (stores/postgresql.py).
+_PG_LIVE = "(expiredate IS NULL OR expiredate > now())"
+_PG_GET = (
+    f"SELECT value, etag, extract(epoch FROM expiredate)::float8 FROM state WHERE key = $1 AND {_PG_LIVE}"
+)
+_PG_UPSERT = (
+    "INSERT INTO state (key, value, doc, etag, expiredate) VALUES ($1, $2, $3::jsonb, $4, "
+    "CASE WHEN $5::integer > 0 THEN now() + make_interval(secs => $5::integer) END) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, doc = excluded.doc, etag = excluded.etag, "
+    "updatedate = now(), expiredate = excluded.expiredate"
+)
+
+
+class PostgresDirect:
+    """asyncpg with a pool; statements are prepared once per connection by asyncpg's cache."""
+
+    name = "direct"
+
+    def __init__(self, pool: Any, value: bytes) -> None:
+        self.pool = pool
+        self.value = value
+        self.doc = value.decode()
+
+    @classmethod
+    async def open(cls, dsn: str, value: bytes, connections: int) -> PostgresDirect:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections)
+        return cls(pool, value)
+
+    async def get(self, i: int) -> int:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(_PG_GET, stored_key(i))
+        return 200 if row is not None else 204
+
+    async def save(self, i: int) -> int:
+        async with self.pool.acquire() as conn:
+            await conn.execute(_PG_UPSERT, stored_key(i), self.value, self.doc, str(uuid.uuid4()), None)
+        return 204
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+# The statements of state.sqlite's `get` and last-write `set` (stores/sqlite.py).
+_SQLITE_LIVE = "(expiration_time IS NULL OR expiration_time > ?)"
+_SQLITE_GET = f"SELECT CAST(value AS BLOB), is_binary, etag, expiration_time FROM state WHERE key = ? AND {_SQLITE_LIVE}"
+_SQLITE_UPSERT = (
+    "INSERT INTO state (key, value, is_binary, etag, expiration_time, update_time) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, is_binary = excluded.is_binary,"
+    " etag = excluded.etag, expiration_time = excluded.expiration_time, update_time = excluded.update_time"
+)
+
+
+class SqliteDirect:
+    """sqlite3 on the same file, one connection on one thread (as an asyncio app would use it)."""
+
+    name = "direct"
+
+    def __init__(self, path: str, value: bytes) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="bench-sqlite")
+        self.local = threading.local()
+        self.path = path
+        self.value = value.decode()
+        self.connections: list[sqlite3.Connection] = []
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 2000")
+            self.local.conn = conn
+            self.connections.append(conn)
+        return conn
+
+    @staticmethod
+    def _now() -> str:
+        import time
+
+        t = time.time()
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+    def _get(self, i: int) -> int:
+        row = self._conn().execute(_SQLITE_GET, (stored_key(i), self._now())).fetchone()
+        return 200 if row is not None else 204
+
+    def _save(self, i: int) -> int:
+        now = self._now()
+        self._conn().execute(_SQLITE_UPSERT, (stored_key(i), self.value, 0, str(uuid.uuid4()), None, now))
+        return 204
+
+    async def get(self, i: int) -> int:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._get, i)
+
+    async def save(self, i: int) -> int:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._save, i)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        for conn in self.connections:
+            conn.close()
