@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -513,8 +514,16 @@ def create_app(runtime: Runtime) -> ASGIApp:
         assert isinstance(exc, _PlainError)
         return Response(exc.text + "\n", status_code=exc.status, media_type="text/plain; charset=utf-8")
 
+    async def on_routing_error(_: Request, exc: Exception) -> Response:
+        # The router's own answers as daprd's router gives them: a plain-text 404, an empty 405.
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return Response("404 page not found\n", status_code=404, media_type="text/plain; charset=utf-8")
+        return Response(status_code=exc.status_code, headers=exc.headers)
+
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(_PlainError, on_plain_error)
+    app.add_exception_handler(StarletteHTTPException, on_routing_error)
 
     routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str], str]] = [
         ("/v1.0/state/{storeName}", api.save, ["POST", "PUT"], "save"),

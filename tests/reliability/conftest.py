@@ -1,0 +1,20 @@
+"""Fixtures of the hostile-input tests (helpers live in `hostile.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hostile import STORE, Api
+
+from fixtures.stores import ComponentUnderTest
+
+
+@pytest.fixture
+def api(component: ComponentUnderTest) -> Iterator[Api]:
+    """The state API with one store named `store` of the backend under test (app id `myapp`)."""
+    instance = Api({STORE: component})
+    try:
+        yield instance
+    finally:
+        instance.close()
