@@ -544,8 +544,7 @@ class PostgresStore:
         attempt = 0
         while True:
             try:
-                async with asyncio.timeout(self._timeout), self._pool.acquire() as conn:
-                    return await work(conn)
+                return await self._on_connection(self._pool, work)
             except StoreError:
                 raise
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
@@ -560,6 +559,37 @@ class PostgresStore:
                 if isinstance(exc, asyncpg.PostgresError):
                     raise StoreError(f"postgresql: {exc}") from None
                 raise
+
+    async def _on_connection(
+        self, pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """`work` on a pooled connection, the whole call (release included) bounded by the timeout.
+
+        A connection whose call did not finish cleanly is terminated (no network round trip) rather
+        than reset and reused: resetting it would wait on a server that may not answer.
+        """
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        async with asyncio.timeout_at(deadline):
+            conn = await pool.acquire()
+        clean = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await work(conn)
+            clean = True
+            return result
+        except (StoreError, asyncpg.PostgresError) as exc:
+            clean = self._unavailable(exc) is None  # the server answered: the connection is fine
+            raise
+        finally:
+            if not clean:
+                conn.terminate()
+            try:
+                await pool.release(conn, timeout=max(deadline - loop.time(), 0.1))
+            except Exception:
+                conn.terminate()
 
     async def init(self) -> None:
         import asyncpg

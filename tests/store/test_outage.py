@@ -1,0 +1,223 @@
+"""Backend outages under load: each real server is crashed (SIGKILL) or frozen (SIGSTOP) and
+brought back, while the same store object keeps being used.
+
+* calls during the outage fail fast with BackendUnavailable, within the configured timeout;
+* `ping` fails during the outage and succeeds afterwards;
+* calls succeed afterwards with the same store object (the pools reconnect by themselves);
+* no write acknowledged before the crash is lost (Redis runs with appendonly + appendfsync always).
+
+Every test starts its own server instance, so the shared session servers are never disturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from fixtures.backends import MariaDBServer, PostgresServer, RedisServer, Server, unique_name
+from statestore_sidecar.schema import resolve
+from statestore_sidecar.stores import StoreConfig, create_store, schema_for
+from statestore_sidecar.stores.base import BackendUnavailable, DeleteRequest, SetRequest, Store, StoreError
+
+pytestmark = pytest.mark.backends
+
+TIMEOUT = 2.0  # the configured per-call timeout of every store below
+SLACK = 1.0  # scheduling slack allowed on top of it
+
+
+def redis_metadata(server: Server) -> dict[str, str]:
+    return {
+        "redisHost": server.address,
+        "redisPassword": server.password,
+        "dialTimeout": "1s",
+        "readTimeout": "1s",
+        "redisMaxRetries": "1",
+    }
+
+
+def postgresql_metadata(server: Server) -> dict[str, str]:
+    assert isinstance(server, PostgresServer)
+    return {"connectionString": server.connection_string(), "tableName": unique_name("state"), "timeout": "2s"}
+
+
+def mysql_metadata(server: Server) -> dict[str, str]:
+    assert isinstance(server, MariaDBServer)
+    return {"connectionString": server.dsn(), "tableName": unique_name("state"), "timeoutInSeconds": "2"}
+
+
+BACKENDS: dict[str, tuple[type[Server], str, Callable[[Server], dict[str, str]]]] = {
+    "redis": (RedisServer, "state.redis", redis_metadata),
+    "postgresql": (PostgresServer, "state.postgresql", postgresql_metadata),
+    "mysql": (MariaDBServer, "state.mysql", mysql_metadata),
+}
+
+
+@dataclass
+class Backend:
+    server: Server
+    store: Store
+
+
+@pytest.fixture(params=list(BACKENDS))
+def own_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, Server]]:
+    server_type, _, _ = BACKENDS[request.param]
+    server = server_type()
+    try:
+        server.start()
+        yield request.param, server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+async def backend(own_server: tuple[str, Server]) -> AsyncIterator[Backend]:
+    name, server = own_server
+    _, store_type, metadata = BACKENDS[name]
+    config = StoreConfig(f"outage-{name}", resolve(schema_for(store_type), metadata(server)))
+    store = create_store(store_type, config)
+    await store.init()
+    try:
+        yield Backend(server, store)
+    finally:
+        await store.close()
+
+
+@dataclass
+class Load:
+    """Writers that record which writes were acknowledged, and how long failures took."""
+
+    store: Store
+    acknowledged: dict[str, bytes] = field(default_factory=dict)
+    failures: list[tuple[float, BaseException]] = field(default_factory=list)
+    successes_after: dict[float, int] = field(default_factory=dict)
+    running: bool = True
+    mark: float = 0.0  # successes are counted from this time on
+
+    async def writer(self, n: int) -> None:
+        i = 0
+        while self.running:
+            i += 1
+            key = f"w{n}-{i}"
+            value = f'{{"writer":{n},"i":{i}}}'.encode()
+            started = time.monotonic()
+            try:
+                if i % 5 == 0:  # some transactions too: two keys, both or none
+                    await self.store.transact([SetRequest(key, value), SetRequest(key + "-pair", value)])
+                    self.acknowledged[key + "-pair"] = value
+                else:
+                    await self.store.set(SetRequest(key, value))
+                self.acknowledged[key] = value
+                if self.mark:
+                    self.successes_after[self.mark] = self.successes_after.get(self.mark, 0) + 1
+            except StoreError as exc:
+                self.failures.append((time.monotonic() - started, exc))
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0)
+
+
+async def wait_until_ping(store: Store, seconds: float) -> float:
+    started = time.monotonic()
+    while True:
+        try:
+            await store.ping()
+            return time.monotonic() - started
+        except BackendUnavailable:
+            if time.monotonic() - started > seconds:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def check_fails_fast(store: Store) -> None:
+    for call in (
+        lambda: store.get("some-key"),
+        lambda: store.bulk_get(["a", "b"]),
+        lambda: store.set(SetRequest("some-key", b"1")),
+        lambda: store.delete(DeleteRequest("some-key")),
+        lambda: store.transact([SetRequest("a", b"1"), DeleteRequest("b")]),
+        store.ping,
+    ):
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await call()
+        assert time.monotonic() - started < TIMEOUT + SLACK
+
+
+async def test_crash_under_load_loses_no_acknowledged_write(backend: Backend) -> None:
+    store, server = backend.store, backend.server
+    load = Load(store)
+    writers = [asyncio.create_task(load.writer(n)) for n in range(8)]
+    try:
+        await asyncio.sleep(0.7)
+        assert len(load.acknowledged) > 20, "the load did not get going"
+        assert not load.failures
+        await asyncio.to_thread(server.stop, True)  # SIGKILL: a crash, not a clean shutdown
+        crashed_with = dict(load.acknowledged)
+
+        await check_fails_fast(store)
+        await asyncio.sleep(0.5)
+        assert load.failures, "writes kept succeeding with the server down"
+        assert all(isinstance(exc, BackendUnavailable) for _, exc in load.failures), load.failures[:3]
+        assert max(took for took, _ in load.failures) < TIMEOUT + SLACK
+
+        await asyncio.to_thread(server.start)
+        await wait_until_ping(store, 30)
+        await asyncio.sleep(0.3)  # let the writers notice
+        load.mark = time.monotonic()
+        failures_before = len(load.failures)
+        await asyncio.sleep(0.7)
+        assert load.successes_after.get(load.mark, 0) > 20, "writes did not resume with the same store"
+        assert len(load.failures) == failures_before, load.failures[failures_before:][:3]
+    finally:
+        load.running = False
+        await asyncio.gather(*writers, return_exceptions=True)
+
+    # Everything acknowledged before the crash survived it, byte for byte.
+    keys = list(crashed_with)
+    found = await store.bulk_get(keys)
+    lost = [k for k in keys if k not in found or found[k].data != crashed_with[k]]
+    assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    # And so did everything acknowledged afterwards.
+    found = await store.bulk_get(list(load.acknowledged))
+    assert len(found) == len(load.acknowledged)
+
+
+async def test_frozen_server_times_out_and_recovers(backend: Backend) -> None:
+    store, server = backend.store, backend.server
+    key = f"frozen-{uuid.uuid4().hex}"
+    await store.set(SetRequest(key, b"before"))
+    server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await store.get(key)
+        took = time.monotonic() - started
+        assert took < TIMEOUT + SLACK
+        with pytest.raises(BackendUnavailable):
+            await store.set(SetRequest(key, b"during"))
+        with pytest.raises(BackendUnavailable):
+            await store.ping()
+    finally:
+        server.resume()
+    await wait_until_ping(store, 10)
+    item = await store.get(key)
+    assert item is not None and item.data in (b"before", b"during")
+    await store.set(SetRequest(key, b"after"))
+    item = await store.get(key)
+    assert item is not None and item.data == b"after"
+
+
+async def test_clean_restart_is_invisible_after_recovery(backend: Backend) -> None:
+    store, server = backend.store, backend.server
+    keys = [f"restart-{i}" for i in range(50)]
+    await store.transact([SetRequest(k, k.encode()) for k in keys])
+    await asyncio.to_thread(server.restart)
+    recovered_in = await wait_until_ping(store, 30)
+    assert recovered_in < 10
+    found = await store.bulk_get(keys)
+    assert {k: v.data for k, v in found.items()} == {k: k.encode() for k in keys}
+    await store.set(SetRequest("restart-new", b"1"))
