@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
-from operator_testing import IMAGE, Kube, Operator
+from operator_testing import IMAGE, Kube, Operator, no_change, wait_for
 
 from statestore_sidecar.components import secret_env_var
 
@@ -111,3 +113,287 @@ def test_printer_columns(kube: Kube, operator: Operator) -> None:
     assert f"http://statestore-mem.{kube.ns}.svc:3500" in wide
     # `kubectl get dapr` lists them through the category.
     assert "mem" in kube.cluster.kubectl("get", "dapr", "-n", kube.ns).stdout
+
+
+INVALID = [
+    pytest.param(
+        component("bad", "state.nosuch", []), "UnsupportedStoreType", "spec.type", id="unknown-type"
+    ),
+    pytest.param(
+        {
+            **component("bad", "state.redis", []),
+            "spec": {"type": "state.redis", "version": "v9", "metadata": []},
+        },
+        "UnsupportedVersion",
+        "spec.version",
+        id="bad-version",
+    ),
+    pytest.param(
+        component("bad", "state.redis", []), "InvalidMetadata", "'redisHost'", id="missing-required"
+    ),
+    pytest.param(
+        component(
+            "bad", "state.redis", [{"name": "redisHost", "value": "h:1"}, {"name": "redisDB", "value": "two"}]
+        ),
+        "InvalidMetadata",
+        "'redisDB'",
+        id="wrong-type",
+    ),
+    pytest.param(
+        component(
+            "bad",
+            "state.redis",
+            [
+                {"name": "redisHost", "value": "h:1"},
+                {"name": "redisPassword", "secretKeyRef": {"name": "nosecret", "key": "password"}},
+            ],
+        ),
+        "SecretNotFound",
+        "'nosecret'",
+        id="missing-secret",
+    ),
+    pytest.param(
+        component(
+            "bad",
+            "state.redis",
+            [
+                {"name": "redisHost", "value": "h:1"},
+                {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "nokey"}},
+            ],
+        ),
+        "SecretKeyNotFound",
+        "'nokey'",
+        id="missing-secret-key",
+    ),
+    pytest.param(
+        component(
+            "bad", "state.redis", [{"name": "redisHost", "value": "h:1"}, {"name": "REDISHOST", "value": "x"}]
+        ),
+        "InvalidMetadata",
+        "'REDISHOST'",
+        id="duplicate-key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("manifest", "reason", "names"), INVALID)
+def test_invalid_component_is_reported_and_not_deployed(
+    kube: Kube, operator: Operator, manifest: dict[str, Any], reason: str, names: str
+) -> None:
+    kube.apply(secret("redis-auth", password="s3cret"))
+    kube.apply(manifest)
+    cond = kube.wait_condition("bad", "Validated", "False", reason)
+    assert names in cond["message"]
+    ready = kube.wait_condition("bad", "Ready", "False", reason)
+    assert ready["message"] == cond["message"]
+    events = wait_for("a Warning event", lambda: [e for e in kube.events("bad") if e["reason"] == reason])
+    assert events[0]["type"] == "Warning" and names in events[0]["message"]
+    assert kube.get("deployment", "statestore-bad") is None
+    assert kube.get("configmap", "statestore-bad") is None
+
+
+def test_unknown_key_is_a_warning(kube: Kube, operator: Operator) -> None:
+    kube.apply(component("mem", "state.in-memory", [{"name": "colour", "value": "blue"}]))
+    cond = kube.wait_condition("mem", "Validated", "True", "UnknownMetadata")
+    assert "'colour'" in cond["message"]
+    events = wait_for(
+        "a Warning event", lambda: [e for e in kube.events("mem") if e["reason"] == "UnknownMetadata"]
+    )
+    assert events[0]["type"] == "Warning"
+    kube.must_get("deployment", "statestore-mem")
+
+
+def test_secret_created_later_is_picked_up(kube: Kube, operator: Operator) -> None:
+    kube.apply(redis())
+    kube.wait_condition("cache", "Validated", "False", "SecretNotFound")
+    kube.apply(secret("redis-auth", password="s3cret"))
+    kube.wait_condition("cache", "Validated", "True", "Valid", timeout=20)
+    kube.must_get("deployment", "statestore-cache")
+
+
+def _template_hash(kube: Kube) -> str:
+    deploy = kube.must_get("deployment", "statestore-cache")
+    return str(deploy["spec"]["template"]["metadata"]["annotations"]["statestore.dapr.io/config-hash"])
+
+
+def test_spec_change_rolls_and_no_change_writes_nothing(kube: Kube, operator: Operator) -> None:
+    kube.apply(secret("redis-auth", password="s3cret"))
+    kube.apply(redis())
+    kube.wait_condition("cache", "Validated", "True")
+    kube.wait_condition("cache", "Available", "False", "Progressing")
+    first = _template_hash(kube)
+    objects = [
+        ("components.dapr.io", "cache"),
+        ("configmap", "statestore-cache"),
+        ("deployment", "statestore-cache"),
+        ("service", "statestore-cache"),
+    ]
+
+    # Several resync rounds (every 3s here) and a no-op re-apply change nothing.
+    with no_change(kube, *objects):
+        kube.apply(redis())
+        time.sleep(7)
+    # A spec change is rolled out with a new pod-template hash.
+    kube.apply(redis(metadata=[{"name": "dialTimeout", "value": "2s"}]))
+    wait_for("a new pod-template hash", lambda: _template_hash(kube) != first)
+    assert "dialTimeout" in kube.must_get("configmap", "statestore-cache")["data"]["component.yaml"]
+    body = kube.must_get("components.dapr.io", "cache")
+    wait_for(
+        "observedGeneration to follow",
+        lambda: (
+            (kube.get("components.dapr.io", "cache") or {}).get("status", {}).get("observedGeneration")
+            == body["metadata"]["generation"]
+        ),
+    )
+    # An invalid edit is reported but not rolled out: the last good pods keep serving.
+    good = _template_hash(kube)
+    kube.apply(redis(metadata=[{"name": "dialTimeout", "value": "soon"}]))
+    kube.wait_condition("cache", "Validated", "False", "InvalidMetadata")
+    assert _template_hash(kube) == good
+
+
+def test_delete_collects_everything(kube: Kube, operator: Operator) -> None:
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Validated", "True")
+    for kind in ("configmap", "deployment", "service"):
+        kube.must_get(kind, "statestore-mem")
+    kube.cluster.kubectl("delete", "components.dapr.io", "mem", "-n", kube.ns, "--wait=true", "--timeout=30s")
+    for kind in ("configmap", "deployment", "service"):
+        wait_for(f"{kind} to be garbage-collected", lambda k=kind: kube.get(k, "statestore-mem") is None)
+
+
+def test_other_component_types_are_ignored(kube: Kube, operator: Operator) -> None:
+    kube.apply(component("bus", "pubsub.redis", [{"name": "redisHost", "value": "h:1"}]))
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Validated", "True")  # the operator is working...
+
+    time.sleep(4)  # ...and had a resync round
+    assert "status" not in kube.must_get("components.dapr.io", "bus")
+    assert kube.get("deployment", "statestore-bus") is None
+    assert kube.get("configmap", "statestore-bus") is None
+    assert kube.events("bus") == []
+
+
+def test_restart_changes_nothing(kube: Kube, operator: Operator) -> None:
+    kube.apply(secret("redis-auth", password="s3cret"))
+    kube.apply(redis())
+    kube.apply(component("bad", "state.nosuch", []))
+    kube.wait_condition("cache", "Validated", "True")
+    kube.wait_condition("bad", "Validated", "False")
+    kube.make_pods_ready("cache")
+    kube.wait_condition("cache", "Ready", "True")
+
+    time.sleep(1)
+    objects = [
+        ("components.dapr.io", "cache"),
+        ("components.dapr.io", "bad"),
+        ("configmap", "statestore-cache"),
+        ("deployment", "statestore-cache"),
+        ("service", "statestore-cache"),
+    ]
+    events_before = len(kube.events("cache")) + len(kube.events("bad"))
+    with no_change(kube, *objects):
+        operator.stop()
+        operator.start()
+        time.sleep(5)
+    assert len(kube.events("cache")) + len(kube.events("bad")) == events_before
+    assert "statestore_operator_reconcile_total" in operator.metrics()
+
+
+def test_available_follows_the_deployment(kube: Kube, operator: Operator) -> None:
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Available", "False", "Progressing")
+    kube.make_pods_ready("mem")
+    kube.wait_condition("mem", "Ready", "True", "Available")
+    # The pod goes away (as on a node failure): availability drops and comes back with a new pod.
+    kube.cluster.kubectl(
+        "delete", "pods", "-n", kube.ns, "-l", "app.kubernetes.io/instance=mem", "--wait=false"
+    )
+    kube.wait_condition("mem", "Available", "False", "Progressing")
+    kube.wait_condition("mem", "Ready", "False", "Progressing")
+    kube.make_pods_ready("mem")
+    kube.wait_condition("mem", "Ready", "True", "Available")
+    # One Event per transition, not per reconciliation.
+    ready_events = [e for e in kube.events("mem") if e["message"].startswith("Ready=")]
+    assert [e["message"].split(":")[0] for e in ready_events].count("Ready=True") == 2
+
+
+def actor(name: str) -> dict[str, Any]:
+    return component(name, "state.in-memory", [{"name": "actorStateStore", "value": "true"}])
+
+
+def test_actor_store_conflict_without_webhook(kube: Kube, operator: Operator) -> None:
+    kube.apply(actor("first"))
+    kube.wait_condition("first", "Validated", "True")
+    kube.apply(actor("second"))
+    cond = kube.wait_condition("second", "Ready", "False", "ActorStateStoreConflict")
+    assert "'first'" in cond["message"]
+    wait_for(
+        "the loser to run no pods",
+        lambda: (kube.get("deployment", "statestore-second") or {}).get("spec", {}).get("replicas") == 0,
+    )
+    kube.wait_condition("second", "Available", "False", "ScaledToZero")
+    assert (kube.get("deployment", "statestore-first") or {})["spec"]["replicas"] == 1
+    # The holder goes: the other one takes over by itself.
+    kube.cluster.kubectl("delete", "components.dapr.io", "first", "-n", kube.ns)
+    wait_for(
+        "the other to be scaled up",
+        lambda: (kube.get("deployment", "statestore-second") or {}).get("spec", {}).get("replicas") == 1,
+    )
+    kube.wait_condition("second", "Ready", "False", "Progressing")
+    kube.make_pods_ready("second")
+    kube.wait_condition("second", "Ready", "True", "Available")
+
+
+def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Any) -> None:
+    from fixtures.sidecar import free_port
+
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    config = f"statestore-test-{kube.ns}"
+    start_operator(
+        "--webhook-address",
+        "127.0.0.1",
+        "--webhook-host",
+        "127.0.0.1",
+        "--webhook-port",
+        str(free_port()),
+        "--webhook-cert",
+        str(chain),
+        "--webhook-key",
+        str(key),
+        "--webhook-config-name",
+        config,
+    )
+    try:
+        wait_for(
+            "the webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "validatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        kube.apply(actor("first"))
+        kube.wait_condition("first", "Validated", "True")
+        refused = kube.cluster.kubectl(
+            "apply", "-n", kube.ns, "-f", "-", input=json.dumps(actor("second")), check=False
+        )
+        assert refused.returncode != 0
+        assert "'first'" in refused.stderr and "actor state store" in refused.stderr
+        assert kube.get("components.dapr.io", "second") is None
+        bad = component(
+            "bad", "state.redis", [{"name": "redisHost", "value": "h:1"}, {"name": "redisDB", "value": "x"}]
+        )
+        refused = kube.cluster.kubectl("apply", "-n", kube.ns, "-f", "-", input=json.dumps(bad), check=False)
+        assert refused.returncode != 0 and "'redisDB'" in refused.stderr
+        warned = kube.apply(component("mem", "state.in-memory", [{"name": "colour", "value": "blue"}]))
+        assert "'colour'" in warned.stderr
+        # Other types pass untouched.
+        kube.apply(component("bus", "pubsub.redis", []))
+    finally:
+        kube.cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
+        )
