@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# The operator (`statestore-operator`, kopf), as the Helm chart in charts/statestore-operator runs it.
+#
+#   docker build -f images/operator.Dockerfile -t statestore-operator:0.1.0 .     # from the repository root
+#
+# Stage 1 builds this project's wheel and installs it with its runtime dependencies (binary wheels only,
+# no compiler, no test extras) into a virtualenv; stage 2 is the slim base plus that virtualenv.
+# Runtime contract (what the chart relies on):
+#   - runs as the numeric non-root user 65532:65532 with a read-only root filesystem (/tmp is an emptyDir;
+#     the webhook certificate is a mounted Secret);
+#   - health: a Kubernetes livenessProbe on kopf's endpoint (the chart passes
+#     --liveness=http://0.0.0.0:8080/healthz) and, with the webhook on, a readinessProbe on the webhook
+#     port; no Docker HEALTHCHECK (no curl in the image);
+#   - ports: 8080 (liveness), 9090 (Prometheus metrics, --metrics-port), 9443 (validating webhook).
+
+FROM python:3.11.14-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY sidecar/ sidecar/
+COPY operator/ operator/
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv --without-pip /opt/statestore \
+ && python -m pip --python /opt/statestore/bin/python install --only-binary=:all: /wheels/*.whl
+
+FROM python:3.11.14-slim-bookworm
+LABEL org.opencontainers.image.title="statestore-operator" \
+      org.opencontainers.image.description="Validates Dapr state store Components and runs their state API" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=build /opt/statestore /opt/statestore
+# Bytecode was compiled at install time; never try to write .pyc files at run time (read-only root).
+ENV PATH=/opt/statestore/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+WORKDIR /tmp
+USER 65532:65532
+EXPOSE 8080 9090 9443
+ENTRYPOINT ["statestore-operator"]
