@@ -77,10 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("statestore-operator: error: --webhook-cert and --webhook-key go together", file=sys.stderr)
         return 2
+    if args.webhook_config_name.count(".") < 2:
+        # kopf names each webhook "<handler>.<config name>"; the API server wants three DNS segments.
+        print("statestore-operator: error: --webhook-config-name needs at least three dot-separated parts")
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # kopf logs every successful event handler call; the Events and conditions say what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options = handlers.Options(
         pods=render.PodSettings(
             image=args.image, image_pull_policy=args.image_pull_policy, log_level=args.pod_log_level

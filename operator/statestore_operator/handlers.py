@@ -102,11 +102,11 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     def claimants_in(index: kopf.Index[str, actors.ActorStore], namespace: str) -> list[actors.ActorStore]:
         return list(index.get(namespace, []))
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(id="login", registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return login()
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(id="configure", registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Handler progress and diff-base live in annotations, so `.status` holds only our conditions.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -140,7 +140,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         runtime.reconciler = Reconciler(Client(login), options.pods)
         runtime.resync = asyncio.create_task(_resync_forever())
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(id="cleanup", registry=registry)
     async def _cleanup(**_: Any) -> None:
         tasks = [t for t in (runtime.resync, *runtime.retries.values()) if t is not None]
         for task in tasks:
@@ -171,13 +171,17 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     # The last seen actor-store index, for the resync loop (which kopf does not pass indices to).
     _index_snapshot: dict[str, list[actors.ActorStore]] = {}
 
-    @kopf.index(naming.GROUP, naming.VERSION, naming.PLURAL, when=_state_store, registry=registry)
+    @kopf.index(
+        naming.GROUP, naming.VERSION, naming.PLURAL, id="actor_stores", when=_state_store, registry=registry
+    )
     def actor_stores(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, actors.ActorStore] | None:
         if actors.claims_actor_store(body):
             return {str(namespace): actors.actor_store(body)}
         return None
 
-    @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, when=_state_store, registry=registry)
+    @kopf.on.event(
+        naming.GROUP, naming.VERSION, naming.PLURAL, id="component", when=_state_store, registry=registry
+    )
     async def component_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
         namespace = str(namespace)
         claimants = claimants_in(kwargs["actor_stores"], namespace)
@@ -193,6 +197,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         "apps",
         "v1",
         "deployments",
+        id="deployment",
         labels={"app.kubernetes.io/managed-by": naming.MANAGER},
         registry=registry,
     )

@@ -353,7 +353,7 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
     )
     chain = tmp_path / "chain.crt"
     chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-test-{kube.ns}"
+    config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
     start_operator(
         "--webhook-address",
         "127.0.0.1",
