@@ -1,0 +1,105 @@
+"""The Deployment the operator renders really serves state: its command, args, env and ConfigMap,
+run as a local process the way the kubelet would run the container, against a real Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from operator_testing import Kube, Operator
+
+from fixtures.backends import RedisServer
+from fixtures.sidecar import sidecar
+
+pytestmark = [pytest.mark.k8s, pytest.mark.backends]
+
+
+def _container_env(kube: Kube, env: list[dict[str, Any]]) -> dict[str, str]:
+    """Resolve env the way the kubelet does: Secret keys and the downward API."""
+    resolved: dict[str, str] = {}
+    for item in env:
+        source = item.get("valueFrom")
+        if source is None:
+            resolved[item["name"]] = item.get("value", "")
+        elif "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            data = kube.must_get("secret", ref["name"])["data"]
+            resolved[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            resolved[item["name"]] = kube.ns
+        else:
+            raise AssertionError(f"unexpected env source {source}")
+    return resolved
+
+
+def _without(args: list[str], *flags: str) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def test_rendered_deployment_serves_state_from_redis(
+    kube: Kube, operator: Operator, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis-auth"},
+            "stringData": {"password": redis_server.password},
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "dapr.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": "orders"},
+            "spec": {
+                "type": "state.redis",
+                "version": "v1",
+                "metadata": [
+                    {"name": "redisHost", "value": f"{redis_server.host}:{redis_server.port}"},
+                    {"name": "redisPassword", "secretKeyRef": {"name": "redis-auth", "key": "password"}},
+                ],
+            },
+        }
+    )
+    kube.wait_condition("orders", "Validated", "True", "Valid")
+    deploy = kube.must_get("deployment", "statestore-orders")
+    cm = kube.must_get("configmap", "statestore-orders")
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The ConfigMap volume, as the kubelet would project it.
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "components"]
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "components"]
+    folder = tmp_path / "components"
+    folder.mkdir()
+    for key, text in cm["data"].items():
+        (folder / key).write_text(text)
+    assert redis_server.password not in json.dumps(cm)  # the secret travels by env only
+    assert container["command"] == ["statestore-sidecar"]
+    args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
+    # A pod has its own network namespace; locally the helper picks free ports instead.
+    args = _without(args, "--dapr-http-port", "--metrics-port")
+    env = _container_env(kube, container["env"])
+    with sidecar(args, env) as url:
+        saved = httpx.post(f"{url}/v1.0/state/orders", json=[{"key": "o-1", "value": {"qty": 3}}])
+        assert saved.status_code == 204, saved.text
+        got = httpx.get(f"{url}/v1.0/state/orders/o-1")
+        assert got.status_code == 200 and got.json() == {"qty": 3}
+        assert got.headers.get("etag")
+        health = httpx.get(f"{url}/v1.0/healthz")
+        assert health.status_code == 204
+    # It is in the real Redis, under the app id the operator chose (the Component's name).
+    assert redis_server.command("EXISTS", "orders||o-1") == b":1\r\n"
