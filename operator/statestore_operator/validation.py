@@ -52,18 +52,18 @@ def secret_refs(component: Component) -> list[SecretRef]:
 
 def _failure(exc: ComponentError) -> Outcome:
     where, why = exc.field, exc.reason
-    if where == "spec.type":
-        return Outcome(False, UNSUPPORTED_TYPE, f"spec.type: {why}", where)
-    if where == "spec.version":
-        return Outcome(False, UNSUPPORTED_VERSION, f"spec.version: {why}", where)
+    message = why if why.startswith(where) else f"{where}: {why}"
+    if where == "spec.type" and "required" not in why:
+        return Outcome(False, UNSUPPORTED_TYPE, message, where)
+    if where == "spec.version" and "must be" not in why:
+        return Outcome(False, UNSUPPORTED_VERSION, message, where)
     if where.startswith("spec.metadata"):
         return Outcome(False, INVALID_METADATA, why, where)
-    if where and where != "spec" and not where.startswith("metadata."):
+    if where and not where.startswith(("spec", "metadata.")):
         # The field is a metadata item name; resolve()'s messages already read "metadata 'x': ...".
         message = why if why.startswith("metadata ") else f"metadata {where!r}: {why}"
         return Outcome(False, INVALID_METADATA, message, where)
-    prefix = f"{where}: " if where and not why.startswith(where) else ""
-    return Outcome(False, INVALID_SPEC, f"{prefix}{why}", where)
+    return Outcome(False, INVALID_SPEC, message if where else why, where)
 
 
 def check(
