@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 RECONCILE_TOTAL = Counter(
     "statestore_operator_reconcile_total",
@@ -24,9 +24,4 @@ OBJECT_WRITES = Counter(
     "statestore_operator_object_writes_total",
     "Objects the operator created or changed, by kind (no-op reconciliations write nothing).",
     ["kind"],
-)
-COMPONENTS_READY = Gauge(
-    "statestore_operator_components_ready",
-    "State store Components by the status of their Ready condition.",
-    ["namespace", "status"],
 )
