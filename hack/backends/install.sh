@@ -46,10 +46,14 @@ if [ "${#packages[@]}" -gt 0 ]; then
     }
     trap cleanup_policy EXIT
 
-    # apt lists may be empty in a fresh image; update only when the candidate is unknown.
-    if ! apt-cache policy "${packages[@]}" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        apt-get update -qq
-    fi
+    # apt lists may be empty in a fresh image; update only when a package has no candidate.
+    for pkg in "${packages[@]}"; do
+        candidate=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+        if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
+            apt-get update -qq
+            break
+        fi
+    done
     echo "install.sh: installing ${packages[*]}" >&2
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
