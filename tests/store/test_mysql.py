@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +331,63 @@ async def test_transaction_rolls_back_on_mismatch(my_store: MySQLStore) -> None:
     item = await my_store.get("x")
     assert item is not None and item.data == b"0"
     assert await my_store.get("y") is None
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mariadb_tls_server() -> Iterator[MariaDBServer]:
+    server = MariaDBServer(tls=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+async def cipher(store: MySQLStore) -> str:
+    async def check(conn: Any) -> str:
+        async with conn.cursor() as cur:
+            await cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            row = await cur.fetchone()
+        return str(row[1]) if row else ""
+
+    return await store._call(check)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    ("params", "extra", "tls"),
+    [
+        ("", {}, False),
+        ("tls=skip-verify", {}, True),
+        ("tls=preferred", {}, True),
+        ("tls=custom", {"pemPath": "{ca}"}, True),
+        ("tls=custom", {"pemContents": "{ca_text}"}, True),
+    ],
+)
+async def test_tls_modes(
+    mariadb_tls_server: MariaDBServer, params: str, extra: dict[str, str], tls: bool
+) -> None:
+    pki = mariadb_tls_server.pki
+    assert pki is not None
+    values = {k: v.format(ca=pki.ca_cert, ca_text=pki.ca_cert.read_text()) for k, v in extra.items()}
+    store = make(
+        {"connectionString": mariadb_tls_server.dsn(params), "tableName": unique_name("state"), **values}
+    )
+    await store.init()
+    try:
+        assert bool(await cipher(store)) is tls
+        await store.set(SetRequest("k", b"1"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+async def test_tls_verification_failure_is_backend_unavailable(mariadb_tls_server: MariaDBServer) -> None:
+    # tls=true verifies against the system roots, which did not sign this server.
+    store = make({"connectionString": mariadb_tls_server.dsn("tls=true"), "timeoutInSeconds": "5"})
+    with pytest.raises(BackendUnavailable):
+        await store.init()
+    await store.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -366,3 +366,57 @@ async def test_transaction_rolls_back_on_mismatch(pg_store: PostgresStore) -> No
     item = await pg_store.get("x")
     assert item is not None and item.data == b"0"
     assert await pg_store.get("y") is None
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres_tls_server() -> Iterator[PostgresServer]:
+    server = PostgresServer(tls=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+async def uses_tls(store: PostgresStore) -> bool:
+    async def check(conn: asyncpg.Connection) -> bool:
+        return bool(await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
+
+    return await store._call(check)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    ("options", "tls"),
+    [
+        ("sslmode=disable", False),
+        ("sslmode=require", True),
+        ("sslmode=verify-full sslrootcert={ca}", True),
+        ("sslmode=verify-ca sslrootcert={ca} sslcert={cert} sslkey={key}", True),
+    ],
+)
+async def test_tls_modes(postgres_tls_server: PostgresServer, options: str, tls: bool) -> None:
+    pki = postgres_tls_server.pki
+    assert pki is not None
+    extra = options.format(ca=pki.ca_cert, cert=pki.client_cert, key=pki.client_key)
+    base = postgres_tls_server.connection_string().replace("sslmode=disable", extra)
+    store = make({"connectionString": base, "tableName": unique_name("state")})
+    await store.init()
+    try:
+        assert await uses_tls(store) is tls
+        await store.set(SetRequest("k", b"1"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+async def test_tls_verification_failure_is_backend_unavailable(postgres_tls_server: PostgresServer) -> None:
+    # Without sslrootcert, verify-full trusts the system roots only, which did not sign this server.
+    base = postgres_tls_server.connection_string().replace("sslmode=disable", "sslmode=verify-full")
+    store = make({"connectionString": base, "timeout": "5s"})
+    with pytest.raises(BackendUnavailable):
+        await store.init()
+    await store.close()

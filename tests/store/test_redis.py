@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
@@ -303,3 +303,68 @@ async def test_concurrent_transactions_stay_consistent(redis_store: RedisStore) 
     await asyncio.gather(*(move(i) for i in range(5)))
     found = await redis_store.bulk_get([a, b])
     assert int(found[a].data) == 50 and int(found[b].data) == -50
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_tls_server() -> Iterator[RedisServer]:
+    """A TLS-only redis-server that requires client certificates."""
+    server = RedisServer(tls=True, tls_auth_clients="yes")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+def tls_metadata(server: RedisServer, **extra: str) -> dict[str, str]:
+    assert server.pki is not None
+    return {
+        "redisHost": server.address,
+        "redisPassword": server.password,
+        "enableTLS": "true",
+        "clientCert": server.pki.client_cert.read_text(),
+        "clientKey": server.pki.client_key.read_text(),
+        "dialTimeout": "2s",
+        **extra,
+    }
+
+
+@pytest.mark.backends
+async def test_tls_with_client_certificate(redis_tls_server: RedisServer) -> None:
+    # Dapr's Redis has no CA setting: the server's certificate can only be trusted from the system
+    # roots, so a private CA needs insecureSkipTLSVerify.
+    store = make(tls_metadata(redis_tls_server, insecureSkipTLSVerify="true"))
+    await store.init()
+    try:
+        await store.set(SetRequest("tls-key", b'"over TLS"'))
+        item = await store.get("tls-key")
+        assert item is not None and item.data == b'"over TLS"'
+    finally:
+        await store.close()
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"insecureSkipTLSVerify": "false"},  # the private CA is not trusted
+        {
+            "clientCert": "",
+            "clientKey": "",
+            "insecureSkipTLSVerify": "true",
+        },  # the server wants a certificate
+        {"enableTLS": "false", "clientCert": "", "clientKey": ""},  # plain text to a TLS port
+    ],
+)
+async def test_tls_refusals_are_backend_unavailable(
+    redis_tls_server: RedisServer, change: dict[str, str]
+) -> None:
+    store = make({**tls_metadata(redis_tls_server), **change})
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await store.init()
+    assert time.monotonic() - started < 10
+    await store.close()
