@@ -57,3 +57,31 @@ cluster-down: venv
 
 clean:
 	rm -rf .data .cluster .mypy_cache .ruff_cache .pytest_cache
+
+# --- kind: try the operator in a local cluster (needs Docker, kind, kubectl and helm; docs/install.md) ---
+.PHONY: kind-up kind-deploy kind-down
+KIND ?= kind
+HELM ?= helm
+KUBECTL ?= kubectl
+KIND_CLUSTER ?= statestore
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+# The chart's default image references (values.yaml repositories, tag = the chart's appVersion).
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/statestore-operator/Chart.yaml)
+OPERATOR_IMAGE ?= ghcr.io/statestore-operator/statestore-operator:$(IMAGE_TAG)
+SIDECAR_IMAGE ?= ghcr.io/statestore-operator/statestore-sidecar:$(IMAGE_TAG)
+
+## A kind cluster from kind-config.yaml (kept if it exists already).
+kind-up:
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+
+## Build both images, load them into the kind cluster, install the chart, apply examples/.
+kind-deploy:
+	docker build -f images/operator.Dockerfile -t $(OPERATOR_IMAGE) .
+	docker build -f images/sidecar.Dockerfile -t $(SIDECAR_IMAGE) .
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(SIDECAR_IMAGE)
+	$(HELM) upgrade --install statestore-operator charts/statestore-operator --kube-context $(KIND_CONTEXT) \
+		--namespace statestore-system --create-namespace --wait --timeout 5m
+	$(KUBECTL) --context $(KIND_CONTEXT) apply -f examples/
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
