@@ -229,6 +229,16 @@ class StateApi:
                 "failed deserializing HTTP body: json: cannot unmarshal into Go struct field "
                 "BulkGetRequest.keys of type []string"
             )
+        parallelism = req.get("parallelism")
+        if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)):
+            raise errors.malformed(
+                "failed deserializing HTTP body: json: cannot unmarshal into Go struct field "
+                "BulkGetRequest.parallelism of type int"
+            )
+        try:
+            expect_string_map(req.get("metadata"), "BulkGetRequest", "metadata")
+        except Malformed as exc:
+            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         if not wanted:
             return _json(b"[]\n")
         stored = [self.stored_key(handle, k) for k in wanted]

@@ -43,7 +43,9 @@ class Op(enum.StrEnum):
 
 COMPARISONS = frozenset({Op.EQ, Op.NEQ, Op.GT, Op.GTE, Op.LT, Op.LTE})
 ORDERINGS = frozenset({Op.GT, Op.GTE, Op.LT, Op.LTE})
-MAX_DEPTH = 100
+# Filter nodes on one path from the root, leaves included: the deepest tree every store can run
+# (SQLite's parser overflows its stack beyond 24 levels of nested conditions).
+MAX_DEPTH = 24
 
 
 @dataclass(frozen=True, slots=True)

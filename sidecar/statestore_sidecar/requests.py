@@ -56,11 +56,21 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")
 
 
+# orjson writes JSON nested at most this deep (it reads up to 1024 levels).
+MAX_VALUE_DEPTH = 254
+
+
 def encode_value(value: Any) -> bytes:
+    """A decoded value as compact JSON; Malformed when it cannot be written back."""
     try:
         return orjson.dumps(value)
-    except TypeError:  # an integer beyond 64 bits, decoded by the fallback
+    except TypeError as exc:
+        if "Recursion" in str(exc):
+            raise Malformed(f"value is nested deeper than {MAX_VALUE_DEPTH} levels") from None
+    try:  # an integer beyond 64 bits, decoded by the fallback
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except (RecursionError, ValueError) as exc:
+        raise Malformed(f"value cannot be stored as JSON: {exc}") from None
 
 
 _GO_TYPES = {str: "string", dict: "map", list: "array", bool: "bool", int: "number", float: "number"}
@@ -178,7 +188,7 @@ class ItemRequest:
     """One save item or transaction request, decoded as Go decodes `state.SetRequest`."""
 
     key: str
-    value: Any
+    value: bytes  # encoded when decoded, so a value that cannot be stored is a malformed request
     etag: str | None
     metadata: dict[str, str]
     concurrency: str | None
@@ -189,7 +199,7 @@ class ItemRequest:
         check_consistency(self.consistency)
         return SetRequest(
             key=stored_key,
-            value=encode_value(self.value),
+            value=self.value,
             etag=self.etag or None,
             concurrency=concurrency(self.concurrency),
             ttl=ttl_seconds({**self.metadata, **url_metadata}),
@@ -215,4 +225,4 @@ def decode_item(raw: Any) -> ItemRequest:
     consistency = expect_string(options.get("consistency"), "SetStateOption", "consistency")
     if not key:
         raise Malformed('"key" is a required field')
-    return ItemRequest(key, item.get("value"), etag, metadata, mode, consistency)
+    return ItemRequest(key, encode_value(item.get("value")), etag, metadata, mode, consistency)

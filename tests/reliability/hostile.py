@@ -108,15 +108,20 @@ class Api:
 # errorCode each route may answer with, and what the message must then be about. Anything else
 # with status 5xx is a bug: the server failed on input it should have refused or handled.
 _OPTION_ERROR = r"unrecognized (concurrency|consistency) model|ttlInSeconds"
+# A backend that cannot hold a key says so (PostgreSQL: NUL characters, index size; MySQL: 2048 bytes).
+_KEY_REFUSED = r"cannot store keys containing NUL|key is too long|Data too long for column 'id'"
 DOCUMENTED_500: dict[str, list[tuple[str, str]]] = {
     # bad ttlInSeconds / concurrency / consistency values are store errors (500 ERR_STATE_SAVE)
-    "save": [("ERR_STATE_SAVE", _OPTION_ERROR)],
+    "save": [("ERR_STATE_SAVE", _OPTION_ERROR + "|" + _KEY_REFUSED)],
     # consistency is forwarded to the store, which refuses an unknown value
     "get": [("ERR_STATE_GET", r"unrecognized consistency model")],
     "delete": [("ERR_STATE_DELETE", r"unrecognized (concurrency|consistency) model")],
     # any failure of the transaction, etag mismatches included, is 500 ERR_STATE_TRANSACTION
     "transaction": [
-        ("ERR_STATE_TRANSACTION", _OPTION_ERROR + r"|etag mismatch|already exists and first-write"),
+        (
+            "ERR_STATE_TRANSACTION",
+            _OPTION_ERROR + "|" + _KEY_REFUSED + r"|etag mismatch|already exists and first-write",
+        ),
         ("ERR_STATE_STORE_NOT_SUPPORTED", r"doesn't support transactions"),
     ],
     # bad queries, and stores that cannot run a valid one, are 500 ERR_STATE_QUERY

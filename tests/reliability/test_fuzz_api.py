@@ -367,4 +367,4 @@ def test_put_is_fuzzed_like_post(api: Api) -> None:
     ):
         r = api.request("PUT", path, content=body)
         check("other" if path != QUERY else "query", r)
-        assert r.status_code < 300, (path, r.status_code, r.text)
+        assert r.status_code < 300 or "NOT_SUPPORTED" in r.text, (path, r.status_code, r.text)

@@ -708,6 +708,9 @@ class PostgresStore:
 
     # -- reads ---------------------------------------------------------------------------------------
     async def get(self, key: str) -> Item | None:
+        if "\x00" in key:
+            return None  # never stored: PostgreSQL text cannot hold NUL characters
+
         async def get(conn: asyncpg.Connection) -> Item | None:
             row = await conn.fetchrow(self._sql["get"], key)
             return None if row is None else Item(bytes(row[0]), row[1], row[2])
@@ -715,7 +718,7 @@ class PostgresStore:
         return await self._call(get)
 
     async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
-        unique = list(dict.fromkeys(keys))
+        unique = [k for k in dict.fromkeys(keys) if "\x00" not in k]  # keys with NUL are never stored
         if not unique:
             return {}
 
@@ -727,6 +730,24 @@ class PostgresStore:
 
     # -- writes --------------------------------------------------------------------------------------
     async def _apply(self, conn: asyncpg.Connection, op: Operation) -> None:
+        import asyncpg
+
+        if "\x00" in op.key:
+            # PostgreSQL text cannot hold NUL characters: such a key is never stored, so it is absent.
+            if op.etag:
+                raise EtagMismatch(f"etag mismatch for key {op.key!r}")
+            if isinstance(op, SetRequest):
+                raise StoreError("PostgreSQL cannot store keys containing NUL characters")
+            return
+        try:
+            await self._write(conn, op)
+        except asyncpg.ProgramLimitExceededError:
+            raise StoreError(
+                f"the key is too long for PostgreSQL's primary key index ({len(op.key.encode())} bytes; "
+                "at most about 2700 bytes fit)"
+            ) from None
+
+    async def _write(self, conn: asyncpg.Connection, op: Operation) -> None:
         if isinstance(op, SetRequest):
             ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
             args = (op.key, op.value, json_doc(op.value), str(uuid.uuid4()), ttl)

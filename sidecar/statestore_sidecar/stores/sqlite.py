@@ -794,11 +794,20 @@ class SQLiteStore:
     async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
         if not keys:
             return {}
-        wanted = orjson.dumps(list(keys)).decode("utf-8")
+        # json_each ends a text at its first NUL character, so keys holding one are read one by one.
+        plain = [k for k in keys if "\x00" not in k]
+        with_nul = [k for k in keys if "\x00" in k]
+        wanted = orjson.dumps(plain).decode("utf-8")
 
         def run(conn: sqlite3.Connection) -> dict[str, Item]:
-            rows = conn.execute(self._sql_bulk_get, (wanted, _stamp(time.time()))).fetchall()
-            return {str(r[0]): Item(_decode(r[1], r[2]), str(r[3]), _unstamp(r[4])) for r in rows}
+            now = _stamp(time.time())
+            rows = conn.execute(self._sql_bulk_get, (wanted, now)).fetchall() if plain else []
+            found = {str(r[0]): Item(_decode(r[1], r[2]), str(r[3]), _unstamp(r[4])) for r in rows}
+            for key in with_nul:
+                row = conn.execute(self._sql_get, (key, now)).fetchone()
+                if row is not None:
+                    found[key] = Item(_decode(row[0], row[1]), str(row[2]), _unstamp(row[3]))
+            return found
 
         return await self._call(self._lane(read=True), run)
 
