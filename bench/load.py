@@ -217,6 +217,8 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(status)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.transport.close()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc or ConnectionError("connection closed"))
@@ -237,20 +239,24 @@ class HttpPool:
         self.all: list[_Connection] = []
 
     async def open(self) -> HttpPool:
-        loop = asyncio.get_running_loop()
         for _ in range(self.size):
-            _, conn = await loop.create_connection(_Connection, self.host, self.port)
-            self.all.append(conn)
-            self.free.put_nowait(conn)
+            self.free.put_nowait(await self._connect())
         return self
+
+    async def _connect(self) -> _Connection:
+        _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+        self.all.append(conn)
+        return conn
 
     async def send(self, data: bytes) -> int:
         conn = await self.free.get()
         try:
+            if conn.transport is None or conn.transport.is_closing():
+                # The server closed it while idle (uvicorn's keep-alive timeout is 5 s): reconnect.
+                conn = await self._connect()
             return await conn.request(data)
         finally:
-            if conn.transport is not None and not conn.transport.is_closing():
-                self.free.put_nowait(conn)
+            self.free.put_nowait(conn)
 
     def close(self) -> None:
         for conn in self.all:

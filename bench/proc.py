@@ -102,3 +102,16 @@ def pin(pid: int, cores: set[int]) -> None:
         for task in tasks:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(task, cores)
+
+
+def core_busy() -> dict[int, float]:
+    """Busy (non-idle) CPU seconds of each core since boot, from /proc/stat."""
+    out: dict[int, float] = {}
+    with open("/proc/stat") as handle:
+        for line in handle:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *values = line.split()
+                ticks = [int(v) for v in values]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                out[int(name[3:])] = (sum(ticks[:8]) - idle) / _TICKS
+    return out

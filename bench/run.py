@@ -45,7 +45,7 @@ import yaml
 
 from . import targets as t
 from .load import closed_loop, have_wrk, open_loop, pinned, run_wrk, wrk_script
-from .proc import Usage
+from .proc import Usage, core_busy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the database servers of the test suite
@@ -303,7 +303,7 @@ async def measure(
     out: dict[str, Any] = {}
     await closed_loop(call, settings.connections, settings.warmup)
 
-    before = _usage(server_pids)
+    before, cores_before, started = _usage(server_pids), core_busy(), time.monotonic()
     if wrk_url is not None:
         paths = [f"/v1.0/state/{t.STORE}/{t.key(i)}" for i in range(t.KEYS)]
         if op == "get":
@@ -315,9 +315,17 @@ async def measure(
         out["wrk_output"] = raw
     else:
         peak = await closed_loop(call, settings.connections, settings.duration)
-    after = _usage(server_pids)
+    after, cores_after, elapsed = _usage(server_pids), core_busy(), time.monotonic() - started
     out["max"] = peak.summary()
-    out["max"]["server_cpu_s_per_1000"] = round((after.cpu - before.cpu) / max(peak.requests, 1) * 1000, 4)
+    server_cpu = after.cpu - before.cpu
+    out["max"]["server_cpu_s_per_1000"] = round(server_cpu / max(peak.requests, 1) * 1000, 4)
+    # Requests per CPU-second of the server: its one-core capacity, whatever else shared the core.
+    out["max"]["requests_per_server_cpu_s"] = round(peak.requests / server_cpu) if server_cpu > 0 else None
+    out["max"]["server_core_share"] = round(server_cpu / elapsed, 3)
+    # Other processes of the machine (other users' jobs) on each core while this phase ran.
+    out["max"]["core_busy"] = {
+        str(c): round((cores_after[c] - cores_before.get(c, 0.0)) / elapsed, 3) for c in cores_after
+    }
 
     before, db_before = _usage(server_pids), _usage(db_pids)
     fixed = await open_loop(call, settings.rate, settings.latency_seconds)
@@ -448,6 +456,7 @@ def machine() -> dict[str, Any]:
     if have_wrk():
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
     return {
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
         "cpu": model,
         "cores": os.cpu_count(),
         "memory": mem,

@@ -6,6 +6,7 @@ Installed as ASGI middleware only when metrics are enabled, so a server without 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import Counter, Histogram, start_http_server
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,20 @@ def operation(method: str, path: str) -> str:
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # `labels()` takes a lock and validates the label values on every call; resolve each
+        # combination once (there are a few dozen at most: operations times status codes).
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
+    def _observe(self, op: str, status: int, seconds: float) -> None:
+        counter = self._counters.get((op, status))
+        if counter is None:
+            counter = self._counters[op, status] = REQUESTS.labels(op, str(status))
+        histogram = self._histograms.get(op)
+        if histogram is None:
+            histogram = self._histograms[op] = LATENCY.labels(op)
+        counter.inc()
+        histogram.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,9 +75,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record)
         finally:
-            op = operation(scope["method"], scope["path"])
-            REQUESTS.labels(op, str(status)).inc()
-            LATENCY.labels(op).observe(time.perf_counter() - started)
+            self._observe(operation(scope["method"], scope["path"]), status, time.perf_counter() - started)
 
 
 def start_metrics_server(port: int, address: str) -> None:

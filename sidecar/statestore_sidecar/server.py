@@ -1,19 +1,37 @@
-"""Running the API under uvicorn, one process or several sharing the port."""
+"""Running the API under uvicorn, one process or several sharing the port.
+
+With `--workers N` (N > 1) uvicorn's supervisor spawns N fresh interpreters that share the listening
+socket. A spawned worker cannot receive the parent's objects, so the parent passes its parsed
+arguments in the environment (`STATESTORE_SIDECAR_ARGS`) and each worker rebuilds the same
+configuration through `worker_app`: it loads and validates the Components again and opens its own
+connection pools. Metrics then live in prometheus_client's multi-process mode: every worker writes
+to files in a private folder and the parent alone serves them on the metrics port.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
-from . import __version__
+from . import __version__, logs
 from .app import create_app
 from .components import Validated
 from .runtime import Runtime, Settings
 
 log = logging.getLogger("statestore.sidecar")
+
+ARGS_ENV = "STATESTORE_SIDECAR_ARGS"
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def settings_from(args: argparse.Namespace, namespace: str | None) -> Settings:
@@ -26,30 +44,88 @@ def settings_from(args: argparse.Namespace, namespace: str | None) -> Settings:
     )
 
 
-def serve(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> int:
-    settings = settings_from(args, namespace)
-    app = create_app(Runtime.build(settings, validated))
-    if args.enable_metrics and args.metrics_port:
-        from .metrics import MetricsMiddleware, start_metrics_server
+def _metrics_on(args: argparse.Namespace) -> bool:
+    return bool(args.enable_metrics and args.metrics_port)
 
-        start_metrics_server(args.metrics_port, args.dapr_listen_addresses)
+
+def build_app(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> ASGIApp:
+    app = create_app(Runtime.build(settings_from(args, namespace), validated))
+    if _metrics_on(args):
+        from .metrics import MetricsMiddleware
+
         app = MetricsMiddleware(app)
+    return app
+
+
+def worker_app() -> ASGIApp:
+    """uvicorn's app factory in each worker process: the configuration the parent validated."""
+    from .cli import load_stores
+
+    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
+    logs.configure(args.log_level, args.log_as_json, args.app_id)
+    namespace = os.environ.get("NAMESPACE") or None
+    return build_app(args, load_stores(args.resources_path, args.app_id, namespace), namespace)
+
+
+def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "host": args.dapr_listen_addresses,
+        "port": args.dapr_http_port,
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        # Named, not "auto": a missing uvloop or httptools must fail loudly, not halve throughput.
+        "loop": "uvloop",
+        "http": "httptools",
+        # Nothing reads the client address, so X-Forwarded-* need not be parsed on every request.
+        "proxy_headers": False,
+    }
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(args: argparse.Namespace) -> Iterator[None]:
+    if not _metrics_on(args):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="statestore-metrics-")
+    os.environ[_MULTIPROC_ENV] = folder  # inherited by the spawned workers before they import metrics
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+        start_http_server(args.metrics_port, addr=args.dapr_listen_addresses, registry=registry)
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def serve(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> int:
+    workers = max(int(getattr(args, "workers", 1) or 1), 1)
     log.info(
-        "state API listening on %s:%d with %d state store(s)%s",
+        "state API listening on %s:%d with %d state store(s)%s%s",
         args.dapr_listen_addresses,
         args.dapr_http_port,
         len(validated),
-        ", API token required" if settings.api_token else "",
+        ", API token required" if os.environ.get("DAPR_API_TOKEN") else "",
+        f", {workers} worker processes" if workers > 1 else "",
     )
-    config = uvicorn.Config(
-        app,
-        host=args.dapr_listen_addresses,
-        port=args.dapr_http_port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        loop="auto",
-        http="auto",
-    )
-    uvicorn.Server(config).run()
+    if workers > 1:
+        os.environ[ARGS_ENV] = json.dumps(vars(args))
+        with _multiprocess_metrics(args):
+            # An import string and a factory: each spawned worker builds its own app and pools.
+            uvicorn.run(
+                "statestore_sidecar.server:worker_app",
+                factory=True,
+                workers=workers,
+                **_uvicorn_options(args),
+            )
+        return 0
+    app = build_app(args, validated, namespace)
+    if _metrics_on(args):
+        from .metrics import start_metrics_server
+
+        start_metrics_server(args.metrics_port, args.dapr_listen_addresses)
+    uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(args))).run()
     return 0
