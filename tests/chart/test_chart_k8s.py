@@ -175,6 +175,25 @@ def test_install_upgrade_keeps_the_generated_certificate(
         template_ = deployment["spec"]["template"]  # type: ignore[index]
         assert template_["metadata"]["annotations"]["checksum/webhook-cert"] == checksum
         assert "--resync-seconds=30" in template_["spec"]["containers"][0]["args"]
+
+        # The documented rotation: delete the Secret, upgrade; everything follows the new CA.
+        chart_cluster.kubectl("delete", "secret", f"{fullname}-webhook-tls", "-n", namespace)
+        helm(
+            "upgrade",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            home=tmp_path,
+            kubeconfig=chart_cluster.kubeconfig,
+        )
+        rotated = chart_cluster.kubectl_json("get", "secret", f"{fullname}-webhook-tls", "-n", namespace)
+        assert rotated["data"]["ca.crt"] != secret["data"]["ca.crt"]  # type: ignore[index]
+        config = chart_cluster.kubectl_json("get", "validatingwebhookconfiguration", config_name)
+        assert config["webhooks"][0]["clientConfig"]["caBundle"] == rotated["data"]["ca.crt"]  # type: ignore[index]
+        deployment = chart_cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+        assert annotations["checksum/webhook-cert"] != checksum, "the operator restarts with the new cert"
     assert (
         chart_cluster.kubectl("get", "validatingwebhookconfiguration", config_name, check=False).returncode
         != 0
