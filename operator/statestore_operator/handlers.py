@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,10 +81,10 @@ class _Runtime:
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     runtime = _Runtime()
 
-    async def reconcile(namespace: str, name: str, claimants: Iterable[actors.ActorStore]) -> None:
+    async def reconcile(namespace: str, name: str) -> None:
         assert runtime.reconciler is not None
         try:
-            await runtime.reconciler.reconcile(namespace, name, claimants)
+            await runtime.reconciler.reconcile(namespace, name)
         except Exception as exc:
             # Event handlers are not retried by kopf: retry once later (the resync loop also will).
             log.warning("reconciling %s/%s failed (retrying in %gs): %s", namespace, name, RETRY_DELAY, exc)
@@ -95,7 +94,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                 async def retry() -> None:
                     await asyncio.sleep(RETRY_DELAY)
                     runtime.retries.pop(key, None)
-                    await reconcile(namespace, name, ())
+                    await reconcile(namespace, name)
 
                 runtime.retries[key] = asyncio.create_task(retry())
 
@@ -162,14 +161,9 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                     for body in await runtime.reconciler.client.list_components(namespace):
                         if is_state_store(body):
                             meta = body["metadata"]
-                            await reconcile(
-                                meta["namespace"], meta["name"], _index_snapshot.get(meta["namespace"], [])
-                            )
+                            await reconcile(meta["namespace"], meta["name"])
             except Exception as exc:
                 log.warning("resync failed: %s", exc)
-
-    # The last seen actor-store index, for the resync loop (which kopf does not pass indices to).
-    _index_snapshot: dict[str, list[actors.ActorStore]] = {}
 
     @kopf.index(
         naming.GROUP, naming.VERSION, naming.PLURAL, id="actor_stores", when=_state_store, registry=registry
@@ -185,13 +179,12 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     async def component_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
         namespace = str(namespace)
         claimants = claimants_in(kwargs["actor_stores"], namespace)
-        _index_snapshot[namespace] = claimants
         if type != "DELETED":
-            await reconcile(namespace, name, claimants)
+            await reconcile(namespace, name)
         # Another actor store may win or lose by this change (e.g. the holder was deleted).
         for other in claimants:
             if other.name != name:
-                await reconcile(namespace, other.name, claimants)
+                await reconcile(namespace, other.name)
 
     @kopf.on.event(
         "apps",
@@ -207,7 +200,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             if owner.get("kind") == naming.KIND and str(owner.get("apiVersion", "")).startswith(
                 naming.GROUP + "/"
             ):
-                await reconcile(namespace, owner["name"], claimants_in(kwargs["actor_stores"], namespace))
+                await reconcile(namespace, owner["name"])
 
     if not (options.webhook_cert and options.webhook_key):
         return

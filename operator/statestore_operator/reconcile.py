@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,12 +49,12 @@ class Reconciler:
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def reconcile(self, namespace: str, name: str, claimants: Iterable[actors.ActorStore] = ()) -> None:
+    async def reconcile(self, namespace: str, name: str) -> None:
         """Reconcile one Component by name (serialised per Component across all triggers)."""
         started = time.monotonic()
         try:
             async with self._lock(namespace, name):
-                await self._reconcile(namespace, name, list(claimants))
+                await self._reconcile(namespace, name)
         except Exception:
             metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
             metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
@@ -64,13 +64,13 @@ class Reconciler:
         finally:
             metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
 
-    async def _reconcile(self, namespace: str, name: str, claimants: list[actors.ActorStore]) -> None:
+    async def _reconcile(self, namespace: str, name: str) -> None:
         # Read the Component fresh: an event's body may predate the status we wrote last.
         body = await self.client.get(naming.KIND, namespace, name)
         if body is None or not is_state_store(body) or body["metadata"].get("deletionTimestamp"):
             return
         outcome = await self._validate(body)
-        conflict = await self._actor_conflict(body, claimants) if outcome.ok else None
+        conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
         if outcome.ok and outcome.component is not None:
             replicas = 0 if conflict else 1
@@ -103,27 +103,20 @@ class Reconciler:
                 secrets[item.secret.name] = None if found is None else set((found.get("data") or {}).keys())
         return check(body, secrets)
 
-    async def _actor_conflict(
-        self, body: Mapping[str, Any], claimants: list[actors.ActorStore]
-    ) -> str | None:
+    async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):
             return None
         me = actors.actor_store(body)
-        others = {c for c in claimants if c.name != me.name}
-        while True:
-            holder = actors.winner([me, *others])
-            if holder is None or holder.name == me.name:
-                return None
-            # The index may lag behind a deletion: confirm the holder still exists and still claims.
-            current = await self.client.get(naming.KIND, me.namespace, holder.name)
-            if (
-                current is None
-                or current["metadata"].get("deletionTimestamp")
-                or not actors.claims_actor_store(current)
-            ):
-                others.discard(holder)
-                continue
-            return actors.conflict_message(me.name, holder.name, me.namespace)
+        # A namespaced list, not the kopf index: the decision must not lag behind a deletion.
+        claimants = [
+            actors.actor_store(other)
+            for other in await self.client.list_components(me.namespace)
+            if actors.claims_actor_store(other) and not other["metadata"].get("deletionTimestamp")
+        ]
+        holder = actors.winner([me, *claimants])
+        if holder is None or holder.name == me.name:
+            return None
+        return actors.conflict_message(me.name, holder.name, me.namespace)
 
     async def _ensure(self, desired: Mapping[str, Any]) -> JSON:
         """The object as wanted; written (server-side apply) only when it differs from the server's."""

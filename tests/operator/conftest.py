@@ -35,6 +35,9 @@ def start_operator(
     finally:
         for op in started:
             op.stop()
+            # Shown by pytest only when the test failed.
+            lines = [line for line in op.output().splitlines() if " DEBUG " not in line]
+            print(f"--- {op.log.name} (last 80 lines) ---", *lines[-80:], sep="\n")
 
 
 @pytest.fixture

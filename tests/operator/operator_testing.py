@@ -25,7 +25,7 @@ IMAGE = "example.test/statestore-sidecar:test"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
     """Poll until probe() returns something truthy; fail naming `what` otherwise."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -134,7 +134,7 @@ class Kube:
         return {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
 
     def wait_condition(
-        self, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 30
+        self, name: str, type_: str, status: str, reason: str | None = None, timeout: float = 60
     ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             cond = self.conditions(name).get(type_)
