@@ -325,7 +325,7 @@ async def test_cleanup_interval_deletes_expired_rows(db: Path) -> None:
             + [SetRequest("long", js(0), ttl=3600), SetRequest("forever", js(0))]
         )
         assert rows(db, "SELECT count(*) FROM state") == [(52,)]
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             if rows(db, "SELECT count(*) FROM state") == [(2,)]:
@@ -443,7 +443,12 @@ async def test_worker_processes_share_one_file(db: Path) -> None:
         )
         for i in range(3)
     ]
-    results = [await p.communicate() for p in procs]
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 240)
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
     for proc, (_, stderr) in zip(procs, results, strict=True):
         assert proc.returncode == 0, stderr.decode()
         assert b"locked" not in stderr
@@ -454,7 +459,7 @@ async def test_worker_processes_share_one_file(db: Path) -> None:
 
 
 async def test_waits_for_another_connections_lock_within_busy_timeout(db: Path) -> None:
-    async with open_store({"connectionString": str(db), "busyTimeout": "3s"}) as store:
+    async with open_store({"connectionString": str(db), "busyTimeout": "15s"}) as store:
         other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
         other.execute("INSERT INTO state VALUES ('x', '1', 0, 'e', NULL, CURRENT_TIMESTAMP)")
@@ -462,7 +467,7 @@ async def test_waits_for_another_connections_lock_within_busy_timeout(db: Path) 
         loop.call_later(0.5, lambda: other.execute("COMMIT"))
         started = time.monotonic()
         await store.set(SetRequest("k", js(1)))
-        assert 0.4 < time.monotonic() - started < 3
+        assert 0.4 < time.monotonic() - started < 15
         assert await store.get("x") is not None
         other.close()
 
@@ -488,9 +493,79 @@ async def test_operations_are_interrupted_at_the_timeout(db: Path) -> None:
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="within 1s"):
             await store._call(store._lane(read=True), lambda c: c.execute(endless).fetchone())
-        assert 0.9 < time.monotonic() - started < 3
+        assert 0.9 < time.monotonic() - started < 10
         await store.ping()  # the connection is usable again
         await store.set(SetRequest("k", js(1)))
+
+
+def random_script(rng: random.Random, steps: int) -> list[tuple[str, int]]:
+    kinds = ["get", "set", "set_etag", "set_bad", "first", "del", "del_etag", "tx_ok", "tx_fail"]
+    return [(rng.choice(kinds), rng.randint(0, 999)) for _ in range(steps)]
+
+
+async def play(store: Any, worker: int, script: list[tuple[str, int]]) -> list[object]:
+    """Run one worker's script on its own keys; the outcomes, comparable between stores."""
+    key, aux = f"w{worker}", f"w{worker}-aux"
+    etag = "none-yet"
+    outcomes: list[object] = []
+    for kind, n in script:
+        try:
+            match kind:
+                case "get":
+                    item = await store.get(key)
+                    etag = item.etag if item else "none"
+                    outcomes.append(item.data if item else None)
+                    continue
+                case "set":
+                    await store.set(SetRequest(key, js(n)))
+                case "set_etag":
+                    await store.set(SetRequest(key, js(n), etag=etag))
+                case "set_bad":
+                    await store.set(SetRequest(key, js(n), etag="bad-etag"))
+                case "first":
+                    await store.set(SetRequest(key, js(n), concurrency=Concurrency.FIRST_WRITE))
+                case "del":
+                    await store.delete(DeleteRequest(key))
+                case "del_etag":
+                    await store.delete(DeleteRequest(key, etag=etag))
+                case "tx_ok":
+                    await store.transact([SetRequest(aux, js(n)), SetRequest(key, js(n)), DeleteRequest(aux)])
+                case "tx_fail":
+                    await store.transact([SetRequest(aux, js(n)), SetRequest(key, js(n), etag="bad-etag")])
+            outcomes.append("ok")
+        except EtagMismatch:
+            outcomes.append("mismatch")
+    found = await store.bulk_get([key, aux])
+    outcomes.append({k: v.data for k, v in found.items()})
+    return outcomes
+
+
+async def test_group_commit_keeps_every_write_independent(db: Path) -> None:
+    rng = random.Random(7)
+    scripts = [random_script(rng, 60) for _ in range(40)]
+    async with open_store({"connectionString": str(db)}) as store, memory_store() as reference:
+        # Forty workers at once: their writes share transactions; each must see only its own effects.
+        got = await asyncio.gather(*(play(store, w, s) for w, s in enumerate(scripts)))
+        want = [await play(reference, w, s) for w, s in enumerate(scripts)]
+        assert got == want
+        assert {"mismatch", "ok"} <= {o for outcomes in got for o in outcomes if isinstance(o, str)}
+
+
+async def test_cancelled_writes_leave_the_writer_working(db: Path) -> None:
+    async with open_store({"connectionString": str(db)}) as store:
+        tasks = [asyncio.create_task(store.set(SetRequest(f"c{i}", js(i)))) for i in range(300)]
+        await asyncio.sleep(0)
+        for task in tasks[::2]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        found = await store.bulk_get([f"c{i}" for i in range(300)])
+        for i, result in enumerate(results):
+            if result is None:
+                assert found[f"c{i}"].data == js(i)
+            else:
+                assert isinstance(result, asyncio.CancelledError)
+        await store.transact([SetRequest("after", js(1)), SetRequest("after-2", js(2))])
+        assert len(await store.bulk_get(["after", "after-2"])) == 2
 
 
 async def test_failed_transaction_leaves_nothing_and_the_lock_free(db: Path) -> None:
@@ -720,7 +795,7 @@ async def test_query_over_twenty_thousand_rows_runs_in_sql(db: Path) -> None:
         expected = [i for i in range(19_999, 999, -1) if i % 7 == 3][10:15]
         assert [orjson.loads(i.data)["n"] for i in page.items] == expected
         assert page.token == "15"
-        assert elapsed < 5, elapsed
+        assert elapsed < 30, elapsed
 
 
 async def test_bulk_get_is_one_indexed_select(db: Path) -> None:

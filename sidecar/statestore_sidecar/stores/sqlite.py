@@ -29,17 +29,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import functools
 import json
 import logging
 import math
+import queue
 import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -115,6 +117,7 @@ SCHEMA = StoreSchema(
 )
 
 _READER_THREADS = 2
+_MAX_BATCH = 256  # writes committed together at most
 _MIGRATION_LEVEL = 1
 _INT64 = (-(2**63), 2**63 - 1)
 _NUMERIC_TYPES = "('integer','real')"
@@ -506,8 +509,14 @@ class _Timeout(Exception):
     pass
 
 
+class _Mode(enum.Enum):
+    ALONE = "alone"  # outside any transaction, never batched (setup, reads, ping)
+    STATEMENT = "statement"  # one write statement: atomic by itself
+    TRANSACTION = "transaction"  # several write statements that must apply together
+
+
 class _Lane:
-    """Threads that each own one connection; every call runs on one of them with a deadline."""
+    """Reader threads that each own one connection; every call runs on one of them with a deadline."""
 
     def __init__(self, name: str, threads: int, connect: Callable[[], sqlite3.Connection]) -> None:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix=name)
@@ -537,16 +546,13 @@ class _Lane:
         self._local.at = deadline
         try:
             return fn(conn)
-        except BaseException:
-            self._local.at = math.inf
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
         finally:
             self._local.at = math.inf
 
-    async def call(self, fn: Callable[[sqlite3.Connection], T], seconds: float, grace: float) -> T:
+    async def call(
+        self, fn: Callable[[sqlite3.Connection], T], seconds: float, grace: float, mode: _Mode = _Mode.ALONE
+    ) -> T:
+        assert mode is _Mode.ALONE, "reader connections do not write"
         deadline = time.monotonic() + seconds
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, deadline)
         try:
@@ -561,6 +567,186 @@ class _Lane:
         for conn in connections:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    deadline: float
+    future: Future[Any]
+    mode: _Mode
+
+
+class _BatchBroken(Exception):
+    """SQLite rolled the whole batch back after one job's error; the jobs are run one by one."""
+
+
+class _Writer:
+    """The one thread (and connection) that writes for this store, with group commit.
+
+    Writes waiting together run in one `BEGIN IMMEDIATE` transaction, each inside a savepoint so a
+    refused job (an etag mismatch) leaves the others alone; one commit (one fsync) then makes them all
+    durable before any of them is answered.
+    """
+
+    def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._conn: sqlite3.Connection | None = None
+        self._at = math.inf
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _progress(self) -> int:
+        return 1 if time.monotonic() > self._at else 0
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = self._connect()
+            conn.set_progress_handler(self._progress, 1000)
+            self._conn = conn
+        return self._conn
+
+    async def call(
+        self, fn: Callable[[sqlite3.Connection], T], seconds: float, grace: float, mode: _Mode = _Mode.ALONE
+    ) -> T:
+        future: Future[T] = Future()
+        self._queue.put(_Job(fn, time.monotonic() + seconds, future, mode))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), seconds + grace)
+        except TimeoutError:
+            raise _Timeout from None
+
+    def shutdown(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+    # --- the writer thread ---
+
+    def _loop(self) -> None:
+        held: _Job | None = None
+        while True:
+            job = held if held is not None else self._queue.get()
+            held = None
+            if job is None:
+                return
+            if job.mode is _Mode.ALONE:
+                batch = [job]
+            else:
+                batch = [job]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        waiting = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if waiting is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    if waiting.mode is _Mode.ALONE:
+                        held = waiting
+                        break
+                    batch.append(waiting)
+            running = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            try:
+                if job.mode is _Mode.ALONE:
+                    for one in running:
+                        self._run_one(one)
+                else:
+                    self._run_batch(running)
+            except BaseException as exc:  # a bug here must not leave callers waiting, nor end the thread
+                log.exception("sqlite writer %s: unexpected failure", self._thread.name)
+                for one in running:
+                    if not one.future.done():
+                        one.future.set_exception(StoreError(f"SQLite writer failed: {exc!r}"))
+
+    def _run_one(self, job: _Job) -> None:
+        """One job on its own: a statement in autocommit, a transaction in its own transaction."""
+        try:
+            if time.monotonic() > job.deadline:
+                raise _Timeout
+            conn = self._connection()
+            self._at = job.deadline
+            try:
+                if job.mode is _Mode.TRANSACTION:
+                    conn.execute("BEGIN IMMEDIATE")
+                    result = job.fn(conn)
+                    conn.execute("COMMIT")
+                else:
+                    result = job.fn(conn)
+            finally:
+                self._at = math.inf
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        now = time.monotonic()
+        for job in [j for j in batch if now > j.deadline]:
+            job.future.set_exception(_Timeout())
+        batch = [j for j in batch if now <= j.deadline]
+        if len(batch) <= 1:
+            for job in batch:
+                self._run_one(job)
+            return
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:  # the write lock or the connection is not to be had
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        try:
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                self._at = job.deadline
+                try:
+                    value = job.fn(conn)
+                except Exception as exc:
+                    self._at = math.inf
+                    if not conn.in_transaction:
+                        raise _BatchBroken from exc
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((False, exc))
+                else:
+                    self._at = math.inf
+                    conn.execute("RELEASE job")
+                    outcomes.append((True, value))
+        except BaseException as exc:
+            self._at = math.inf
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, _BatchBroken | sqlite3.Error):
+                for job in batch:  # nothing was kept: each job again, alone
+                    self._run_one(job)
+                return
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        for job, (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -580,8 +766,8 @@ class SQLiteStore:
         self._cleanup_interval = float(md["cleanupInterval"])
         self._disable_wal = bool(md["disableWAL"])
         self._grace = self._busy + 5.0
-        self._writer: _Lane | None = None
-        self._reader: _Lane | None = None
+        self._writer: _Writer | None = None
+        self._reader: _Lane | _Writer | None = None
         self._cleaner: asyncio.Task[None] | None = None
         self._target: _Target | None = None
 
@@ -708,7 +894,7 @@ class SQLiteStore:
         if self._table_name == self._metadata_table_name:
             raise StoreError("tableName and metadataTableName must name different tables")
         self._target = target = _parse_connection_string(self._connection_string)
-        writer = _Lane(f"sqlite-{self._name}-w", 1, functools.partial(self._connect, writer=True))
+        writer = _Writer(f"sqlite-{self._name}-w", functools.partial(self._connect, writer=True))
         try:
             await self._call(writer, self._setup)
         except BaseException:
@@ -731,25 +917,29 @@ class SQLiteStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleaner
             self._cleaner = None
-        lanes = {id(lane): lane for lane in (self._reader, self._writer) if lane is not None}
+        reader, writer = self._reader, self._writer
         self._reader = self._writer = None
-        for lane in lanes.values():
-            await asyncio.to_thread(lane.shutdown)
+        if reader is not None and reader is not writer:
+            await asyncio.to_thread(reader.shutdown)
+        if writer is not None:
+            await asyncio.to_thread(writer.shutdown)
 
     async def ping(self) -> None:
         await self._call(self._lane(read=True), lambda conn: conn.execute("SELECT 1").fetchone())
 
     # --- calls ---
 
-    def _lane(self, *, read: bool) -> _Lane:
+    def _lane(self, *, read: bool) -> _Lane | _Writer:
         lane = self._reader if read else self._writer
         if lane is None:
             raise BackendUnavailable(f"the SQLite store {self._name} is not initialised")
         return lane
 
-    async def _call(self, lane: _Lane, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _call(
+        self, lane: _Lane | _Writer, fn: Callable[[sqlite3.Connection], T], mode: _Mode = _Mode.ALONE
+    ) -> T:
         try:
-            return await lane.call(fn, self._timeout, self._grace)
+            return await lane.call(fn, self._timeout, self._grace, mode)
         except _Timeout:
             raise BackendUnavailable(
                 f"the SQLite database did not answer within {self._timeout:g}s"
@@ -855,10 +1045,14 @@ class SQLiteStore:
             conn.execute(self._sql_delete, (op.key,))
 
     async def set(self, request: SetRequest) -> None:
-        await self._call(self._lane(read=False), lambda conn: self._write(conn, request, time.time()))
+        await self._call(
+            self._lane(read=False), lambda conn: self._write(conn, request, time.time()), _Mode.STATEMENT
+        )
 
     async def delete(self, request: DeleteRequest) -> None:
-        await self._call(self._lane(read=False), lambda conn: self._write(conn, request, time.time()))
+        await self._call(
+            self._lane(read=False), lambda conn: self._write(conn, request, time.time()), _Mode.STATEMENT
+        )
 
     async def transact(self, operations: Sequence[Operation]) -> None:
         ops = list(operations)
@@ -866,30 +1060,24 @@ class SQLiteStore:
             return
 
         def run(conn: sqlite3.Connection) -> None:
-            if len(ops) == 1:
-                self._write(conn, ops[0], time.time())
-                return
-            conn.execute("BEGIN IMMEDIATE")
+            # The writer runs this inside a transaction (or a savepoint of a group commit).
             now = time.time()
             for op in ops:
                 self._write(conn, op, now)
-            conn.execute("COMMIT")
 
-        await self._call(self._lane(read=False), run)
+        mode = _Mode.STATEMENT if len(ops) == 1 else _Mode.TRANSACTION
+        await self._call(self._lane(read=False), run, mode)
 
     # --- expired rows ---
 
     def _sweep(self, conn: sqlite3.Connection) -> int:
         """Delete expired rows unless another process did within the interval; the count deleted."""
-        conn.execute("BEGIN IMMEDIATE")
         now = _stamp(time.time())
         marked = conn.execute(self._sql_mark_cleanup, (now, self._cleanup_interval * 900.0)).rowcount
-        deleted = conn.execute(self._sql_sweep, (now,)).rowcount if marked else 0
-        conn.execute("COMMIT")
-        return deleted
+        return int(conn.execute(self._sql_sweep, (now,)).rowcount) if marked else 0
 
     async def cleanup_expired(self) -> int:
-        return await self._call(self._lane(read=False), self._sweep)
+        return await self._call(self._lane(read=False), self._sweep, _Mode.TRANSACTION)
 
     async def _clean_periodically(self) -> None:
         while True:
