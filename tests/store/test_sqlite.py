@@ -166,6 +166,42 @@ async def test_plain_path_with_query_parameters_becomes_a_uri(tmp_path: Path) ->
     assert rows(path, "SELECT key FROM state") == [("k",)]
 
 
+@pytest.mark.parametrize(
+    ("cs", "database", "uri", "in_memory", "read_only"),
+    [
+        ("/data/state.db", "/data/state.db", False, False, False),
+        ("state.db", "state.db", False, False, False),
+        (":memory:", ":memory:", False, True, False),
+        (":memory:?_pragma=synchronous(off)", ":memory:", False, True, False),
+        (":memory:?psow=1", "file:?psow=1&mode=memory", True, True, False),
+        ("file::memory:?cache=shared", "file::memory:?cache=shared", True, True, False),
+        ("file:/d/x.db?mode=ro&_txlock=immediate", "file:/d/x.db?mode=ro", True, False, True),
+        ("file:/d/x.db?immutable=1&cache=shared", "file:/d/x.db?immutable=1", True, False, True),
+        ("/d/a b.db?_pragma=synchronous(normal)", "/d/a b.db", False, False, False),
+        ("/d/a b#%.db?psow=1", "file:/d/a%20b%23%25.db?psow=1", True, False, False),
+        ("/d/x.db?vfs=unix-dotfile", "file:/d/x.db?vfs=unix-dotfile", True, False, False),
+    ],
+)
+def test_connection_string_forms(cs: str, database: str, uri: bool, in_memory: bool, read_only: bool) -> None:
+    target = sq._parse_connection_string(cs)
+    assert (target.database, target.uri, target.in_memory, target.read_only) == (
+        database,
+        uri,
+        in_memory,
+        read_only,
+    )
+
+
+async def test_shared_cache_is_not_used_for_files(db: Path) -> None:
+    async with open_store({"connectionString": f"file:{db}?cache=shared"}) as store:
+        await asyncio.gather(
+            *(store.set(SetRequest(f"k{i}", js(i))) for i in range(100)),
+            *(store.get(f"k{i}") for i in range(100)),
+            *(store.query(q.parse({"filter": {"GT": {"x": 1}}}), "") for _ in range(20)),
+        )
+        assert len(await store.bulk_get([f"k{i}" for i in range(100)])) == 100
+
+
 async def test_unopenable_path_is_backend_unavailable(tmp_path: Path) -> None:
     store = sq.create(
         StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": str(tmp_path / "missing" / "dir" / "x.db")}))

@@ -12,11 +12,14 @@ file can move between daprd and this server.
   an expired row counts as absent everywhere.
 * `expiration_time` is a UTC timestamp text `YYYY-MM-DD HH:MM:SS.mmm`, which orders like the
   instants it names and compares correctly with Dapr's `CURRENT_TIMESTAMP` values.
-* Each connection belongs to one thread: one writer thread (all writes of this process, so they
-  queue here rather than on SQLite's lock) and, for files, a few reader threads (WAL readers never
-  block writers). `:memory:` databases use the writer's single connection for everything. Between
+* Each connection belongs to one thread: one writer thread (all writes of this process queue there
+  rather than on SQLite's lock) and, for files, a few reader threads (WAL readers never block
+  writers). `:memory:` databases use the writer's single connection for everything. Between
   processes, SQLite's busy handler waits up to `busyTimeout` for the write lock, and transactions
   take it up front with `BEGIN IMMEDIATE`.
+* Group commit: writes waiting together run in one transaction, each in its own savepoint (a refused
+  write leaves the others alone), and are answered after the one commit, so concurrent writers share
+  an fsync instead of queueing for one each.
 * Every operation has a deadline of `timeout`: statements are interrupted once it passes.
 * Queries run in SQL. A row without a backslash in its value has no escaped object keys, so
   `json_type`/`json_extract` with a quoted path (`$."a"."b"`) find exactly the keys Python would;
@@ -181,6 +184,10 @@ def _parse_connection_string(text: str) -> _Target:
         lowered.startswith((":memory:", "file::memory:")) or params.get("mode", "").lower() == "memory"
     )
     read_only = params.get("mode", "").lower() == "ro" or params.get("immutable", "") == "1"
+    if not in_memory:
+        # A shared cache would make this store's own connections lock tables against each other
+        # (SQLITE_LOCKED, which no busy timeout waits for); files use a private cache.
+        kept = [(name, value) for name, value in kept if name != "cache"]
     if lowered.startswith("file:"):
         database = base + ("?" + urlencode(kept) if kept else "")
         return _Target(database, True, in_memory, read_only, tuple(pragmas))
