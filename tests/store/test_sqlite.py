@@ -523,6 +523,32 @@ async def test_lock_held_past_busy_timeout_is_backend_unavailable(db: Path) -> N
         await store.transact([SetRequest("a", js(1)), SetRequest("b", js(2))])
 
 
+async def test_waiting_for_a_lock_ends_at_the_timeout(db: Path) -> None:
+    async with open_store({"connectionString": str(db), "timeout": "1s", "busyTimeout": "30s"}) as store:
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            await store.set(SetRequest("k", js(1)))
+        assert time.monotonic() - started < 10
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_instances_starting_together_on_a_new_file(db: Path) -> None:
+    stores = [
+        sq.create(StoreConfig(f"s{i}", resolve(sq.SCHEMA, {"connectionString": str(db)}))) for i in range(6)
+    ]
+    try:
+        await asyncio.gather(*(s.init() for s in stores))
+        await asyncio.gather(*(s.set(SetRequest(f"k{i}", js(i))) for i, s in enumerate(stores)))
+        assert len(await stores[0].bulk_get([f"k{i}" for i in range(6)])) == 6
+    finally:
+        for s in stores:
+            await s.close()
+    assert rows(db, "SELECT value FROM metadata WHERE key = 'migrations'") == [("1",)]
+
+
 async def test_operations_are_interrupted_at_the_timeout(db: Path) -> None:
     async with open_store({"connectionString": str(db), "timeout": "1s"}) as store:
         endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"

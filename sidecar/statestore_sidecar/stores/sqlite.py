@@ -769,7 +769,8 @@ class SQLiteStore:
         self._table_name = str(md["tableName"])
         self._metadata_table_name = str(md["metadataTableName"])
         self._timeout = float(md["timeout"])
-        self._busy = max(0.0, math.floor(float(md["busyTimeout"]) * 1000) / 1000)
+        # Waiting for another connection's lock is part of an operation, so it ends by `timeout` too.
+        self._busy = min(max(0.0, math.floor(float(md["busyTimeout"]) * 1000) / 1000), self._timeout)
         self._cleanup_interval = float(md["cleanupInterval"])
         self._disable_wal = bool(md["disableWAL"])
         self._grace = self._busy + 5.0
