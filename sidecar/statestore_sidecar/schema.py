@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .stores.base import Feature
+
+# The longest metadata value accepted (certificates and JSON settings included); longer is refused.
+MAX_VALUE_LENGTH = 64 * 1024
+_MAX_MESSAGE = 300  # error messages quote values; a hostile value must not flood logs and statuses
 
 TRUTHY = frozenset({"y", "yes", "true", "t", "on", "1"})
 FALSY = frozenset({"n", "no", "false", "f", "off", "0", ""})
@@ -117,11 +122,18 @@ def is_truthy(text: str | None) -> bool:
     return text is not None and text.strip().lower() in TRUTHY
 
 
+# Go's time.Duration (int64 nanoseconds) ends about 292 years out; longer durations are errors there.
+_MAX_DURATION = (2**63 - 1) / 1e9
+
+
 def parse_duration(text: str) -> float:
     """Seconds from a Go duration string, or from a bare integer meaning seconds."""
     s = text.strip()
     if re.fullmatch(r"-?\d+", s):
-        return float(int(s))
+        seconds = float(int(s))
+        if abs(seconds) > _MAX_DURATION:
+            raise ValueError(f"{text!r} is out of range")
+        return seconds
     sign = -1.0 if s.startswith("-") else 1.0
     body = s.lstrip("+-")
     if body == "0":
@@ -134,6 +146,8 @@ def parse_duration(text: str) -> float:
         pos = match.end()
     if not body or pos != len(body):
         raise ValueError(f"{text!r} is not a duration (for example 30s, 5m or 1h)")
+    if not math.isfinite(total) or total > _MAX_DURATION:
+        raise ValueError(f"{text!r} is out of range")
     return sign * total
 
 
@@ -159,6 +173,8 @@ def _convert(f: Field, raw: str) -> Any:
                 value = json.loads(raw)
             except ValueError as exc:
                 raise ValueError(f"not valid JSON: {exc}") from None
+            except RecursionError:
+                raise ValueError("not valid JSON: nested too deeply") from None
     if f.choices and str(value) not in f.choices:
         raise ValueError(f"{raw!r} is not one of {', '.join(f.choices)}")
     if f.minimum is not None and isinstance(value, int | float) and value < f.minimum:
@@ -217,10 +233,17 @@ def resolve(schema: StoreSchema, raw: Mapping[str, str]) -> Resolved:
         given_as[known.name] = name
         if known.required and not text.strip():
             raise MetadataError(name, "is required and must not be empty")
+        if len(text) > MAX_VALUE_LENGTH:
+            raise MetadataError(
+                name, f"is {len(text)} characters long; at most {MAX_VALUE_LENGTH} are allowed"
+            )
         try:
             values[known.name] = _convert(known, text)
         except ValueError as exc:
-            raise MetadataError(name, str(exc)) from None
+            message = str(exc)
+            if len(message) > _MAX_MESSAGE:
+                message = message[:_MAX_MESSAGE] + "…"
+            raise MetadataError(name, message) from None
     for f in (*COMMON_FIELDS, *schema.fields):
         if f.name in values:
             continue
