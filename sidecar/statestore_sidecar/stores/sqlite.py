@@ -627,6 +627,13 @@ class _Writer:
     def shutdown(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        while True:  # calls that came in after the stop: refused rather than left waiting
+            try:
+                late = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if late is not None and late.future.set_running_or_notify_cancel():
+                late.future.set_exception(BackendUnavailable("the SQLite store is closed"))
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
