@@ -197,3 +197,18 @@ def no_change(kube: Kube, *objects: tuple[str, str]) -> Iterator[None]:
     yield
     after = {o: (kube.get(*o) or {}).get("metadata", {}).get("resourceVersion") for o in objects}
     assert after == before
+
+
+def settled(kube: Kube, *objects: tuple[str, str], quiet: float = 2.0) -> None:
+    """Wait until the controllers are done with the objects (no resourceVersion moves for `quiet` s)."""
+    last: dict[tuple[str, str], Any] = {}
+    since = time.monotonic()
+    deadline = since + 60
+    while time.monotonic() < deadline:
+        now = {o: (kube.get(*o) or {}).get("metadata", {}).get("resourceVersion") for o in objects}
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{objects} kept changing for 60s")

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from operator_testing import IMAGE, Kube, Operator, no_change, wait_for
+from operator_testing import IMAGE, Kube, Operator, no_change, settled, wait_for
 
 from statestore_sidecar.components import secret_env_var
 
@@ -216,11 +216,20 @@ def _template_hash(kube: Kube) -> str:
     return str(deploy["spec"]["template"]["metadata"]["annotations"]["statestore.dapr.io/config-hash"])
 
 
+def _metric(operator: Operator, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in operator.metrics().splitlines()
+        if line.startswith(name + "{")
+    )
+
+
 def test_spec_change_rolls_and_no_change_writes_nothing(kube: Kube, operator: Operator) -> None:
     kube.apply(secret("redis-auth", password="s3cret"))
     kube.apply(redis())
     kube.wait_condition("cache", "Validated", "True")
-    kube.wait_condition("cache", "Available", "False", "Progressing")
+    kube.make_pods_ready("cache")
+    kube.wait_condition("cache", "Ready", "True")
     first = _template_hash(kube)
     objects = [
         ("components.dapr.io", "cache"),
@@ -229,10 +238,13 @@ def test_spec_change_rolls_and_no_change_writes_nothing(kube: Kube, operator: Op
         ("service", "statestore-cache"),
     ]
 
+    settled(kube, *objects)
+    writes = _metric(operator, "statestore_operator_object_writes_total")
     # Several resync rounds (every 3s here) and a no-op re-apply change nothing.
     with no_change(kube, *objects):
         kube.apply(redis())
         time.sleep(7)
+    assert _metric(operator, "statestore_operator_object_writes_total") == writes
     # A spec change is rolled out with a new pod-template hash.
     kube.apply(redis(metadata=[{"name": "dialTimeout", "value": "2s"}]))
     wait_for("a new pod-template hash", lambda: _template_hash(kube) != first)
@@ -283,7 +295,6 @@ def test_restart_changes_nothing(kube: Kube, operator: Operator) -> None:
     kube.make_pods_ready("cache")
     kube.wait_condition("cache", "Ready", "True")
 
-    time.sleep(1)
     objects = [
         ("components.dapr.io", "cache"),
         ("components.dapr.io", "bad"),
@@ -291,6 +302,7 @@ def test_restart_changes_nothing(kube: Kube, operator: Operator) -> None:
         ("deployment", "statestore-cache"),
         ("service", "statestore-cache"),
     ]
+    settled(kube, *objects)
     events_before = len(kube.events("cache")) + len(kube.events("bad"))
     with no_change(kube, *objects):
         operator.stop()
