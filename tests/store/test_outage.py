@@ -27,7 +27,7 @@ from statestore_sidecar.stores.base import BackendUnavailable, DeleteRequest, Se
 pytestmark = pytest.mark.backends
 
 TIMEOUT = 2.0  # the configured per-call timeout of every store below
-SLACK = 1.0  # scheduling slack allowed on top of it
+SLACK = 1.5  # scheduling slack allowed on top of it (the machine may be busy with other tests)
 
 
 def redis_metadata(server: Server) -> dict[str, str]:
@@ -42,7 +42,11 @@ def redis_metadata(server: Server) -> dict[str, str]:
 
 def postgresql_metadata(server: Server) -> dict[str, str]:
     assert isinstance(server, PostgresServer)
-    return {"connectionString": server.connection_string(), "tableName": unique_name("state"), "timeout": "2s"}
+    return {
+        "connectionString": server.connection_string(),
+        "tableName": unique_name("state"),
+        "timeout": "2s",
+    }
 
 
 def mysql_metadata(server: Server) -> dict[str, str]:
@@ -144,7 +148,8 @@ async def check_fails_fast(store: Store) -> None:
         started = time.monotonic()
         with pytest.raises(BackendUnavailable):
             await call()
-        assert time.monotonic() - started < TIMEOUT + SLACK
+        took = time.monotonic() - started
+        assert took < TIMEOUT + SLACK, f"{call} took {took:.2f}s"
 
 
 async def test_crash_under_load_loses_no_acknowledged_write(backend: Backend) -> None:
@@ -162,7 +167,8 @@ async def test_crash_under_load_loses_no_acknowledged_write(backend: Backend) ->
         await asyncio.sleep(0.5)
         assert load.failures, "writes kept succeeding with the server down"
         assert all(isinstance(exc, BackendUnavailable) for _, exc in load.failures), load.failures[:3]
-        assert max(took for took, _ in load.failures) < TIMEOUT + SLACK
+        slowest = max(took for took, _ in load.failures)
+        assert slowest < TIMEOUT + SLACK, f"a failing write took {slowest:.2f}s"
 
         await asyncio.to_thread(server.start)
         await wait_until_ping(store, 30)
@@ -196,14 +202,17 @@ async def test_frozen_server_times_out_and_recovers(backend: Backend) -> None:
         with pytest.raises(BackendUnavailable):
             await store.get(key)
         took = time.monotonic() - started
-        assert took < TIMEOUT + SLACK
+        assert took < TIMEOUT + SLACK, f"get took {took:.2f}s"
+        started = time.monotonic()
         with pytest.raises(BackendUnavailable):
             await store.set(SetRequest(key, b"during"))
         with pytest.raises(BackendUnavailable):
             await store.ping()
+        took = time.monotonic() - started
+        assert took < 2 * (TIMEOUT + SLACK), f"set and ping took {took:.2f}s"
     finally:
         server.resume()
-    await wait_until_ping(store, 10)
+    await wait_until_ping(store, 20)
     item = await store.get(key)
     assert item is not None and item.data in (b"before", b"during")
     await store.set(SetRequest(key, b"after"))
