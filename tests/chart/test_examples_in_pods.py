@@ -32,22 +32,9 @@ def _without(args: list[str], *flags: str) -> list[str]:
     return out
 
 
-# Known: examples/statestore.yaml uses the relative path `.data/state.db`; `make run` creates `.data`
-# first, but the pod's working directory is an empty volume and state.sqlite does not create parent
-# directories, so the pod never becomes ready. Strict: remove this marker once that is fixed.
-KNOWN_BROKEN = {
-    "statestore": pytest.mark.xfail(
-        strict=True, reason="state.sqlite does not create the parent directory of .data/state.db"
-    )
-}
-
-
 @pytest.mark.parametrize(
     "example",
-    [
-        pytest.param(name, marks=KNOWN_BROKEN.get(name, ()))
-        for name in (c["metadata"]["name"] for c in example_components())
-    ],
+    [c["metadata"]["name"] for c in example_components()],
 )
 def test_example_serves_in_its_rendered_pod(example: str, tmp_path: Path) -> None:
     from statestore_operator import render

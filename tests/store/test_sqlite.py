@@ -24,7 +24,7 @@ import pytest
 
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, memory, schema_for
+from statestore_sidecar.stores import StoreConfig, create_store, memory, schema_for
 from statestore_sidecar.stores import sqlite as sq
 from statestore_sidecar.stores.base import (
     BackendUnavailable,
@@ -936,3 +936,19 @@ async def test_random_queries_match_the_reference_store(db: Path) -> None:
             got, want = await store.query(query, "r||"), await reference.query(query, "r||")
             assert [i.key for i in got.items] == [i.key for i in want.items], (n, body)
             assert got.token == want.token
+
+
+@pytest.mark.parametrize(
+    "form", ["{path}", "file:{path}?_txlock=immediate", "{path}?_pragma=synchronous(NORMAL)"]
+)
+async def test_missing_folders_of_the_database_file_are_created(tmp_path: Path, form: str) -> None:
+    db = tmp_path / "not" / "yet" / "state.db"
+    schema = schema_for("state.sqlite")
+    config = StoreConfig("s", resolve(schema, {"connectionString": form.format(path=db)}))
+    store = create_store("state.sqlite", config)
+    await store.init()
+    try:
+        await store.set(SetRequest("k", b"1"))
+    finally:
+        await store.close()
+    assert db.exists()

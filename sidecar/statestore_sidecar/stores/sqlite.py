@@ -47,8 +47,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import orjson
 
@@ -150,6 +151,12 @@ class _Target:
     in_memory: bool
     read_only: bool
     pragmas: tuple[str, ...]
+    file: str | None = None  # the database file's path, for files
+
+    def create_folder(self) -> None:
+        """Create the folder of a database file that does not exist yet, as a relative `.data/state.db` needs."""
+        if self.file and not self.in_memory and not self.read_only:
+            Path(self.file).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _parse_connection_string(text: str) -> _Target:
@@ -190,13 +197,14 @@ def _parse_connection_string(text: str) -> _Target:
         kept = [(name, value) for name, value in kept if name != "cache"]
     if lowered.startswith("file:"):
         database = base + ("?" + urlencode(kept) if kept else "")
-        return _Target(database, True, in_memory, read_only, tuple(pragmas))
+        file = unquote(urlsplit(base).path) or None
+        return _Target(database, True, in_memory, read_only, tuple(pragmas), file)
     if not kept:
-        return _Target(base, False, in_memory, read_only, tuple(pragmas))
+        return _Target(base, False, in_memory, read_only, tuple(pragmas), base)
     path = "" if base.lower() == ":memory:" else quote(base, safe="/")
     if base.lower() == ":memory:" and "mode" not in params:
         kept.append(("mode", "memory"))
-    return _Target(f"file:{path}?{urlencode(kept)}", True, in_memory, read_only, tuple(pragmas))
+    return _Target(f"file:{path}?{urlencode(kept)}", True, in_memory, read_only, tuple(pragmas), base)
 
 
 def _ident(name: str) -> str:
@@ -909,6 +917,10 @@ class SQLiteStore:
         if self._table_name == self._metadata_table_name:
             raise StoreError("tableName and metadataTableName must name different tables")
         self._target = target = _parse_connection_string(self._connection_string)
+        try:
+            await asyncio.to_thread(target.create_folder)
+        except OSError as exc:
+            raise BackendUnavailable(f"cannot create the folder of the SQLite database: {exc}") from None
         writer = _Writer(f"sqlite-{self._name}-w", functools.partial(self._connect, writer=True))
         try:
             await self._call(writer, self._setup)
