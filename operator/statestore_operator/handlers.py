@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,13 +56,14 @@ class ServiceWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> Any:
         async for config in super().__call__(fn):
-            path = str(config.get("url", "")).split("/", 3)[3:] or [""]
+            # kopf appends "/<handler id>" to this path, as it does to its URLs.
+            path = urllib.parse.urlsplit(str(config.get("url", ""))).path.rstrip("/")
             yield {
                 "service": {
                     "namespace": self.service_namespace,
                     "name": self.service_name,
                     "port": self.service_port,
-                    "path": "/" + path[0],
+                    "path": path,
                 },
                 **({"caBundle": config["caBundle"]} if "caBundle" in config else {}),
             }
@@ -69,6 +71,11 @@ class ServiceWebhookServer(kopf.WebhookServer):
 
 def _state_store(body: kopf.Body, **_: Any) -> bool:
     return is_state_store(body)
+
+
+def _ours(body: kopf.Body, **_: Any) -> bool:
+    """State stores, and Components that carry our status (their type was changed away from state.*)."""
+    return is_state_store(body) or bool(body.get("status"))
 
 
 @dataclass
@@ -173,9 +180,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             return {str(namespace): actors.actor_store(body)}
         return None
 
-    @kopf.on.event(
-        naming.GROUP, naming.VERSION, naming.PLURAL, id="component", when=_state_store, registry=registry
-    )
+    @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, id="component", when=_ours, registry=registry)
     async def component_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
         namespace = str(namespace)
         claimants = claimants_in(kwargs["actor_stores"], namespace)

@@ -119,7 +119,8 @@ class Client:
         assert result is not None
         return result
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> JSON | None:
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> JSON | None:
+        """Merge-patch `.status` (None removes it)."""
         try:
             return await self.request(
                 "PATCH",
@@ -131,6 +132,11 @@ class Client:
             if exc.status == 404:  # deleted meanwhile
                 return None
             raise
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        await self.request(
+            "DELETE", path_of(kind, namespace, name), params={"propagationPolicy": "Background"}
+        )
 
     async def create(self, obj: Mapping[str, Any]) -> JSON | None:
         meta = obj["metadata"]

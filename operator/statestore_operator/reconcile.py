@@ -67,7 +67,11 @@ class Reconciler:
     async def _reconcile(self, namespace: str, name: str) -> None:
         # Read the Component fresh: an event's body may predate the status we wrote last.
         body = await self.client.get(naming.KIND, namespace, name)
-        if body is None or not is_state_store(body) or body["metadata"].get("deletionTimestamp"):
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        if not is_state_store(body):
+            # Only reached through a leftover Deployment: the type was changed away from state.*.
+            await self._forget(body)
             return
         outcome = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
@@ -89,6 +93,18 @@ class Reconciler:
                 await self._event(
                     body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
                 )
+
+    async def _forget(self, body: Mapping[str, Any]) -> None:
+        """Delete what we made for a Component that is no longer a state store, and our status."""
+        meta = body["metadata"]
+        for kind in ("Deployment", "Service", "ConfigMap"):
+            current = await self.client.get(kind, meta["namespace"], naming.child_name(meta["name"]))
+            owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
+            if any(o.get("uid") == meta["uid"] for o in owners):
+                log.info("deleting %s %s/%s", kind, meta["namespace"], naming.child_name(meta["name"]))
+                await self.client.delete(kind, meta["namespace"], naming.child_name(meta["name"]))
+        if body.get("status"):
+            await self.client.patch_status(meta["namespace"], meta["name"], None)
 
     async def _validate(self, body: Mapping[str, Any]) -> Outcome:
         first = check(body, None)

@@ -409,3 +409,13 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
         kube.cluster.kubectl(
             "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
         )
+
+
+def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) -> None:
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Validated", "True")
+    kube.must_get("deployment", "statestore-mem")
+    kube.apply(component("mem", "pubsub.in-memory", []))
+    for kind in ("configmap", "deployment", "service"):
+        wait_for(f"{kind} to be deleted", lambda k=kind: kube.get(k, "statestore-mem") is None)
+    wait_for("the status to be removed", lambda: "status" not in kube.must_get("components.dapr.io", "mem"))
