@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.webhook_config_name.count(".") < 2:
         # kopf names each webhook "<handler>.<config name>"; the API server wants three DNS segments.
-        print("statestore-operator: error: --webhook-config-name needs at least three dot-separated parts")
+        print(
+            "statestore-operator: error: --webhook-config-name needs three dot-separated parts",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
