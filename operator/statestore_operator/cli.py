@@ -65,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     hook.add_argument(
         "--webhook-config-name",
         default="statestore-operator.dapr.io",
-        help="name of the ValidatingWebhookConfiguration the operator maintains",
+        help="name of the ValidatingWebhookConfiguration the operator maintains; empty: serve only "
+        "(the configuration is installed by other means, e.g. the Helm chart)",
     )
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"statestore-operator {__version__}")
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bool(args.webhook_cert) != bool(args.webhook_key):
         print("statestore-operator: error: --webhook-cert and --webhook-key go together", file=sys.stderr)
         return 2
-    if args.webhook_config_name.count(".") < 2:
+    if args.webhook_config_name and args.webhook_config_name.count(".") < 2:
         # kopf names each webhook "<handler>.<config name>"; the API server wants three DNS segments.
         print(
             "statestore-operator: error: --webhook-config-name needs three dot-separated parts",

@@ -142,7 +142,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                     pkeyfile=options.webhook_key,
                 )
             settings.admission.server = server
-            settings.admission.managed = options.webhook_config_name
+            # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.
+            settings.admission.managed = options.webhook_config_name or None
         runtime.reconciler = Reconciler(Client(login), options.pods)
         runtime.resync = asyncio.create_task(_resync_forever())
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import actors, conditions, metrics, naming, render
 from .conditions import Condition
-from .kube import JSON, Client
+from .kube import JSON, ApiError, Client
 from .validation import Outcome, check, is_state_store
 
 log = logging.getLogger("statestore.operator")
@@ -102,7 +102,13 @@ class Reconciler:
             owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
             if any(o.get("uid") == meta["uid"] for o in owners):
                 log.info("deleting %s %s/%s", kind, meta["namespace"], naming.child_name(meta["name"]))
-                await self.client.delete(kind, meta["namespace"], naming.child_name(meta["name"]))
+                try:
+                    await self.client.delete(kind, meta["namespace"], naming.child_name(meta["name"]))
+                except ApiError as exc:
+                    if exc.status != 403:
+                        raise
+                    # RBAC without `delete`: leave it (deleting the Component still collects it).
+                    log.warning("cannot delete %s %s: %s", kind, naming.child_name(meta["name"]), exc)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
 
