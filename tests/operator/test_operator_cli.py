@@ -44,6 +44,11 @@ def test_namespaces_and_all_namespaces_exclude_each_other(capsys: pytest.Capture
     capsys.readouterr()
 
 
+def test_empty_webhook_config_name_means_serve_only() -> None:
+    # The Helm chart installs its own ValidatingWebhookConfiguration and passes an empty name.
+    assert cli.parser().parse_args(["--webhook-config-name="]).webhook_config_name == ""
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -51,11 +56,6 @@ def test_namespaces_and_all_namespaces_exclude_each_other(capsys: pytest.Capture
         ["--webhook-cert", "c.pem", "--webhook-key", "k.pem", "--webhook-config-name", "two.parts"],
     ],
 )
-def test_empty_webhook_config_name_means_serve_only() -> None:
-    # The Helm chart installs its own ValidatingWebhookConfiguration and passes an empty name.
-    assert cli.parser().parse_args(["--webhook-config-name="]).webhook_config_name == ""
-
-
 def test_bad_webhook_flags_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(args) == 2
     capsys.readouterr()
