@@ -76,17 +76,21 @@ class Reconciler:
         outcome = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
+        blocked: str | None = None
         if outcome.ok and outcome.component is not None:
             replicas = 0 if conflict else 1
-            await self._ensure(render.config_map(body))
-            deployment = await self._ensure(
-                render.deployment(body, outcome.component, self.pods, replicas=replicas)
-            )
-            await self._ensure(render.service(body))
+            try:
+                await self._ensure(body, render.config_map(body))
+                deployment = await self._ensure(
+                    body, render.deployment(body, outcome.component, self.pods, replicas=replicas)
+                )
+                await self._ensure(body, render.service(body))
+            except NotOwned as exc:
+                deployment, blocked = None, str(exc)
         else:
             # An invalid spec is not rolled out: pods of the last good one (if any) keep serving.
             deployment = await self.client.get("Deployment", namespace, naming.child_name(name))
-        decision = decide(body, outcome, conflict, deployment, now())
+        decision = decide(body, outcome, conflict, deployment, now(), blocked=blocked)
         if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
             await self.client.patch_status(namespace, name, decision.status)
             for cond in decision.changed:
@@ -140,10 +144,18 @@ class Reconciler:
             return None
         return actors.conflict_message(me.name, holder.name, me.namespace)
 
-    async def _ensure(self, desired: Mapping[str, Any]) -> JSON:
-        """The object as wanted; written (server-side apply) only when it differs from the server's."""
+    async def _ensure(self, owner: Mapping[str, Any], desired: Mapping[str, Any]) -> JSON:
+        """The object as wanted; written (server-side apply) only when it differs from the server's.
+
+        An object of that name that this Component does not control is never taken over.
+        """
         meta = desired["metadata"]
         current = await self.client.get(desired["kind"], meta["namespace"], meta["name"])
+        if current is not None and not controlled_by(current, owner):
+            raise NotOwned(
+                f"{desired['kind']} {meta['name']} already exists and is not controlled by this Component; "
+                "delete or rename it (or rename the Component)"
+            )
         if current is not None and render.is_subset(
             {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}, current
         ):
@@ -183,18 +195,32 @@ class Reconciler:
             log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
 
 
+class NotOwned(Exception):
+    """A child's name is taken by an object this Component does not control."""
+
+
+def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"]["uid"]
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
 def decide(
     body: Mapping[str, Any],
     outcome: Outcome,
     conflict: str | None,
     deployment: Mapping[str, Any] | None,
     timestamp: str,
+    *,
+    blocked: str | None = None,
 ) -> Decision:
     """The status a Component should have, given what was found (pure)."""
     meta = body["metadata"]
     generation = int(meta.get("generation", 1))
     validated = Condition.of(conditions.VALIDATED, outcome.ok, outcome.reason, outcome.message)
     available = conditions.availability(deployment)
+    if blocked:
+        available = Condition(conditions.AVAILABLE, "False", conditions.REASON_NOT_OWNED, blocked)
     ready = conditions.readiness(validated, available, conflict)
     new = [validated, available, ready]
     old = list((body.get("status") or {}).get("conditions") or [])

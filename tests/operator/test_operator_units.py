@@ -297,3 +297,16 @@ def test_is_subset() -> None:
 
 def test_outcome_is_plain_data() -> None:
     assert Outcome(False, "X", "m") == Outcome(False, "X", "m")
+
+
+def test_blocked_by_a_foreign_object() -> None:
+    from statestore_operator.reconcile import controlled_by
+
+    b = body(ctype="state.in-memory")
+    mine = {"metadata": {"ownerReferences": [render.owner_reference(b)]}}
+    theirs = {"metadata": {"ownerReferences": [{**render.owner_reference(b), "uid": "other"}]}}
+    assert controlled_by(mine, b) and not controlled_by(theirs, b) and not controlled_by({"metadata": {}}, b)
+    d = decide(b, check(b, {}), None, None, "T", blocked="ConfigMap x already exists")
+    ready = d.status["conditions"][2]
+    assert (ready["status"], ready["reason"]) == ("False", "NameInUse")
+    assert "endpoint" not in d.status

@@ -419,3 +419,18 @@ def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) 
     for kind in ("configmap", "deployment", "service"):
         wait_for(f"{kind} to be deleted", lambda k=kind: kube.get(k, "statestore-mem") is None)
     wait_for("the status to be removed", lambda: "status" not in kube.must_get("components.dapr.io", "mem"))
+
+
+def test_objects_of_others_are_never_taken_over(kube: Kube, operator: Operator) -> None:
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "statestore-mem"}, "data": {"a": "b"}}
+    )
+    kube.apply(component("mem", "state.in-memory", []))
+    cond = kube.wait_condition("mem", "Available", "False", "NameInUse")
+    assert "ConfigMap statestore-mem" in cond["message"]
+    kube.wait_condition("mem", "Ready", "False", "NameInUse")
+    assert kube.must_get("configmap", "statestore-mem")["data"] == {"a": "b"}
+    assert kube.get("deployment", "statestore-mem") is None
+    # Once the name is free, the Component is served.
+    kube.cluster.kubectl("delete", "configmap", "statestore-mem", "-n", kube.ns)
+    kube.wait_condition("mem", "Available", "False", "Progressing")
