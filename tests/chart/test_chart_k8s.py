@@ -221,7 +221,8 @@ def test_cluster_wide_permissions(chart_cluster: ControlPlane, namespace: str, t
         assert can_i(chart_cluster, sa, "create", "deployments.apps", "-n", "default")
         assert can_i(chart_cluster, sa, "create", "events", "-n", "default")
         # Nothing it does not need.
-        assert not can_i(chart_cluster, sa, "delete", "deployments.apps", "-n", "default")
+        assert not can_i(chart_cluster, sa, "deletecollection", "deployments.apps", "-n", "default")
+        assert not can_i(chart_cluster, sa, "delete", "components.dapr.io", "-n", "default")
         assert not can_i(chart_cluster, sa, "create", "validatingwebhookconfigurations")
         assert not can_i(chart_cluster, sa, "create", "pods", "-n", "default")
         assert not can_i(chart_cluster, sa, "create", "secrets", "-n", "default")
@@ -309,12 +310,6 @@ class ChartOperator:
         def alive() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                if "--webhook-config-name needs" in self.output():
-                    # Until the operator can serve the webhook without managing a configuration.
-                    pytest.xfail(
-                        "statestore-operator refuses --webhook-config-name= (empty: serve the webhook, "
-                        "leave the ValidatingWebhookConfiguration to the chart)"
-                    )
                 pytest.fail(
                     f"statestore-operator exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
                 )
