@@ -445,3 +445,14 @@ def _check_operator(cluster: ControlPlane, operator: ChartOperator, watched: str
     assert (
         cluster.kubectl("get", "components.dapr.io", "actors-two", "-n", watched, check=False).returncode != 0
     )
+
+    # A Component that stops being a state store: the operator deletes what it made for it (`delete`).
+    patch = json.dumps({"spec": {"type": "pubsub.in-memory"}})
+    cluster.kubectl("patch", "components.dapr.io", "actors-one", "-n", watched, "--type=merge", "-p", patch)
+    for kind in ("deployment", "service", "configmap"):
+
+        def deleted(kind: str = kind) -> bool:
+            found = cluster.kubectl("get", kind, "statestore-actors-one", "-n", watched, check=False)
+            return found.returncode != 0
+
+        wait_for(f"{kind} statestore-actors-one deleted", deleted)
