@@ -19,6 +19,7 @@ from .validation import is_state_store
 log = logging.getLogger("statestore.operator")
 
 RETRY_DELAY = 5.0
+MAX_RETRY_DELAY = 300.0
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Runtime:
     reconciler: Reconciler | None = None
     resync: asyncio.Task[None] | None = None
     retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
@@ -90,20 +92,24 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 
     async def reconcile(namespace: str, name: str) -> None:
         assert runtime.reconciler is not None
+        key = (namespace, name)
         try:
             await runtime.reconciler.reconcile(namespace, name)
         except Exception as exc:
-            # Event handlers are not retried by kopf: retry once later (the resync loop also will).
-            log.warning("reconciling %s/%s failed (retrying in %gs): %s", namespace, name, RETRY_DELAY, exc)
-            key = (namespace, name)
+            # kopf does not retry event handlers: requeue with exponential backoff, like a workqueue.
+            failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
+            delay = min(RETRY_DELAY * 2 ** (failures - 1), MAX_RETRY_DELAY)
+            log.warning("reconciling %s/%s failed (retrying in %gs): %s", namespace, name, delay, exc)
             if key not in runtime.retries:
 
                 async def retry() -> None:
-                    await asyncio.sleep(RETRY_DELAY)
+                    await asyncio.sleep(delay)
                     runtime.retries.pop(key, None)
                     await reconcile(namespace, name)
 
                 runtime.retries[key] = asyncio.create_task(retry())
+        else:
+            runtime.failures.pop(key, None)
 
     def claimants_in(index: kopf.Index[str, actors.ActorStore], namespace: str) -> list[actors.ActorStore]:
         return list(index.get(namespace, []))
