@@ -203,10 +203,12 @@ async def test_shared_cache_is_not_used_for_files(db: Path) -> None:
 
 
 async def test_unopenable_path_is_backend_unavailable(tmp_path: Path) -> None:
+    # A file where a folder should be: neither the folder nor the database can be made.
+    (tmp_path / "a-file").write_text("")
     store = sq.create(
-        StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": str(tmp_path / "missing" / "dir" / "x.db")}))
+        StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": str(tmp_path / "a-file" / "x.db")}))
     )
-    with pytest.raises(BackendUnavailable, match="cannot open the SQLite database"):
+    with pytest.raises(BackendUnavailable, match="SQLite database"):
         await store.init()
     with pytest.raises(BackendUnavailable):
         await store.get("k")
