@@ -12,14 +12,20 @@ Every test starts its own server instance, so the shared session servers are nev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
 from fixtures.backends import MariaDBServer, PostgresServer, RedisServer, Server, unique_name
+from fixtures.sidecar import sidecar
+from statestore_sidecar.components import secret_env_var
 from statestore_sidecar.schema import resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import BackendUnavailable, DeleteRequest, SetRequest, Store, StoreError
@@ -230,3 +236,147 @@ async def test_clean_restart_is_invisible_after_recovery(backend: Backend) -> No
     found = await store.bulk_get(keys)
     assert {k: v.data for k, v in found.items()} == {k: k.encode() for k in keys}
     await store.set(SetRequest("restart-new", b"1"))
+
+
+# --- the same outages seen through the real server process ----------------------------------
+
+SECRET_FIELD = {"redis": "redisPassword", "postgresql": "connectionString", "mysql": "connectionString"}
+
+
+def component_yaml(name: str, store_type: str, metadata: dict[str, str], secret_field: str) -> str:
+    """A Component whose secret item is a `secretKeyRef`, as users write them."""
+    items = [
+        {"name": k, "secretKeyRef": {"name": "db", "key": "secret"}}
+        if k == secret_field
+        else {"name": k, "value": v}
+        for k, v in metadata.items()
+    ]
+    doc = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name},
+        "spec": {"type": store_type, "version": "v1", "metadata": items},
+    }
+    return yaml.safe_dump(doc)
+
+
+@contextlib.contextmanager
+def served(
+    own_server: tuple[str, Server], tmp_path: Path, *, wait_ready: bool = True
+) -> Iterator[tuple[str, str, Path]]:
+    """The real `statestore-sidecar` serving a store on the test's own server: (url, secret, log)."""
+    name, server = own_server
+    _, store_type, make_metadata = BACKENDS[name]
+    metadata = make_metadata(server)
+    secret = metadata[SECRET_FIELD[name]]
+    (tmp_path / "store.yaml").write_text(component_yaml("store", store_type, metadata, SECRET_FIELD[name]))
+    log = tmp_path / "server.log"
+    env = {secret_env_var("db", "secret"): secret}
+    with sidecar(
+        ["--resources-path", str(tmp_path / "store.yaml"), "--log-level", "debug"],
+        env=env,
+        log=log,
+        wait_ready=wait_ready,
+    ) as url:
+        yield url, secret, log
+
+
+async def wait_for_health(api: httpx.AsyncClient, status: int, seconds: float) -> float:
+    started = time.monotonic()
+    while True:
+        r = await api.get("/v1.0/healthz")
+        if r.status_code == status:
+            return time.monotonic() - started
+        assert time.monotonic() - started < seconds, f"health stayed {r.status_code}: {r.text}"
+        await asyncio.sleep(0.1)
+
+
+async def test_outage_through_the_api_fails_fast_and_recovers(
+    own_server: tuple[str, Server], tmp_path: Path
+) -> None:
+    _, server = own_server
+    with served(own_server, tmp_path) as (url, secret, log):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+            acknowledged: dict[str, int] = {}
+            running = True
+
+            async def writer(n: int) -> None:
+                i = 0
+                while running:
+                    i += 1
+                    key = f"w{n}-{i}"
+                    r = await api.post("/v1.0/state/store", json=[{"key": key, "value": i}])
+                    if r.status_code == 204:
+                        acknowledged[key] = i
+                    else:
+                        assert r.status_code == 500 and r.json()["errorCode"] == "ERR_STATE_SAVE", r.text
+                        await asyncio.sleep(0.05)
+
+            writers = [asyncio.create_task(writer(n)) for n in range(4)]
+            await asyncio.sleep(1.0)
+            server.stop(kill=True)
+            before_outage = len(acknowledged)
+            try:
+                await wait_for_health(api, 500, TIMEOUT + SLACK + 5)
+                health = await api.get("/v1.0/healthz")
+                assert health.json()["errorCode"] == "ERR_HEALTH_NOT_READY"
+                assert (await api.get("/v1.0/healthz/outbound")).status_code == 500
+                for method, path, body in (
+                    ("GET", "/v1.0/state/store/k", None),
+                    ("POST", "/v1.0/state/store", [{"key": "k", "value": 1}]),
+                    ("POST", "/v1.0/state/store/bulk", {"keys": ["k"]}),
+                    ("DELETE", "/v1.0/state/store/k", None),
+                ):
+                    started = time.monotonic()
+                    r = await api.request(method, path, json=body)
+                    took = time.monotonic() - started
+                    assert r.status_code == 500, r.text
+                    assert r.json()["errorCode"].startswith("ERR_STATE_"), r.text
+                    assert took < TIMEOUT + SLACK + 1, f"{method} {path} took {took:.2f}s during the outage"
+            finally:
+                server.start()
+            await wait_for_health(api, 204, 30)
+            await asyncio.sleep(0.5)
+            running = False
+            await asyncio.gather(*writers)
+            assert before_outage > 0
+            assert (
+                await api.post("/v1.0/state/store", json=[{"key": "after", "value": 1}])
+            ).status_code == 204
+            found = (await api.post("/v1.0/state/store/bulk", json={"keys": list(acknowledged)})).json()
+            lost = [e["key"] for e in found if e.get("data") != acknowledged[e["key"]]]
+            assert not lost, f"{len(lost)} acknowledged writes lost, e.g. {lost[:5]}"
+    text = log.read_text()
+    assert secret not in text
+    assert "ready" in text
+
+
+async def test_start_up_with_the_backend_down_waits_unready(
+    own_server: tuple[str, Server], tmp_path: Path
+) -> None:
+    _, server = own_server
+    server.stop()
+    try:
+        with served(own_server, tmp_path, wait_ready=False) as (url, secret, log):
+            async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+                await asyncio.sleep(1.5)
+                assert (await api.get("/livez")).status_code == 204  # alive: no crash loop
+                health = await api.get("/v1.0/healthz")
+                assert health.status_code == 500
+                assert "state store store" in health.json()["message"]
+                r = await api.get("/v1.0/state/store/k")
+                assert r.status_code == 500
+                assert r.json()["errorCode"] == "ERR_STATE_GET"
+                assert secret not in r.text
+                server.start()
+                took = await wait_for_health(api, 204, 30)
+                r = await api.post("/v1.0/state/store", json=[{"key": "k", "value": "up"}])
+                assert r.status_code == 204
+                assert (await api.get("/v1.0/state/store/k")).json() == "up"
+            text = log.read_text()
+            assert "retrying" in text
+            assert secret not in text
+            assert took < 30
+    finally:
+        if not server.running:
+            server.start()
