@@ -493,3 +493,38 @@ async def test_query_results_carry_data_and_etag(query_store: Store, people: str
     assert item.etag == current.etag
     assert orjson.loads(item.data) == {"message": 42}
     assert page.token is None
+
+
+async def test_concurrent_transfers_keep_the_total(store: Store, base: str) -> None:
+    """Etag-guarded two-key transactions under contention: every committed transfer counts, none tears."""
+    accounts = [f"{base}-acct-{i}" for i in range(4)]
+    await store.transact([SetRequest(a, js(100)) for a in accounts])
+    committed = 0
+
+    async def transfer(n: int) -> None:
+        nonlocal committed
+        source, target = accounts[n % 4], accounts[(n + 1) % 4]
+        for _ in range(200):
+            found = await store.bulk_get([source, target])
+            src, dst = found[source], found[target]
+            try:
+                await store.transact(
+                    [
+                        SetRequest(source, js(orjson.loads(src.data) - 1), etag=src.etag),
+                        SetRequest(target, js(orjson.loads(dst.data) + 1), etag=dst.etag),
+                    ]
+                )
+            except EtagMismatch:
+                await asyncio.sleep(0)
+                continue
+            committed += 1
+            return
+        raise AssertionError("a transfer never got through")
+
+    await asyncio.gather(*(transfer(n) for n in range(24)))
+    final = await store.bulk_get(accounts)
+    balances = [orjson.loads(final[a].data) for a in accounts]
+    assert sum(balances) == 400
+    assert committed == 24
+    # Each account sent 6 and received 6.
+    assert balances == [100, 100, 100, 100]
