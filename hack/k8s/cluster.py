@@ -419,6 +419,16 @@ class ControlPlane:
             raise
         return self
 
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """os.environ with KUBECONFIG pointing at the admin kubeconfig (for subprocesses, kopf, helm)."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
     def stop(self, *, remove_data: bool = True) -> None:
         """Stop every process this control plane started (reverse order) and delete its data."""
         procs = self._procs or self._load_state()
