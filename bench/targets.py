@@ -142,7 +142,10 @@ class PostgresDirect:
     async def open(cls, dsn: str, value: bytes, connections: int) -> PostgresDirect:
         import asyncpg
 
-        pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections)
+        async def keep_session(conn: Any) -> None:
+            pass  # as the store: no RESET ALL round trip on every release (see _keep_session there)
+
+        pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections, reset=keep_session)
         return cls(pool, value)
 
     async def get(self, i: int) -> int:
