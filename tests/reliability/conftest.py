@@ -18,3 +18,13 @@ def api(component: ComponentUnderTest) -> Iterator[Api]:
         yield instance
     finally:
         instance.close()
+
+
+@pytest.fixture
+def query_api(query_component: ComponentUnderTest) -> Iterator[Api]:
+    """Like `api`, for the backends that offer the query API."""
+    instance = Api({STORE: query_component})
+    try:
+        yield instance
+    finally:
+        instance.close()
