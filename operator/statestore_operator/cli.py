@@ -11,9 +11,16 @@ from collections.abc import Sequence
 import kopf
 import prometheus_client
 
-from . import __version__, handlers, render
+from . import __version__, access, handlers, quantities, render
 
 DEFAULT_IMAGE = "ghcr.io/statestore-operator/statestore-sidecar:" + __version__
+
+
+def quantity(text: str) -> str:
+    """An argparse type: a resource quantity, or "" (unset)."""
+    if text and not quantities.is_quantity(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a resource quantity (e.g. 100m, 128Mi)")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,6 +47,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-log-level", default="info", help="--log-level of the state API pods")
     p.add_argument(
         "--resync-seconds", type=float, default=60.0, help="re-check every Component this often (default 60)"
+    )
+    pods = p.add_argument_group("state API pod resources (empty: not set)")
+    pods.add_argument("--pod-cpu-request", type=quantity, default="50m", help="default %(default)s")
+    pods.add_argument("--pod-memory-request", type=quantity, default="64Mi", help="default %(default)s")
+    pods.add_argument("--pod-cpu-limit", type=quantity, default="", help="default: none")
+    pods.add_argument("--pod-memory-limit", type=quantity, default="256Mi", help="default %(default)s")
+    p.add_argument(
+        "--app-id-label",
+        default=access.DEFAULT_APP_ID_LABEL,
+        metavar="KEY",
+        help="pod label holding the Dapr app id; a Component's scopes admit pods whose label is one of them "
+        "(NetworkPolicy; default %(default)s)",
     )
     peering = p.add_mutually_exclusive_group()
     peering.add_argument(
@@ -73,6 +92,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def resources(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The state API container's `resources`, from the --pod-* flags (unset ones left out)."""
+    requests = {"cpu": args.pod_cpu_request, "memory": args.pod_memory_request}
+    limits = {"cpu": args.pod_cpu_limit, "memory": args.pod_memory_limit}
+    result = {
+        "requests": {k: v for k, v in requests.items() if v},
+        "limits": {k: v for k, v in limits.items() if v},
+    }
+    return {k: v for k, v in result.items() if v}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if bool(args.webhook_cert) != bool(args.webhook_key):
@@ -82,6 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf names each webhook "<handler>.<config name>"; the API server wants three DNS segments.
         print(
             "statestore-operator: error: --webhook-config-name needs three dot-separated parts",
+            file=sys.stderr,
+        )
+        return 2
+    for kind in ("cpu", "memory"):
+        request, limit = getattr(args, f"pod_{kind}_request"), getattr(args, f"pod_{kind}_limit")
+        if request and limit and quantities.value(request) > quantities.value(limit):
+            print(
+                f"statestore-operator: error: --pod-{kind}-request {request} is above --pod-{kind}-limit {limit}",
+                file=sys.stderr,
+            )
+            return 2
+    if not access.is_label_key(args.app_id_label):
+        print(
+            f"statestore-operator: error: --app-id-label {args.app_id_label!r} is not a label key",
             file=sys.stderr,
         )
         return 2
@@ -95,10 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options = handlers.Options(
         pods=render.PodSettings(
-            image=args.image, image_pull_policy=args.image_pull_policy, log_level=args.pod_log_level
+            image=args.image,
+            image_pull_policy=args.image_pull_policy,
+            log_level=args.pod_log_level,
+            resources=resources(args),
         ),
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
+        app_id_label=args.app_id_label,
         webhook_address=args.webhook_address,
         webhook_host=args.webhook_host,
         webhook_port=args.webhook_port,

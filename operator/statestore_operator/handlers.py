@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import actors, admission, naming, render
+from . import access, actors, admission, naming, render
 from .kube import Client
 from .reconcile import Reconciler
 from .validation import is_state_store
@@ -29,6 +29,7 @@ class Options:
     pods: render.PodSettings
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     resync_seconds: float = 60.0
+    app_id_label: str = access.DEFAULT_APP_ID_LABEL
     webhook_address: str | None = None
     webhook_host: str | None = None
     webhook_port: int = 9443
@@ -150,7 +151,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             settings.admission.server = server
             # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.
             settings.admission.managed = options.webhook_config_name or None
-        runtime.reconciler = Reconciler(Client(login), options.pods)
+        runtime.reconciler = Reconciler(Client(login), options.pods, options.app_id_label)
         runtime.resync = asyncio.create_task(_resync_forever())
 
     @kopf.on.cleanup(id="cleanup", registry=registry)

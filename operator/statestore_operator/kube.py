@@ -1,5 +1,6 @@
 """A small async Kubernetes client over aiohttp (which kopf already brings), for the objects kopf
-does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, Events and Component status.
+does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, NetworkPolicies, Events and
+Component status.
 
 Credentials come from kopf's own login functions (`kopf.ConnectionInfo`), so the operator and kopf
 talk to the same cluster as the same identity.
@@ -22,6 +23,7 @@ JSON = dict[str, Any]
 
 _CORE = {"ConfigMap": "configmaps", "Service": "services", "Secret": "secrets", "Event": "events"}
 _APPS = {"Deployment": "deployments"}
+_NETWORKING = {"NetworkPolicy": "networkpolicies"}
 
 
 class ApiError(Exception):
@@ -35,6 +37,8 @@ def path_of(kind: str, namespace: str, name: str = "") -> str:
         base = f"/api/v1/namespaces/{namespace}/{_CORE[kind]}"
     elif kind in _APPS:
         base = f"/apis/apps/v1/namespaces/{namespace}/{_APPS[kind]}"
+    elif kind in _NETWORKING:
+        base = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/{_NETWORKING[kind]}"
     elif kind == naming.KIND:
         base = f"/apis/{naming.API_VERSION}/namespaces/{namespace}/{naming.PLURAL}"
     else:

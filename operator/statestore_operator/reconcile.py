@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import actors, conditions, metrics, naming, render
+from . import access, actors, conditions, metrics, naming, render
 from .conditions import Condition
 from .kube import JSON, ApiError, Client
-from .validation import Outcome, check, is_state_store
+from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
 
 log = logging.getLogger("statestore.operator")
 
@@ -41,9 +41,12 @@ class Decision:
 
 
 class Reconciler:
-    def __init__(self, client: Client, pods: render.PodSettings) -> None:
+    def __init__(
+        self, client: Client, pods: render.PodSettings, app_id_label: str = access.DEFAULT_APP_ID_LABEL
+    ) -> None:
         self.client = client
         self.pods = pods
+        self.app_id_label = app_id_label
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
@@ -76,21 +79,46 @@ class Reconciler:
         outcome = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
-        blocked: str | None = None
+        blocked: Blocked | None = None
         if outcome.ok and outcome.component is not None:
             replicas = 0 if conflict else 1
             try:
                 await self._ensure(body, render.config_map(body))
+                token_uid = ""
+                if outcome.token is not None and outcome.token.generated:
+                    token_uid = str((await self._ensure_token_secret(body))["metadata"]["uid"])
+                # The policy before the pods, so a scoped Component's pods never run unprotected.
+                policy = render.network_policy(body, self.app_id_label)
+                if policy is not None:
+                    await self._ensure(body, policy)
                 deployment = await self._ensure(
-                    body, render.deployment(body, outcome.component, self.pods, replicas=replicas)
+                    body,
+                    render.deployment(
+                        body,
+                        outcome.component,
+                        self.pods,
+                        replicas=replicas,
+                        token=outcome.token,
+                        token_secret_uid=token_uid,
+                    ),
                 )
                 await self._ensure(body, render.service(body))
-            except NotOwned as exc:
-                deployment, blocked = None, str(exc)
+                if policy is None:
+                    await self._delete_owned(body, "NetworkPolicy")  # the scopes were removed
+            except Blocked as exc:
+                deployment, blocked = None, exc
         else:
             # An invalid spec is not rolled out: pods of the last good one (if any) keep serving.
             deployment = await self.client.get("Deployment", namespace, naming.child_name(name))
-        decision = decide(body, outcome, conflict, deployment, now(), blocked=blocked)
+        decision = decide(
+            body,
+            outcome,
+            conflict,
+            deployment,
+            now(),
+            blocked=None if blocked is None else str(blocked),
+            blocked_reason=conditions.REASON_NOT_OWNED if blocked is None else blocked.reason,
+        )
         if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
             await self.client.patch_status(namespace, name, decision.status)
             for cond in decision.changed:
@@ -99,34 +127,47 @@ class Reconciler:
                 )
 
     async def _forget(self, body: Mapping[str, Any]) -> None:
-        """Delete what we made for a Component that is no longer a state store, and our status."""
+        """Delete what we made for a Component that is no longer a state store, and our status.
+
+        A generated token Secret stays (the operator has no `delete` on Secrets); it goes with the
+        Component, through its ownerReference.
+        """
         meta = body["metadata"]
-        for kind in ("Deployment", "Service", "ConfigMap"):
-            current = await self.client.get(kind, meta["namespace"], naming.child_name(meta["name"]))
-            owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
-            if any(o.get("uid") == meta["uid"] for o in owners):
-                log.info("deleting %s %s/%s", kind, meta["namespace"], naming.child_name(meta["name"]))
-                try:
-                    await self.client.delete(kind, meta["namespace"], naming.child_name(meta["name"]))
-                except ApiError as exc:
-                    if exc.status != 403:
-                        raise
-                    # RBAC without `delete`: leave it (deleting the Component still collects it).
-                    log.warning("cannot delete %s %s: %s", kind, naming.child_name(meta["name"]), exc)
+        for kind in ("Deployment", "Service", "NetworkPolicy", "ConfigMap"):
+            await self._delete_owned(body, kind)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
+
+    async def _delete_owned(self, body: Mapping[str, Any], kind: str) -> None:
+        """Delete the Component's child of this kind, if there is one and it is ours."""
+        meta = body["metadata"]
+        name = naming.child_name(meta["name"])
+        current = await self.client.get(kind, meta["namespace"], name)
+        owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
+        if any(o.get("uid") == meta["uid"] for o in owners):
+            log.info("deleting %s %s/%s", kind, meta["namespace"], name)
+            try:
+                await self.client.delete(kind, meta["namespace"], name)
+            except ApiError as exc:
+                if exc.status != 403:
+                    raise
+                # RBAC without `delete`: leave it (deleting the Component still collects it).
+                log.warning("cannot delete %s %s: %s", kind, name, exc)
 
     async def _validate(self, body: Mapping[str, Any]) -> Outcome:
         first = check(body, None)
         if first.component is None:
             return first
         namespace = body["metadata"]["namespace"]
+        names = [item.secret.name for item in first.component.metadata if item.secret is not None]
+        if first.token is not None and not first.token.generated:
+            names.append(first.token.secret)
         secrets: dict[str, set[str] | None] = {}
-        for item in first.component.metadata:
-            if item.secret is not None and item.secret.name not in secrets:
+        for secret in names:
+            if secret not in secrets:
                 # GET by name in the Component's own namespace: no list, no other namespace.
-                found = await self.client.get("Secret", namespace, item.secret.name)
-                secrets[item.secret.name] = None if found is None else set((found.get("data") or {}).keys())
+                found = await self.client.get("Secret", namespace, secret)
+                secrets[secret] = None if found is None else set((found.get("data") or {}).keys())
         return check(body, secrets)
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
@@ -143,6 +184,40 @@ class Reconciler:
         if holder is None or holder.name == me.name:
             return None
         return actors.conflict_message(me.name, holder.name, me.namespace)
+
+    async def _ensure_token_secret(self, body: Mapping[str, Any]) -> JSON:
+        """The generated API token Secret: created once with a fresh token, then never written again.
+
+        A Secret of that name that this Component does not control is never taken over (NameInUse).
+        The value is never logged, compared or copied anywhere but into the new Secret.
+        """
+        meta = body["metadata"]
+        name = access.token_secret_name(meta["name"])
+        current = await self.client.get("Secret", meta["namespace"], name)
+        if current is None:
+            log.info("creating Secret %s/%s (a new API token)", meta["namespace"], name)
+            metrics.OBJECT_WRITES.labels("Secret").inc()
+            try:
+                current = await self.client.create(render.token_secret(body, access.new_token()))
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                current = None  # created meanwhile (by whom is decided below)
+            if current is None:
+                current = await self.client.get("Secret", meta["namespace"], name)
+                if current is None:
+                    raise RuntimeError(f"Secret {name} was created and is gone again")
+        if not controlled_by(current, body):
+            raise NotOwned(
+                f"Secret {name} already exists and is not controlled by this Component; it is never "
+                f"overwritten: delete or rename it, or name it with {access.API_TOKEN_SECRET_ANNOTATION}"
+            )
+        if access.TOKEN_KEY not in (current.get("data") or {}):
+            raise Blocked(
+                f"Secret {name} has no key {access.TOKEN_KEY!r}; delete it and the operator generates a new token",
+                reason=SECRET_KEY_NOT_FOUND,
+            )
+        return current
 
     async def _ensure(self, owner: Mapping[str, Any], desired: Mapping[str, Any]) -> JSON:
         """The object as wanted; written (server-side apply) only when it differs from the server's.
@@ -195,8 +270,19 @@ class Reconciler:
             log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
 
 
-class NotOwned(Exception):
+class Blocked(Exception):
+    """The Component cannot be served as it is; `reason` becomes the Available condition's reason."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotOwned(Blocked):
     """A child's name is taken by an object this Component does not control."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, conditions.REASON_NOT_OWNED)
 
 
 def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
@@ -213,6 +299,7 @@ def decide(
     timestamp: str,
     *,
     blocked: str | None = None,
+    blocked_reason: str = conditions.REASON_NOT_OWNED,
 ) -> Decision:
     """The status a Component should have, given what was found (pure)."""
     meta = body["metadata"]
@@ -220,7 +307,7 @@ def decide(
     validated = Condition.of(conditions.VALIDATED, outcome.ok, outcome.reason, outcome.message)
     available = conditions.availability(deployment)
     if blocked:
-        available = Condition(conditions.AVAILABLE, "False", conditions.REASON_NOT_OWNED, blocked)
+        available = Condition(conditions.AVAILABLE, "False", blocked_reason, blocked)
     ready = conditions.readiness(validated, available, conflict)
     new = [validated, available, ready]
     old = list((body.get("status") or {}).get("conditions") or [])

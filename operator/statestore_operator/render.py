@@ -1,11 +1,14 @@
-"""The objects that serve one Component: a ConfigMap, a Deployment and a Service (pure functions).
+"""The objects that serve one Component: a ConfigMap, a Deployment and a Service, plus a NetworkPolicy
+when it has scopes and a Secret when its API token is generated (pure functions).
 
 Secret values never enter the ConfigMap: `secretKeyRef` items stay as they are and the pods get each
-referenced key through `env.valueFrom.secretKeyRef` under the variable the server reads it from.
+referenced key (and the API token) through `env.valueFrom.secretKeyRef` under the variable the server
+reads it from.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,7 +20,7 @@ import yaml
 from statestore_sidecar.components import Component, secret_env_var
 from statestore_sidecar.stores import UnknownStoreType, canonical_type
 
-from . import naming
+from . import access, naming, quantities
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
@@ -122,18 +125,40 @@ def _uses_local_files(component: Component) -> bool:
         return False
 
 
-def config_hash(cm: Mapping[str, Any], env: list[dict[str, Any]], app: str) -> str:
-    """A digest of what the pods read at start-up; a change in it rolls the Deployment."""
-    payload = json.dumps({"data": cm.get("data"), "env": env, "appId": app}, sort_keys=True)
+def _token_env(token: access.TokenSource | None) -> list[dict[str, Any]]:
+    if token is None:
+        return []
+    ref = {"name": token.secret, "key": token.key}
+    return [{"name": access.TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}}]
+
+
+def config_hash(
+    cm: Mapping[str, Any], env: list[dict[str, Any]], app: str, token_secret_uid: str = ""
+) -> str:
+    """A digest of what the pods read at start-up; a change in it rolls the Deployment.
+
+    `token_secret_uid` is the uid of a generated token Secret: deleting that Secret (to rotate the token)
+    makes the operator create a new one, and the new uid rolls the pods onto the new token.
+    """
+    fields: dict[str, Any] = {"data": cm.get("data"), "env": env, "appId": app}
+    if token_secret_uid:
+        fields["tokenSecretUid"] = token_secret_uid
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def deployment(
-    body: Mapping[str, Any], component: Component, pods: PodSettings, *, replicas: int = 1
+    body: Mapping[str, Any],
+    component: Component,
+    pods: PodSettings,
+    *,
+    replicas: int = 1,
+    token: access.TokenSource | None = None,
+    token_secret_uid: str = "",
 ) -> dict[str, Any]:
     name = body["metadata"]["name"]
     app = app_id(body)
-    secret_env = _secret_env(component)
+    secret_env = [*_secret_env(component), *_token_env(token)]
     env = [
         {
             "name": "NAMESPACE",
@@ -141,7 +166,7 @@ def deployment(
         },
         *secret_env,
     ]
-    digest = config_hash(config_map(body), secret_env, app)
+    digest = config_hash(config_map(body), secret_env, app, token_secret_uid)
     mounts: list[dict[str, Any]] = [
         {"name": "components", "mountPath": COMPONENTS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -241,19 +266,73 @@ def service(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def is_subset(desired: Any, actual: Any) -> bool:
+def token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """The Secret holding a generated API token (created once; never re-rendered into an update)."""
+    metadata = _metadata(body)
+    metadata["name"] = access.token_secret_name(body["metadata"]["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": {access.TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def network_policy(
+    body: Mapping[str, Any], app_id_label: str = access.DEFAULT_APP_ID_LABEL
+) -> dict[str, Any] | None:
+    """Ingress to the API port of a scoped Component's pods, only from pods of its scopes (None: unscoped).
+
+    Same namespace only (a podSelector without a namespaceSelector). The metrics port is not admitted:
+    whoever scrapes it adds a NetworkPolicy of their own (policies are additive).
+    """
+    apps = access.scopes(body)
+    if not apps:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(body),
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector_labels(body["metadata"]["name"])},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "podSelector": {
+                                "matchExpressions": [{"key": app_id_label, "operator": "In", "values": apps}]
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": naming.HTTP_PORT}],
+                }
+            ],
+        },
+    }
+
+
+def is_subset(desired: Any, actual: Any, *, quantity: bool = False) -> bool:
     """Whether every field we set has the same value on the server (which adds defaults of its own).
 
-    Lists must match in length, so an item we dropped counts as a difference.
+    Lists must match in length, so an item we dropped counts as a difference. Under `resources`, keys
+    must match too (a dropped limit is a difference) and values are quantities, compared by value (the
+    server writes them in canonical form).
     """
     if isinstance(desired, Mapping):
+        if quantity and isinstance(actual, Mapping) and set(desired) != set(actual):
+            return False
         return isinstance(actual, Mapping) and all(
-            key in actual and is_subset(value, actual[key]) for key, value in desired.items()
+            key in actual and is_subset(value, actual[key], quantity=quantity or key == "resources")
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (
             isinstance(actual, list)
             and len(desired) == len(actual)
-            and all(is_subset(d, a) for d, a in zip(desired, actual, strict=True))
+            and all(is_subset(d, a, quantity=quantity) for d, a in zip(desired, actual, strict=True))
         )
+    if quantity and desired != actual:
+        return quantities.same(desired, actual)
     return bool(desired == actual)

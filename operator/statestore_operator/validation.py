@@ -12,6 +12,8 @@ from typing import Any
 
 from statestore_sidecar.components import Component, ComponentError, SecretRef, Validated, parse, validate
 
+from . import access
+
 # Reasons of the Validated condition (CamelCase, as metav1.Condition wants).
 VALID = "Valid"
 VALID_WITH_WARNINGS = "UnknownMetadata"
@@ -38,6 +40,7 @@ class Outcome:
     warnings: tuple[str, ...] = ()
     component: Component | None = None
     validated: Validated | None = None
+    token: access.TokenSource | None = None
 
 
 def is_state_store(body: Mapping[str, Any]) -> bool:
@@ -97,7 +100,32 @@ def check(
             "auth.secretStore",
             component=component,
         )
+    try:
+        token = access.token_source(body)
+        access.scopes(body)
+    except access.AccessError as exc:
+        return Outcome(False, INVALID_SPEC, str(exc), exc.field, component=component)
     if secrets is not None:
+        if token is not None and not token.generated:
+            found = secrets.get(token.secret)
+            where = f"annotation {access.API_TOKEN_SECRET_ANNOTATION!r}"
+            if found is None:
+                namespace = f" in namespace {component.namespace}" if component.namespace else ""
+                return Outcome(
+                    False,
+                    SECRET_NOT_FOUND,
+                    f"{where}: Secret {token.secret!r} not found{namespace}",
+                    access.API_TOKEN_SECRET_ANNOTATION,
+                    component=component,
+                )
+            if token.key not in found:
+                return Outcome(
+                    False,
+                    SECRET_KEY_NOT_FOUND,
+                    f"{where}: Secret {token.secret!r} has no key {token.key!r}",
+                    access.API_TOKEN_SECRET_ANNOTATION,
+                    component=component,
+                )
         for item in component.metadata:
             ref = item.secret
             if ref is None or item.value not in (None, ""):
@@ -122,5 +150,7 @@ def check(
                 )
     warnings = validated.warnings
     if warnings:
-        return Outcome(True, VALID_WITH_WARNINGS, "; ".join(warnings), "", warnings, component, validated)
-    return Outcome(True, VALID, "the Component is valid", "", (), component, validated)
+        return Outcome(
+            True, VALID_WITH_WARNINGS, "; ".join(warnings), "", warnings, component, validated, token
+        )
+    return Outcome(True, VALID, "the Component is valid", "", (), component, validated, token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "components.dapr.io.yaml"
 BIN = Path(sys.executable).parent
 IMAGE = "example.test/statestore-sidecar:test"
+UNSCHEDULABLE_CPU = "1000"
 T = TypeVar("T")
 
 
@@ -50,6 +52,13 @@ class Operator:
         self.liveness_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def kill(self) -> None:
+        """SIGKILL, as the kubelet does after the grace period or the kernel on OOM: no cleanup at all."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
@@ -67,6 +76,10 @@ class Operator:
                 "127.0.0.1",
                 "--liveness",
                 f"http://127.0.0.1:{self.liveness_port}/healthz",
+                # More CPU than the fake node has: the pods stay Pending, no kwok stage makes them
+                # Ready behind the tests' back, and the tests play the kubelet (make_pods_ready).
+                "--pod-cpu-request",
+                UNSCHEDULABLE_CPU,
                 *self.extra,
             ],
             env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
@@ -212,3 +225,61 @@ def settled(kube: Kube, *objects: tuple[str, str], quiet: float = 2.0) -> None:
             return
         time.sleep(0.3)
     pytest.fail(f"{objects} kept changing for 60s")
+
+
+def container_env(kube: Kube, env: list[dict[str, Any]]) -> dict[str, str]:
+    """Resolve a container's env the way the kubelet does: Secret keys and the downward API."""
+    resolved: dict[str, str] = {}
+    for item in env:
+        source = item.get("valueFrom")
+        if source is None:
+            resolved[item["name"]] = item.get("value", "")
+        elif "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            data = kube.must_get("secret", ref["name"])["data"]
+            resolved[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            resolved[item["name"]] = kube.ns
+        else:
+            raise AssertionError(f"unexpected env source {source}")
+    return resolved
+
+
+def without(args: list[str], *flags: str) -> list[str]:
+    """`args` without the given flags and their values."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+@contextlib.contextmanager
+def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
+    """Run the container the operator rendered for `component` as a local process, the way the kubelet
+    would (its command, args and resolved env, the ConfigMap as files); yield its base URL.
+
+    A pod has its own network namespace; locally the server gets free loopback ports instead.
+    """
+    from fixtures.sidecar import sidecar
+
+    deploy = kube.must_get("deployment", f"statestore-{component}")
+    cm = kube.must_get("configmap", f"statestore-{component}")
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "components"]
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "components"]
+    folder = workdir / f"components-{component}"
+    folder.mkdir()
+    for key, text in cm["data"].items():
+        (folder / key).write_text(text)
+    assert container["command"] == ["statestore-sidecar"]
+    args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
+    args = without(args, "--dapr-http-port", "--metrics-port")
+    with sidecar(args, container_env(kube, container["env"])) as url:
+        yield url

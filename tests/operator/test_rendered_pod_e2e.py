@@ -3,49 +3,17 @@ run as a local process the way the kubelet would run the container, against a re
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from operator_testing import Kube, Operator
+from operator_testing import Kube, Operator, container_env, without
 
 from fixtures.backends import RedisServer
 from fixtures.sidecar import sidecar
 
 pytestmark = [pytest.mark.k8s, pytest.mark.backends]
-
-
-def _container_env(kube: Kube, env: list[dict[str, Any]]) -> dict[str, str]:
-    """Resolve env the way the kubelet does: Secret keys and the downward API."""
-    resolved: dict[str, str] = {}
-    for item in env:
-        source = item.get("valueFrom")
-        if source is None:
-            resolved[item["name"]] = item.get("value", "")
-        elif "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            data = kube.must_get("secret", ref["name"])["data"]
-            resolved[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
-        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
-            resolved[item["name"]] = kube.ns
-        else:
-            raise AssertionError(f"unexpected env source {source}")
-    return resolved
-
-
-def _without(args: list[str], *flags: str) -> list[str]:
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in flags:
-            skip = True
-        else:
-            out.append(arg)
-    return out
 
 
 def test_rendered_deployment_serves_state_from_redis(
@@ -91,8 +59,8 @@ def test_rendered_deployment_serves_state_from_redis(
     assert container["command"] == ["statestore-sidecar"]
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
     # A pod has its own network namespace; locally the helper picks free ports instead.
-    args = _without(args, "--dapr-http-port", "--metrics-port")
-    env = _container_env(kube, container["env"])
+    args = without(args, "--dapr-http-port", "--metrics-port")
+    env = container_env(kube, container["env"])
     with sidecar(args, env) as url:
         saved = httpx.post(f"{url}/v1.0/state/orders", json=[{"key": "o-1", "value": {"qty": 3}}])
         assert saved.status_code == 204, saved.text
