@@ -164,6 +164,7 @@ def test_operator_args_are_operator_flags(name: str, home: Path) -> None:
     assert bool(parsed.webhook_cert and parsed.webhook_key) == webhook
     metrics = (VALUE_SETS[name].get("metrics") or {}).get("enabled", True)
     assert parsed.metrics_port == (9090 if metrics else 0)
+    assert parsed.app_id_label == "dapr.io/app-id"
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -241,7 +242,10 @@ def test_rbac_least_privilege(name: str, home: Path) -> None:
             and "impersonate" not in rule["verbs"]
         )
     secrets = [r for r in all_rules if "secrets" in r["resources"]]
-    assert secrets and all(r["verbs"] == ["get"] for r in secrets), "Secrets: get by name only"
+    # get by name (secretKeyRef, api-token-secret) and create (a generated API token); nothing else.
+    assert secrets and all(set(r["verbs"]) == {"get", "create"} for r in secrets), (
+        "Secrets: get and create only"
+    )
 
     def verbs(group: str, resource: str) -> set[str]:
         return {
@@ -255,8 +259,10 @@ def test_rbac_least_privilege(name: str, home: Path) -> None:
     assert {"get", "create", "patch"} <= verbs("", "services")
     assert {"get", "create", "patch"} <= verbs("", "configmaps")
     assert "create" in verbs("", "events")
-    for resource in ("deployments", "services", "configmaps"):
-        group = "apps" if resource == "deployments" else ""
+    # The NetworkPolicy of a scoped Component: applied, and deleted when the scopes go.
+    assert verbs("networking.k8s.io", "networkpolicies") == {"get", "create", "patch", "delete"}
+    for resource in ("deployments", "services", "configmaps", "networkpolicies"):
+        group = {"deployments": "apps", "networkpolicies": "networking.k8s.io"}.get(resource, "")
         # `delete` for a Component that stops being a state store; never a whole collection.
         assert "delete" in verbs(group, resource)
         assert "deletecollection" not in verbs(group, resource)

@@ -225,7 +225,14 @@ def test_cluster_wide_permissions(chart_cluster: ControlPlane, namespace: str, t
         assert not can_i(chart_cluster, sa, "delete", "components.dapr.io", "-n", "default")
         assert not can_i(chart_cluster, sa, "create", "validatingwebhookconfigurations")
         assert not can_i(chart_cluster, sa, "create", "pods", "-n", "default")
-        assert not can_i(chart_cluster, sa, "create", "secrets", "-n", "default")
+        # Secrets: create (a generated API token), never change or delete one.
+        assert can_i(chart_cluster, sa, "create", "secrets", "-n", "default")
+        for verb in ("update", "patch", "delete", "deletecollection"):
+            assert not can_i(chart_cluster, sa, verb, "secrets", "-n", "default")
+        # The NetworkPolicy of a scoped Component; never a whole collection, never cluster-wide lists.
+        for verb in ("get", "create", "patch", "delete"):
+            assert can_i(chart_cluster, sa, verb, "networkpolicies.networking.k8s.io", "-n", "default")
+        assert not can_i(chart_cluster, sa, "list", "networkpolicies.networking.k8s.io", "--all-namespaces")
 
 
 def test_watch_namespaces_permissions(chart_cluster: ControlPlane, namespace: str, tmp_path: Path) -> None:
@@ -241,6 +248,10 @@ def test_watch_namespaces_permissions(chart_cluster: ControlPlane, namespace: st
         # Not even `get` outside the watched namespaces (its own namespace included).
         assert not can_i(chart_cluster, sa, "get", "secrets", "-n", "default")
         assert not can_i(chart_cluster, sa, "get", "secrets", "-n", namespace)
+        assert can_i(chart_cluster, sa, "create", "secrets", "-n", watched)
+        assert not can_i(chart_cluster, sa, "create", "secrets", "-n", "default")
+        assert can_i(chart_cluster, sa, "create", "networkpolicies.networking.k8s.io", "-n", watched)
+        assert not can_i(chart_cluster, sa, "create", "networkpolicies.networking.k8s.io", "-n", "default")
         assert can_i(chart_cluster, sa, "patch", "components.dapr.io", "-n", watched)
         assert not can_i(chart_cluster, sa, "list", "components.dapr.io", "--all-namespaces")
         assert not can_i(chart_cluster, sa, "patch", "components.dapr.io", "-n", "default")
@@ -429,6 +440,25 @@ def _check_operator(cluster: ControlPlane, operator: ChartOperator, watched: str
         image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[index]
         assert image == "ghcr.io/statestore-operator/statestore-sidecar:0.1.0"
         cluster.kubectl("get", "service,configmap", f"statestore-{name}", "-n", watched)
+
+    # A generated API token (Secret `create`) and a scoped NetworkPolicy (apply, then `delete`).
+    guarded = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "guarded", "annotations": {"statestore.dapr.io/api-token": "generate"}},
+        "spec": {"type": "state.in-memory", "version": "v1", "metadata": []},
+        "scopes": ["checkout"],
+    }
+    cluster.apply(guarded, namespace=watched)
+
+    def exists(kind: str, name: str) -> bool:
+        return cluster.kubectl("get", kind, name, "-n", watched, check=False).returncode == 0
+
+    wait_for("the generated token Secret", lambda: exists("secret", "statestore-guarded-api-token"))
+    wait_for("the NetworkPolicy", lambda: exists("networkpolicy", "statestore-guarded"))
+    wait_for("the Deployment", lambda: exists("deployment", "statestore-guarded"))
+    cluster.apply({**guarded, "scopes": []}, namespace=watched)
+    wait_for("the NetworkPolicy to be deleted", lambda: not exists("networkpolicy", "statestore-guarded"))
 
     # The webhook, through the chart's configuration: one actor store is fine, a second is refused.
     cluster.apply(actor_store("actors-one"), namespace=watched)
