@@ -379,6 +379,7 @@ class ControlPlane:
         self.api_port = 0
         self.etcd_port = 0
         self._procs: list[_Proc] = []
+        self._args: dict[str, list[str]] = {}  # each process's arguments, to start it again
 
     # -- public API --
 
@@ -449,6 +450,36 @@ class ControlPlane:
                 shutil.rmtree(path, ignore_errors=True)
             for path in (self.kubeconfig, self.state_file, *self.workdir.glob("*.kubeconfig")):
                 path.unlink(missing_ok=True)
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver alone (SIGTERM, SIGKILL after 15 s); etcd and its data stay, and the
+        controllers, the scheduler and kwok keep running (they retry until it is back)."""
+        (proc,) = [p for p in self._procs if p.name == APISERVER]
+        assert proc.popen is not None, "only a control plane started by this object can stop its API server"
+        if proc.popen.poll() is None:
+            proc.popen.terminate()
+            try:
+                proc.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+
+    def start_apiserver(self, *, timeout: float = 60.0) -> None:
+        """Start kube-apiserver again after stop_apiserver(): same arguments, same port, same etcd
+        data, same certificates (so kubeconfigs and clients keep working); return once /readyz is ok."""
+        index = next(i for i, p in enumerate(self._procs) if p.name == APISERVER)
+        old = self._procs.pop(index)
+        assert old.popen is not None and old.popen.poll() is not None, "the API server is still running"
+        self._spawn(APISERVER, self._args[APISERVER])
+        self._procs.insert(index, self._procs.pop())  # keep the stop order
+        self._save_state()
+        self._wait_until("kube-apiserver /readyz", lambda: self._probe_get("/readyz"), timeout)
+
+    def restart_apiserver(self, *, down: float = 0.0, timeout: float = 60.0) -> None:
+        """stop_apiserver(), `down` seconds without it, start_apiserver()."""
+        self.stop_apiserver()
+        time.sleep(down)
+        self.start_apiserver(timeout=timeout)
 
     def is_ready(self) -> bool:
         try:
@@ -532,6 +563,7 @@ class ControlPlane:
     def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> _Proc:
         binary = str(self.binary(name))
         log = self.log_path(name)
+        self._args[name] = list(args)
         with log.open("ab") as out:
             popen = subprocess.Popen(
                 [binary, *args],
