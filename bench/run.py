@@ -243,9 +243,13 @@ class Sidecar:
             command += ["--workers", str(self.workers)]
         if (os.cpu_count() or 1) > 1:
             command = ["taskset", "-c", SERVER_CORE, *command]
+        env = dict(os.environ)
+        if os.environ.get("BENCH_SIDECAR_PYTHONPATH"):
+            # A/B runs: the sidecar imports another checkout's code (the bench itself is unchanged).
+            env["PYTHONPATH"] = os.environ["BENCH_SIDECAR_PYTHONPATH"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         deadline = time.monotonic() + 60
         while True:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -54,6 +55,11 @@ def build_app(args: argparse.Namespace, validated: list[Validated], namespace: s
         from .metrics import MetricsMiddleware
 
         app = MetricsMiddleware(app)
+    # Everything loaded so far (modules, FastAPI's routes and models) lives as long as the process.
+    # Frozen, the collector never scans it again: a full collection of those ~70,000 objects took
+    # 12-20 ms and showed up as the p99 of requests queued behind it.
+    gc.collect()
+    gc.freeze()
     return app
 
 

@@ -1,0 +1,214 @@
+"""Operator at scale: N state Components across M namespaces, applied at once to a real control plane.
+
+    .venv/bin/python -m bench.operator_scale            # 500 Components in 10 namespaces
+    .venv/bin/python -m bench.operator_scale --components 50 --namespaces 2   # a quick look
+
+It starts the test control plane (hack/k8s/cluster.py: etcd, kube-apiserver, controller-manager,
+scheduler, and kwok, which makes the scheduled Pods Running and Ready without running anything), the
+Component CRD and `statestore-operator --all-namespaces`; then applies every Component with one
+`kubectl apply` per namespace and polls (every --poll seconds) until
+
+* every Component is `Validated=True` and has its Deployment and Service ("validated and created"),
+* every Component is `Ready=True` (its Deployment rolled out: kwok's Pods are Ready),
+
+reporting both times, and the operator's CPU seconds and peak RSS over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .proc import Usage
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "hack" / "k8s"))
+
+from cluster import ControlPlane, free_port  # noqa: E402
+
+CRD = ROOT / "crds" / "components.dapr.io.yaml"
+OPERATOR = Path(sys.executable).parent / "statestore-operator"
+IMAGE = "example.test/statestore-sidecar:bench"
+MAX_SECONDS = 600.0
+
+
+def component(name: str, namespace: str, index: int) -> dict[str, Any]:
+    """Alternating Redis and PostgreSQL stores with valid metadata (nothing connects to them)."""
+    if index % 2:
+        spec = {
+            "type": "state.redis",
+            "version": "v1",
+            "metadata": [{"name": "redisHost", "value": "redis.data.svc:6379"}],
+        }
+    else:
+        spec = {
+            "type": "state.postgresql",
+            "version": "v1",
+            "metadata": [{"name": "connectionString", "value": "host=pg.data.svc user=app database=app"}],
+        }
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def _peak_rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _census(cluster: ControlPlane) -> dict[str, int]:
+    components = cluster.kubectl_json("get", "components.dapr.io", "-A")
+    validated = ready = 0
+    names: set[tuple[str, str]] = set()
+    for item in components.get("items") or []:  # type: ignore[union-attr]
+        meta = item["metadata"]
+        names.add((meta["namespace"], meta["name"]))
+        conditions = {c["type"]: c["status"] for c in (item.get("status") or {}).get("conditions") or []}
+        validated += conditions.get("Validated") == "True"
+        ready += conditions.get("Ready") == "True"
+    owned: dict[str, int] = {}
+    for kind in ("deployments", "services"):
+        listed = cluster.kubectl(
+            "get", kind, "-A", "-l", "app.kubernetes.io/managed-by=statestore-operator",
+            "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}",
+        ).stdout.split()  # fmt: skip
+        owned[kind] = len(listed)
+    return {"components": len(names), "validated": validated, "ready": ready, **owned}
+
+
+def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[str, Any]:
+    cluster = ControlPlane(workdir / "k8s", kwok=True)
+    began = time.monotonic()
+    cluster.start()
+    result: dict[str, Any] = {"control_plane_start_s": round(time.monotonic() - began, 1)}
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        cluster.kubectl("apply", "-f", str(CRD))
+        cluster.kubectl("wait", "--for=condition=Established", "crd/components.dapr.io", "--timeout=60s")
+        names = [f"bench-{i:02d}" for i in range(namespaces)]
+        for ns in names:
+            cluster.kubectl("create", "namespace", ns)
+        liveness = free_port()
+        log = (workdir / "operator.log").open("wb")
+        operator = subprocess.Popen(
+            [
+                str(OPERATOR),
+                "--all-namespaces",
+                "--image",
+                IMAGE,
+                "--metrics-port",
+                "0",
+                "--liveness",
+                f"http://127.0.0.1:{liveness}/healthz",
+            ],
+            env=cluster.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if operator.poll() is not None:
+                raise RuntimeError(
+                    f"statestore-operator exited: {(workdir / 'operator.log').read_text()[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the operator's liveness endpoint did not answer in 60 s")
+            time.sleep(0.2)
+        idle = Usage.sample([operator.pid])
+        result["operator_idle_rss_mb"] = round(idle.rss / 2**20, 1)
+
+        per_ns = components // namespaces
+        started = time.monotonic()
+        for n, ns in enumerate(names):
+            items = [component(f"store-{i:03d}", ns, n * per_ns + i) for i in range(per_ns)]
+            cluster.kubectl(
+                "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+            )
+        result["apply_s"] = round(time.monotonic() - started, 1)
+        total = per_ns * namespaces
+        timeline: list[dict[str, Any]] = []
+        created_at = ready_at = None
+        while time.monotonic() - started < MAX_SECONDS:
+            census = _census(cluster)
+            elapsed = round(time.monotonic() - started, 1)
+            timeline.append({"t": elapsed, **census})
+            print(f"  {elapsed:6.1f}s {census}", file=sys.stderr, flush=True)
+            if (
+                created_at is None
+                and census["validated"] >= total
+                and min(census["deployments"], census["services"]) >= total
+            ):
+                created_at = elapsed
+            if census["ready"] >= total:
+                ready_at = elapsed
+                break
+            if operator.poll() is not None:
+                raise RuntimeError("statestore-operator exited during the run")
+            time.sleep(poll)
+        busy = Usage.sample([operator.pid])
+        result.update(
+            components=total,
+            namespaces=namespaces,
+            validated_and_created_s=created_at,
+            ready_s=ready_at,
+            operator_cpu_s=round(busy.cpu - idle.cpu, 2),
+            operator_rss_mb=round(busy.rss / 2**20, 1),
+            operator_peak_rss_mb=round(_peak_rss(operator.pid) / 2**20, 1),
+            timeline=timeline,
+        )
+    finally:
+        if operator is not None:
+            operator.terminate()
+            try:
+                operator.wait(20)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
+        cluster.stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.operator_scale", description=__doc__.split("\n\n")[0])
+    p.add_argument("--components", type=int, default=500)
+    p.add_argument("--namespaces", type=int, default=10)
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between two census of the cluster")
+    p.add_argument("--json", type=Path, help="also write the figures (and the timeline) here")
+    args = p.parse_args(argv)
+    if not OPERATOR.exists():
+        print(f"{OPERATOR} not found: install the project (make venv)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="statestore-operator-scale-") as tmp:
+        os.chmod(tmp, 0o755)
+        result = run(args.components, args.namespaces, args.poll, Path(tmp))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    summary = {k: v for k, v in result.items() if k != "timeline"}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
