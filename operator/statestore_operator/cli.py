@@ -82,6 +82,14 @@ def parser() -> argparse.ArgumentParser:
     hook.add_argument("--webhook-cert", help="PEM certificate (its CA, or itself, becomes the caBundle)")
     hook.add_argument("--webhook-key", help="PEM private key of --webhook-cert")
     hook.add_argument(
+        "--webhook-cert-reload-seconds",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="re-read --webhook-cert/--webhook-key this often; when they change (e.g. cert-manager renewed "
+        "them) the webhook is served with the new pair, without a restart (default %(default)g)",
+    )
+    hook.add_argument(
         "--webhook-config-name",
         default="statestore-operator.dapr.io",
         help="name of the ValidatingWebhookConfiguration the operator maintains; empty: serve only "
@@ -152,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         webhook_port=args.webhook_port,
         webhook_cert=args.webhook_cert,
         webhook_key=args.webhook_key,
+        webhook_cert_reload_seconds=args.webhook_cert_reload_seconds,
         webhook_service=args.webhook_service,
         webhook_config_name=args.webhook_config_name,
     )

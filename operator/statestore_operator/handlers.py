@@ -35,6 +35,7 @@ class Options:
     webhook_port: int = 9443
     webhook_cert: str | None = None
     webhook_key: str | None = None
+    webhook_cert_reload_seconds: float = 60.0  # kopf re-reads the files this often; a change restarts it
     webhook_service: str | None = None  # "namespace/name[:port]": in-cluster clientConfig
     webhook_config_name: str = "statestore-operator.dapr.io"
 
@@ -139,6 +140,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                 host=options.webhook_host,
                 certfile=options.webhook_cert,
                 pkeyfile=options.webhook_key,
+                file_check_interval=options.webhook_cert_reload_seconds,
             )
             if options.webhook_service:
                 server = ServiceWebhookServer(
@@ -147,6 +149,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                     port=options.webhook_port,
                     certfile=options.webhook_cert,
                     pkeyfile=options.webhook_key,
+                    file_check_interval=options.webhook_cert_reload_seconds,
                 )
             settings.admission.server = server
             # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.

@@ -142,7 +142,14 @@ class Reconciler:
         """Delete the Component's child of this kind, if there is one and it is ours."""
         meta = body["metadata"]
         name = naming.child_name(meta["name"])
-        current = await self.client.get(kind, meta["namespace"], name)
+        try:
+            current = await self.client.get(kind, meta["namespace"], name)
+        except ApiError as exc:
+            if exc.status != 403:
+                raise
+            # RBAC without `get` (e.g. an older role without NetworkPolicies): nothing we could have made.
+            log.warning("cannot read %s %s: %s", kind, name, exc)
+            return
         owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
         if any(o.get("uid") == meta["uid"] for o in owners):
             log.info("deleting %s %s/%s", kind, meta["namespace"], name)

@@ -123,6 +123,9 @@ def test_values_schema_is_enforced(home: Path) -> None:
     for bad in (
         {"webhook": {"failurePolicy": "Sometimes"}},
         {"image": {"pullPolicy": "Never-ever"}},
+        {"stateApi": {"resources": {"requests": {"cpu": "lots"}}}},
+        {"stateApi": {"resources": {"requests": {"gpu": "1"}}}},
+        {"stateApi": {"appIdLabel": "not a label"}},
         {"watchNamespaces": "team-a"},
         {"webhook": {"timeoutSeconds": 60}},
         {"no-such-value": 1},
@@ -165,6 +168,31 @@ def test_operator_args_are_operator_flags(name: str, home: Path) -> None:
     metrics = (VALUE_SETS[name].get("metrics") or {}).get("enabled", True)
     assert parsed.metrics_port == (9090 if metrics else 0)
     assert parsed.app_id_label == "dapr.io/app-id"
+    assert cli.resources(parsed) == {
+        "requests": {"cpu": "50m", "memory": "64Mi"},
+        "limits": {"memory": "256Mi"},
+    }
+
+
+def test_state_api_values(home: Path) -> None:
+    from statestore_operator import cli
+
+    values = {
+        "stateApi": {
+            "appIdLabel": "example.com/app",
+            "resources": {"requests": {"cpu": "250m", "memory": 128}, "limits": {"cpu": 1, "memory": "1Gi"}},
+        }
+    }
+    parsed = cli.parser().parse_args(operator_container(render(home, values))["args"])
+    assert parsed.app_id_label == "example.com/app"
+    assert cli.resources(parsed) == {
+        "requests": {"cpu": "250m", "memory": "128"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    # null (Helm's way to drop a default) or empty: not set at all.
+    unset = {"stateApi": {"resources": {"requests": {"cpu": "10m", "memory": ""}, "limits": None}}}
+    parsed = cli.parser().parse_args(operator_container(render(home, unset))["args"])
+    assert cli.resources(parsed) == {"requests": {"cpu": "10m"}}
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

@@ -80,14 +80,17 @@ def test_generated_token_is_made_once_owned_and_collected(kube: Kube, operator: 
     assert token not in operator.output()
 
     # Re-reconciling (resync rounds every 3 s, a no-op re-apply, a restart) never changes it.
-    objects = [("secret", "statestore-orders-api-token"), ("deployment", "statestore-orders")]
+    objects = [("secret", "statestore-orders-api-token")]
     settled(kube, *objects)
+    generation = kube.must_get("deployment", "statestore-orders")["metadata"]["generation"]
     with no_change(kube, *objects):
         kube.apply(component("orders", GENERATE))
         operator.stop()
         operator.start()
         time.sleep(7)
     assert kube.must_get("secret", "statestore-orders-api-token")["data"] == secret["data"]
+    # Nor the pods: the Deployment's spec is untouched (its status is the controller-manager's).
+    assert kube.must_get("deployment", "statestore-orders")["metadata"]["generation"] == generation
 
     # Deleting the Component deletes its Secret (garbage collection through the ownerReference).
     kube.cluster.kubectl("delete", "components.dapr.io", "orders", "-n", kube.ns, "--wait=true")

@@ -27,6 +27,10 @@ def test_help_lists_the_flags() -> None:
         "--webhook-cert",
         "--liveness",
         "--metrics-port",
+        "--app-id-label",
+        "--pod-cpu-request",
+        "--pod-memory-limit",
+        "--webhook-cert-reload-seconds",
     ):
         assert flag in out
 
