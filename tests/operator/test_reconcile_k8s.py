@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from operator_testing import IMAGE, Kube, Operator, no_change, settled, wait_for
 
-from fixtures.k8s import FAKE_NODE
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.k8s
@@ -43,24 +40,13 @@ def secret(name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
 
 
-@contextlib.contextmanager
-def pods_held(kube: Kube) -> Iterator[None]:
-    """No new Pod runs inside this block: the (kwok) node is cordoned, as when a cluster has no room."""
-    kube.cluster.kubectl("cordon", FAKE_NODE)
-    try:
-        yield
-    finally:
-        kube.cluster.kubectl("uncordon", FAKE_NODE)
-
-
 def test_valid_component_gets_configmap_deployment_service(kube: Kube, operator: Operator) -> None:
-    with pods_held(kube):
-        kube.apply(secret("redis-auth", password="s3cret"))
-        kube.apply(redis())
-        kube.wait_condition("cache", "Validated", "True", "Valid")
-        # No pod runs yet: Available and Ready say so, and why.
-        kube.wait_condition("cache", "Available", "False", "Progressing")
-        kube.wait_condition("cache", "Ready", "False", "Progressing")
+    kube.apply(secret("redis-auth", password="s3cret"))
+    kube.apply(redis())
+    kube.wait_condition("cache", "Validated", "True", "Valid")
+    # No pod runs yet: Available and Ready say so, and why.
+    kube.wait_condition("cache", "Available", "False", "Progressing")
+    kube.wait_condition("cache", "Ready", "False", "Progressing")
     body = kube.must_get("components.dapr.io", "cache")
     uid = body["metadata"]["uid"]
     assert body["status"]["endpoint"] == f"http://statestore-cache.{kube.ns}.svc:3500"
@@ -117,13 +103,12 @@ def test_valid_component_gets_configmap_deployment_service(kube: Kube, operator:
 
 
 def test_printer_columns(kube: Kube, operator: Operator) -> None:
-    with pods_held(kube):
-        kube.apply(component("mem", "state.in-memory", []))
-        kube.wait_condition("mem", "Ready", "False", "Progressing")
-        out = kube.cluster.kubectl("get", "components", "-n", kube.ns).stdout
-        header, row = out.splitlines()[:2]
-        assert header.split() == ["NAME", "TYPE", "VERSION", "READY", "REASON", "AGE"]
-        assert row.split()[:5] == ["mem", "state.in-memory", "v1", "False", "Progressing"]
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Ready", "False", "Progressing")
+    out = kube.cluster.kubectl("get", "components", "-n", kube.ns).stdout
+    header, row = out.splitlines()[:2]
+    assert header.split() == ["NAME", "TYPE", "VERSION", "READY", "REASON", "AGE"]
+    assert row.split()[:5] == ["mem", "state.in-memory", "v1", "False", "Progressing"]
     kube.make_pods_ready("mem")
     kube.wait_condition("mem", "Ready", "True", "Available")
     row = kube.cluster.kubectl("get", "components", "-n", kube.ns).stdout.splitlines()[1]
@@ -332,18 +317,16 @@ def test_restart_changes_nothing(kube: Kube, operator: Operator) -> None:
 
 
 def test_available_follows_the_deployment(kube: Kube, operator: Operator) -> None:
-    with pods_held(kube):
-        kube.apply(component("mem", "state.in-memory", []))
-        kube.wait_condition("mem", "Available", "False", "Progressing")
+    kube.apply(component("mem", "state.in-memory", []))
+    kube.wait_condition("mem", "Available", "False", "Progressing")
     kube.make_pods_ready("mem")
     kube.wait_condition("mem", "Ready", "True", "Available")
     # The pod goes away (as on a node failure): availability drops and comes back with a new pod.
-    with pods_held(kube):
-        kube.cluster.kubectl(
-            "delete", "pods", "-n", kube.ns, "-l", "app.kubernetes.io/instance=mem", "--wait=false"
-        )
-        kube.wait_condition("mem", "Available", "False", "Progressing")
-        kube.wait_condition("mem", "Ready", "False", "Progressing")
+    kube.cluster.kubectl(
+        "delete", "pods", "-n", kube.ns, "-l", "app.kubernetes.io/instance=mem", "--wait=false"
+    )
+    kube.wait_condition("mem", "Available", "False", "Progressing")
+    kube.wait_condition("mem", "Ready", "False", "Progressing")
     kube.make_pods_ready("mem")
     kube.wait_condition("mem", "Ready", "True", "Available")
     # One Event per transition, not per reconciliation.
@@ -368,13 +351,12 @@ def test_actor_store_conflict_without_webhook(kube: Kube, operator: Operator) ->
     kube.wait_condition("second", "Available", "False", "ScaledToZero")
     assert (kube.get("deployment", "statestore-first") or {})["spec"]["replicas"] == 1
     # The holder goes: the other one takes over by itself.
-    with pods_held(kube):
-        kube.cluster.kubectl("delete", "components.dapr.io", "first", "-n", kube.ns)
-        wait_for(
-            "the other to be scaled up",
-            lambda: (kube.get("deployment", "statestore-second") or {}).get("spec", {}).get("replicas") == 1,
-        )
-        kube.wait_condition("second", "Ready", "False", "Progressing")
+    kube.cluster.kubectl("delete", "components.dapr.io", "first", "-n", kube.ns)
+    wait_for(
+        "the other to be scaled up",
+        lambda: (kube.get("deployment", "statestore-second") or {}).get("spec", {}).get("replicas") == 1,
+    )
+    kube.wait_condition("second", "Ready", "False", "Progressing")
     kube.make_pods_ready("second")
     kube.wait_condition("second", "Ready", "True", "Available")
 
@@ -454,6 +436,5 @@ def test_objects_of_others_are_never_taken_over(kube: Kube, operator: Operator) 
     assert kube.must_get("configmap", "statestore-mem")["data"] == {"a": "b"}
     assert kube.get("deployment", "statestore-mem") is None
     # Once the name is free, the Component is served.
-    with pods_held(kube):
-        kube.cluster.kubectl("delete", "configmap", "statestore-mem", "-n", kube.ns)
-        kube.wait_condition("mem", "Available", "False", "Progressing")
+    kube.cluster.kubectl("delete", "configmap", "statestore-mem", "-n", kube.ns)
+    kube.wait_condition("mem", "Available", "False", "Progressing")
