@@ -76,7 +76,8 @@ def _census(cluster: ControlPlane) -> dict[str, int]:
     components = cluster.kubectl_json("get", "components.dapr.io", "-A")
     validated = ready = 0
     names: set[tuple[str, str]] = set()
-    for item in components.get("items") or []:  # type: ignore[union-attr]
+    items: list[dict[str, Any]] = components.get("items") or []  # type: ignore[assignment]
+    for item in items:
         meta = item["metadata"]
         names.add((meta["namespace"], meta["name"]))
         conditions = {c["type"]: c["status"] for c in (item.get("status") or {}).get("conditions") or []}
