@@ -650,7 +650,7 @@ class ControlPlane:
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.0.0.0/16",  # room for thousands of Services (benchmarks)
                 "--authorization-mode=RBAC",
                 # No token controller mounts SA tokens into Pods here; envtest does the same.
                 "--disable-admission-plugins=ServiceAccount",

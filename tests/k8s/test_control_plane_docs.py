@@ -25,7 +25,12 @@ def test_control_plane_by_hand(tmp_path: Path) -> None:
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(ROOT / name, work / name)
     shutil.copytree(ROOT / "hack", work / "hack")
-    (work / ".venv").symlink_to(ROOT / ".venv")
+    # The project's virtualenv, seen as installed: `make` must not reinstall it from this copy.
+    (work / ".venv").mkdir()
+    for entry in (ROOT / ".venv").iterdir():
+        if entry.name != ".installed":
+            (work / ".venv" / entry.name).symlink_to(entry)
+    (work / ".venv" / ".installed").touch()
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     env.pop("KUBECONFIG", None)
     script = "set -euo pipefail\n" + "\n".join(
@@ -42,6 +47,7 @@ def test_control_plane_by_hand(tmp_path: Path) -> None:
         assert "kwok-node-0" in nodes
         assert " Ready" in nodes
         assert not (work / ".cluster").exists()  # `make cluster-down` removed its data
+        assert "pip install" not in result.stdout
     finally:
         if (work / ".cluster").exists():
             subprocess.run(["bash", "-c", ".venv/bin/python hack/k8s/cluster.py down"], cwd=work, timeout=120)
