@@ -741,9 +741,10 @@ class ControlPlane:
                         "type": "kwok",
                     },
                 },
+                # Room for many Pods: the operator benchmark runs 500 state API pods on this one node.
                 "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
                 },
             }
         )
