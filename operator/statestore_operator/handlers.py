@@ -134,24 +134,18 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         settings.posting.level = logging.ERROR
         settings.watching.server_timeout = 300
         if options.webhook_cert and options.webhook_key:
-            server = kopf.WebhookServer(
-                addr=options.webhook_address,
-                port=options.webhook_port,
-                host=options.webhook_host,
-                certfile=options.webhook_cert,
-                pkeyfile=options.webhook_key,
-                file_check_interval=options.webhook_cert_reload_seconds,
+            listen: dict[str, Any] = {
+                "addr": options.webhook_address,
+                "port": options.webhook_port,
+                "certfile": options.webhook_cert,
+                "pkeyfile": options.webhook_key,
+                "file_check_interval": options.webhook_cert_reload_seconds,
+            }
+            settings.admission.server = (
+                ServiceWebhookServer(service=options.webhook_service, **listen)
+                if options.webhook_service
+                else kopf.WebhookServer(host=options.webhook_host, **listen)
             )
-            if options.webhook_service:
-                server = ServiceWebhookServer(
-                    service=options.webhook_service,
-                    addr=options.webhook_address,
-                    port=options.webhook_port,
-                    certfile=options.webhook_cert,
-                    pkeyfile=options.webhook_key,
-                    file_check_interval=options.webhook_cert_reload_seconds,
-                )
-            settings.admission.server = server
             # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.
             settings.admission.managed = options.webhook_config_name or None
         runtime.reconciler = Reconciler(Client(login), options.pods, options.app_id_label)
