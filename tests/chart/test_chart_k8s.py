@@ -8,13 +8,10 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -33,22 +30,10 @@ from chart_testing import (
 )
 
 from fixtures.k8s import ControlPlane
+from fixtures.operator_process import OperatorProcess, wait_for
 from fixtures.sidecar import free_port
 
 pytestmark = pytest.mark.k8s
-
-T = TypeVar("T")
-BIN = Path(sys.executable).parent
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := probe():
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def release_name() -> str:
@@ -261,7 +246,7 @@ def test_watch_namespaces_permissions(chart_cluster: ControlPlane, namespace: st
 # --- the operator, as the chart runs it ---------------------------------------------------------------
 
 
-class ChartOperator:
+class ChartOperator(OperatorProcess):
     """`statestore-operator` started with the chart's rendered args and env, as its ServiceAccount.
 
     The only substitutions are what a local process cannot take from a pod: the mounted certificate
@@ -274,10 +259,9 @@ class ChartOperator:
     ) -> None:
         self.rendered_args: list[str] = list(container["args"])
         self.rendered_env: list[dict[str, Any]] = list(container.get("env") or [])
+        super().__init__(workdir / "operator.log")
         self.kubeconfig = kubeconfig
-        self.log = workdir / "operator.log"
         self.webhook_port = free_port()
-        self.liveness_port = free_port()
         self.metrics_port = free_port()
         cert, key = ca_cert
         self.substitutions = {
@@ -287,9 +271,8 @@ class ChartOperator:
             "--webhook-port": str(self.webhook_port),
             "--metrics-address": "127.0.0.1",
             "--metrics-port": str(self.metrics_port),
-            "--liveness": f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--liveness": self.liveness_url,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def args(self) -> list[str]:
         out = []
@@ -310,42 +293,7 @@ class ChartOperator:
         return env
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "statestore-operator"), *self.args()],
-                env=self.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-        def alive() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"statestore-operator exited with {self.proc.returncode}:\n{self.output()[-4000:]}"
-                )
-            try:
-                url = f"http://127.0.0.1:{self.liveness_port}/healthz"
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    return bool(response.status == 200)
-            except OSError:
-                return False
-
-        wait_for("the operator's liveness endpoint", alive)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        self.launch(self.args(), self.env())
 
 
 def conditions(cluster: ControlPlane, namespace: str, name: str) -> dict[str, dict[str, Any]]:

@@ -7,63 +7,37 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from fixtures.k8s import ControlPlane
+from fixtures.operator_process import OperatorProcess, wait_for
 from fixtures.sidecar import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "components.dapr.io.yaml"
-BIN = Path(sys.executable).parent
 IMAGE = "example.test/statestore-sidecar:test"
 UNSCHEDULABLE_CPU = "1000"
-T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2) -> T:
-    """Poll until probe() returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-class Operator:
+class Operator(OperatorProcess):
     """One `statestore-operator` process; `stop()`/`start()` restart it like a pod would be."""
 
     def __init__(self, cluster: ControlPlane, namespace: str, log: Path, extra: Sequence[str]) -> None:
+        super().__init__(log)
         self.cluster = cluster
         self.namespace = namespace
-        self.log = log
         self.extra = list(extra)
         self.metrics_port = free_port()
-        self.liveness_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def kill(self) -> None:
-        """SIGKILL, as the kubelet does after the grace period or the kernel on OOM: no cleanup at all."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
 
     def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(
+        self.launch(
             [
-                str(BIN / "statestore-operator"),
                 "--namespace",
                 self.namespace,
                 "--image",
@@ -75,46 +49,15 @@ class Operator:
                 "--metrics-address",
                 "127.0.0.1",
                 "--liveness",
-                f"http://127.0.0.1:{self.liveness_port}/healthz",
+                self.liveness_url,
                 # More CPU than the fake node has: the pods stay Pending, no kwok stage makes them
                 # Ready behind the tests' back, and the tests play the kubelet (make_pods_ready).
                 "--pod-cpu-request",
                 UNSCHEDULABLE_CPU,
                 *self.extra,
             ],
-            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
         )
-        out.close()
-
-        def alive() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"statestore-operator exited with {self.proc.returncode}:\n{self.output()[-3000:]}"
-                )
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for("the operator's liveness endpoint", alive, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
