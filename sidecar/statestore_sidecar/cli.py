@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from . import __version__, components, logs
+from . import __version__, logs
 from .components import ComponentError
+from .resources import load_stores
 
 log = logging.getLogger("statestore.sidecar")
 
@@ -68,27 +68,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _bool(text: str) -> bool:
     return text.strip().lower() in ("1", "t", "true", "y", "yes", "on")
-
-
-def load_stores(paths: Sequence[str], app_id: str, namespace: str | None) -> list[components.Validated]:
-    """Every state store in the resources, validated; ComponentError on the first bad one."""
-    loaded = components.load([Path(p) for p in paths], app_id=app_id, namespace=namespace)
-    for what, why in loaded.skipped:
-        log.info("skipping %s: %s", what, why)
-    validated: list[components.Validated] = []
-    for component in loaded.stores:
-        try:
-            item = components.validate(component, components.metadata_values(component, os.environ))
-        except ComponentError:
-            if component.ignore_errors:
-                log.warning("state store %s is invalid and ignoreErrors is set: not loaded", component.name)
-                continue
-            raise
-        for warning in item.warnings:
-            log.warning("%s: component %r: %s", component.source, component.name, warning)
-        validated.append(item)
-    components.single_actor_store(validated)
-    return validated
 
 
 def main(argv: Sequence[str] | None = None) -> int:

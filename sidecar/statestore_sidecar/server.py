@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 from . import __version__, logs
 from .app import create_app
 from .components import Validated
+from .resources import load_stores
 from .runtime import Runtime, Settings
 
 log = logging.getLogger("statestore.sidecar")
@@ -65,8 +66,6 @@ def build_app(args: argparse.Namespace, validated: list[Validated], namespace: s
 
 def worker_app() -> ASGIApp:
     """uvicorn's app factory in each worker process: the configuration the parent validated."""
-    from .cli import load_stores
-
     args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
     logs.configure(args.log_level, args.log_as_json, args.app_id)
     namespace = os.environ.get("NAMESPACE") or None
