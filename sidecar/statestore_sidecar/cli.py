@@ -41,7 +41,7 @@ def _size(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="statestore-sidecar",
-        description="Serve Dapr's state HTTP API for the state store Components found in RESOURCES.",
+        description="Serve Dapr's state API (HTTP and gRPC) for the state store Components in the resources.",
     )
     p.add_argument(
         "--resources-path",
@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--app-id", default="", help="the application id (used by the appid key prefix)")
     p.add_argument("--dapr-http-port", type=int, default=3500, help="port of the state API (default 3500)")
+    p.add_argument(
+        "--dapr-grpc-port",
+        type=int,
+        default=int(os.environ.get("DAPR_GRPC_PORT") or 50001),
+        help="port of the gRPC API (default: DAPR_GRPC_PORT, else 50001; 0 turns it off)",
+    )
     p.add_argument(
         "--dapr-listen-addresses", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as daprd)"
     )

@@ -263,3 +263,8 @@ def outbound_not_ready() -> ApiError:
 
 def app_id_mismatch() -> ApiError:
     return ApiError(500, "ERR_HEALTH_APPID_NOT_MATCH", "dapr app-id does not match", grpc="INTERNAL")
+
+
+def value_not_json(detail: str) -> ApiError:
+    """A gRPC value whose `contentType` says JSON but is not: daprd returns the decoder's error."""
+    return ApiError(400, "ERR_MALFORMED_REQUEST", detail, grpc="UNKNOWN")
