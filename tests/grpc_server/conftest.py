@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from dapr.clients import DaprClient
-from grpc_testing import sdk_client, serve
+from grpc_testing import serve
 
+from fixtures.sdk import sdk_client
 from fixtures.sidecar import Sidecar
 from fixtures.stores import ComponentUnderTest
 

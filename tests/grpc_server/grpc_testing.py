@@ -10,8 +10,6 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from dapr.clients import DaprClient
-from dapr.conf import settings
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -54,27 +52,6 @@ def serve(
     args = ["--resources-path", str(folder), "--app-id", APP_ID, "--log-level", "warn"]
     with sidecar_process(args, env, wait_ready=wait_ready, log=folder / "server.log") as running:
         yield running
-
-
-@contextlib.contextmanager
-def sdk_client(server: Sidecar, token: str | None = None) -> Iterator[DaprClient]:
-    """The official Python SDK's `DaprClient`, configured as an app is: through its settings
-    (DAPR_HTTP_ENDPOINT for the readiness probe, DAPR_GRPC_ENDPOINT, DAPR_API_TOKEN)."""
-    wanted = {
-        "DAPR_HTTP_ENDPOINT": server.url,
-        "DAPR_GRPC_ENDPOINT": server.grpc_address,
-        "DAPR_API_TOKEN": token,
-        "DAPR_HEALTH_TIMEOUT": 30,
-    }
-    saved = {name: getattr(settings, name) for name in wanted}
-    for name, value in wanted.items():
-        setattr(settings, name, value)
-    try:
-        with DaprClient() as client:
-            yield client
-    finally:
-        for name, value in saved.items():
-            setattr(settings, name, value)
 
 
 @contextlib.contextmanager

@@ -12,8 +12,9 @@ from dapr.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
-from grpc_testing import STORE, sdk_client, serve
+from grpc_testing import STORE, serve
 
+from fixtures.sdk import sdk_client
 from fixtures.stores import BACKENDS, QUERY_BACKENDS, SERVER_BACKENDS, ComponentUnderTest
 
 
