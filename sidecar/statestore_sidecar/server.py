@@ -1,4 +1,8 @@
-"""Running the API under uvicorn, one process or several sharing the port.
+"""Running the API under uvicorn, one process or several sharing the ports.
+
+The gRPC server runs in each process's event loop beside the HTTP server (`grpc_api.grpc_service`,
+entered by the application's lifespan). Several workers share its port with SO_REUSEPORT, after the
+parent has checked that no other process holds it.
 
 With `--workers N` (N > 1) uvicorn's supervisor spawns N fresh interpreters that share the listening
 socket. A spawned worker cannot receive the parent's objects, so the parent passes its parsed
