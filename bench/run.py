@@ -229,6 +229,7 @@ class Sidecar:
         }
         (self.resources / f"{backend.name}.yaml").write_text(yaml.safe_dump(component))
         self.port = free_port()
+        self.grpc_port = free_port()
         self.log = workdir / f"sidecar-{backend.name}.log"
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
@@ -236,7 +237,8 @@ class Sidecar:
     def start(self) -> None:
         command = [
             str(SIDECAR), "--resources-path", str(self.resources), "--app-id", t.APP_ID,
-            "--dapr-http-port", str(self.port), "--dapr-listen-addresses", "127.0.0.1",
+            "--dapr-http-port", str(self.port), "--dapr-grpc-port", str(self.grpc_port),
+            "--dapr-listen-addresses", "127.0.0.1",
             "--metrics-port", str(free_port()), "--log-level", "warn",
         ]  # fmt: skip
         if self.workers != 1:
@@ -433,6 +435,20 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
                     )
                 finally:
                     await api.close()
+                over_grpc = t.Grpc(sidecar.grpc_port, value, settings.connections)
+                try:
+                    # No C load generator speaks gRPC here: its maximum is the Python client's.
+                    runs["grpc"] = await measure(
+                        over_grpc,
+                        op=op,
+                        settings=settings,
+                        server_pids=api_pids,
+                        db_pids=db_pids,
+                        wrk_url=None,
+                        value=value,
+                    )
+                finally:
+                    await over_grpc.close()
                 result["ops"][op] = runs
                 print(f"  {name} {op}: {_line(runs)}", file=sys.stderr, flush=True)
         finally:
@@ -441,11 +457,11 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
 
 
 def _line(runs: dict[str, Any]) -> str:
-    d, a = runs["direct"], runs["api"]
+    d, a, g = runs["direct"], runs["api"], runs["grpc"]
     return (
-        f"max {d['max']['rate']:.0f} vs {a['max']['rate']:.0f} req/s; "
-        f"p50 {d['fixed']['p50_ms']:.3f} vs {a['fixed']['p50_ms']:.3f} ms; "
-        f"p99 {d['fixed']['p99_ms']:.3f} vs {a['fixed']['p99_ms']:.3f} ms"
+        f"max {d['max']['rate']:.0f} vs {a['max']['rate']:.0f} (grpc {g['max']['rate']:.0f}) req/s; "
+        f"p50 {d['fixed']['p50_ms']:.3f} vs {a['fixed']['p50_ms']:.3f} ({g['fixed']['p50_ms']:.3f}) ms; "
+        f"p99 {d['fixed']['p99_ms']:.3f} vs {a['fixed']['p99_ms']:.3f} ({g['fixed']['p99_ms']:.3f}) ms"
     )
 
 
@@ -490,7 +506,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def _memory(path: str, run: dict[str, Any]) -> float:
     # The API: RSS of the largest process (one worker). A database: PSS of its processes, since
     # summing RSS would count PostgreSQL's shared buffers once per backend.
-    return float(run["server_rss_max_mb"] if path == "api" else run["server_pss_mb"])
+    return float(run["server_rss_max_mb"] if path in ("api", "grpc") else run["server_pss_mb"])
 
 
 def report(results: dict[str, Any]) -> str:
@@ -512,7 +528,7 @@ def report(results: dict[str, Any]) -> str:
     ]
     for backend in results["backends"]:
         for op, runs in backend["ops"].items():
-            for path in ("direct", "api"):
+            for path in ("direct", "api", "grpc"):
                 r = runs[path]
                 f, m = r["fixed"], r["max"]
                 total = f["requests"] + m["requests"]
@@ -523,13 +539,16 @@ def report(results: dict[str, Any]) -> str:
                     f"{_fmt(f['p50_ms'], 3)} | {_fmt(f['p90_ms'], 3)} | {_fmt(f['p99_ms'], 3)} | "
                     f"{cpu:.3f} | {cpu * s['rate']:.0f} | {_memory(path, r):.1f} | {100 * ok / max(total, 1):.1f}% |"
                 )
-            d, a = runs["direct"], runs["api"]
-            ratio.append(
-                f"| {backend['backend']} | {op.upper()} | {a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
-                f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
-                f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
-                f"{a['fixed']['server_cpu_s_per_1000'] * s['rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
-            )
+            d = runs["direct"]
+            for path in ("api", "grpc"):
+                a = runs[path]
+                ratio.append(
+                    f"| {backend['backend']} | {op.upper()}{' (gRPC)' if path == 'grpc' else ''} | "
+                    f"{a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
+                    f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
+                    f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
+                    f"{a['fixed']['server_cpu_s_per_1000'] * s['rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
+                )
     lines += ratio
     lines += ["", "Bulk get of 100 keys through the API (backend work per request):", ""]
     for backend in results["backends"]:
