@@ -50,10 +50,10 @@ k8s-binaries:
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries
-	$(BIN)/python hack/k8s/cluster.py up
+	$(BIN)/python -m statestore_testing.control_plane up
 
 cluster-down: venv
-	$(BIN)/python hack/k8s/cluster.py down
+	$(BIN)/python -m statestore_testing.control_plane down
 
 clean:
 	rm -rf .data .cluster .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from fixtures.k8s import ControlPlane
+from statestore_testing.control_plane import default_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "statestore-operator"
@@ -71,8 +72,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 def helm_binary() -> Path:
     """helm from `bash hack/k8s/build.sh` (next to kube-apiserver); fail (never skip) when it is missing."""
-    from cluster import default_bin_dir  # hack/k8s, put on sys.path by fixtures.k8s
-
     helm = default_bin_dir() / "helm"
     if not os.access(helm, os.X_OK):
         pytest.fail(f"{helm} is missing: run `bash hack/k8s/build.sh` first", pytrace=False)
