@@ -34,9 +34,9 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Fast tests of pure logic and the embedded stores only.
+## Fast tests of pure logic and the embedded stores only: nothing but Python needed.
 unit: venv
-	$(BIN)/python -m pytest -m "not backends and not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not backends and not k8s and not helm" $(PYTEST_ARGS)
 
 backends:
 	bash hack/backends/install.sh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -170,3 +171,17 @@ def install_third_party_crds(cluster: ControlPlane) -> None:
     for path in sorted(THIRD_PARTY_CRDS.glob("*.yaml")):
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+# How a refused API request shows in the operator's log: the operator's own `HTTP 403: ...`, a
+# Kubernetes Status (`"code": 403`, `... is forbidden: User ...`, reason `Forbidden`) and kopf's
+# "Not enough permissions". Never a bare "403": log timestamps carry milliseconds (`11:16:48,403`).
+_FORBIDDEN = re.compile(
+    r"HTTP 403\b|[\"']code[\"']:\s*403\b|\b403,? (?:message=)?'?Forbidden|\bForbidden\b|is forbidden:"
+    r"|Not enough permissions"
+)
+
+
+def forbidden_lines(log: str) -> list[str]:
+    """The lines of an operator log that report a request refused for lack of permissions."""
+    return [line for line in log.splitlines() if _FORBIDDEN.search(line)]
