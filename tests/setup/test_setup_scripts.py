@@ -308,6 +308,7 @@ def test_replace_lines_reads_every_active_replace_directive(tmp_path: Path) -> N
     ("script", "binary", "folder_env"),
     [
         ("hack/daprd/build.sh", "daprd", "DAPRD_DIR"),
+        ("hack/sdk/go-client/build.sh", "go-client", "GO_CLIENT_DIR"),
     ],
 )
 def test_go_builds_refuse_a_binary_without_its_stamp(
