@@ -39,8 +39,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM HUP
 
 command -v go >/dev/null || { log "go is required to build go-client"; exit 1; }
-source_hash=$(sha256sum "$HERE/main.go")
-STAMP="$SDK@v$DAPR_GO_SDK_VERSION $(go env GOVERSION) sources:${source_hash%% *}"
+# stamp_for <folder>: what a binary built from <folder>/main.go is: the SDK's version, the toolchain and
+# the source. Any change rebuilds.
+GOVERSION=$(go env GOVERSION)
+stamp_for() {
+  local sum
+  sum=$(sha256sum "$1/main.go")
+  printf '%s\n' "$SDK@v$DAPR_GO_SDK_VERSION $GOVERSION sources:${sum%% *}"
+}
+STAMP=$(stamp_for "$HERE")
 EXPECTED="$SDK v$DAPR_GO_SDK_VERSION"
 
 mkdir -p "$OUT_DIR"
@@ -66,9 +73,10 @@ log "building go-client with $SDK v$DAPR_GO_SDK_VERSION in $work"
   go mod init example.invalid/go-client >/dev/null 2>&1
   go mod edit -require="$SDK@v$DAPR_GO_SDK_VERSION"
   cp "$HERE/main.go" .
+  stamp_for . >"$STAGE/stamp"  # of the source built, should it change meanwhile
   go mod tidy
   go build -trimpath -ldflags "-s -w" -o "$STAGE/go-client" .
 )
 check_version go-client "$EXPECTED" "$STAGE/go-client" -version
-publish "$STAGE/go-client" "$DEST" "$STAMP"
+publish "$STAGE/go-client" "$DEST" "$(cat "$STAGE/stamp")"
 log "built in $(( $(date +%s) - start ))s: $DEST"
