@@ -35,9 +35,9 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Fast tests of pure logic and the embedded stores only.
+## Fast tests of pure logic and the embedded stores only: nothing but Python needed.
 unit: venv
-	$(BIN)/python -m pytest -m "not backends and not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not backends and not k8s and not helm" $(PYTEST_ARGS)
 
 backends:
 	bash hack/backends/install.sh
@@ -59,10 +59,10 @@ go-client:
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries
-	$(BIN)/python hack/k8s/cluster.py up
+	$(BIN)/python -m statestore_testing.control_plane up
 
 cluster-down: venv
-	$(BIN)/python hack/k8s/cluster.py down
+	$(BIN)/python -m statestore_testing.control_plane down
 
 clean:
 	rm -rf .data .cluster .mypy_cache .ruff_cache .pytest_cache
