@@ -71,8 +71,9 @@ OPERATOR_IMAGE ?= ghcr.io/statestore-operator/statestore-operator:$(IMAGE_TAG)
 SIDECAR_IMAGE ?= ghcr.io/statestore-operator/statestore-sidecar:$(IMAGE_TAG)
 
 ## A kind cluster from kind-config.yaml (kept if it exists already).
+# The list is read whole: `kind get clusters | grep -q` could fail on SIGPIPE.
 kind-up:
-	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+	clusters=$$($(KIND) get clusters) || true; grep -qx '$(KIND_CLUSTER)' <<<"$$clusters" || $(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
 
 ## Build both images, load them into the kind cluster, install the chart, apply examples/.
 kind-deploy:
