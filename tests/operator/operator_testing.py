@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.k8s import ControlPlane
-from fixtures.operator_process import OperatorProcess, wait_for
+from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
 from fixtures.sidecar import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ class Kube:
 
         try:
             return wait_for(f"{name}: {type_}={status} ({reason})", probe, timeout=timeout)
-        except pytest.fail.Exception:
+        except WaitTimeout:
             pytest.fail(f"{type_} of {name} is {self.conditions(name).get(type_)}, wanted {status}/{reason}")
 
     def events(self, name: str) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, wait_for
+from operator_testing import Kube, Operator, WaitTimeout, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -131,7 +131,7 @@ def test_sigkill_in_the_middle_of_a_batch_converges_without_duplicates_or_orphan
     operator.start()
     try:
         wait_for("every Component to converge", lambda: converged(kube, expected), timeout=120)
-    except pytest.fail.Exception:
+    except WaitTimeout:
         summary = {
             n: [(c["type"], c["status"], c["reason"]) for c in (b.get("status") or {}).get("conditions", [])]
             for n, b in components(kube).items()
