@@ -155,6 +155,28 @@ def no_change(kube: Kube, *objects: tuple[str, str]) -> Iterator[None]:
     assert after == before
 
 
+def reconciles(operator: Operator) -> int:
+    """Reconciliations the operator process has finished (its `statestore_operator_reconcile_total`)."""
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in operator.metrics().splitlines()
+        if line.startswith("statestore_operator_reconcile_total{")
+    )
+
+
+def reconciled(operator: Operator, more: int, since: int, timeout: float = 120) -> int:
+    """Wait until the operator has finished `more` reconciliations beyond the count `since`.
+
+    What a "nothing changed" check waits for instead of a sleep: evidence that the operator did look
+    at the objects again (resync rounds, restarts), however slow the machine.
+    """
+    return wait_for(
+        f"{more} more reconciliations than {since}",
+        lambda: count if (count := reconciles(operator)) >= since + more else None,
+        timeout=timeout,
+    )
+
+
 def settled(kube: Kube, *objects: tuple[str, str], quiet: float = 2.0) -> None:
     """Wait until the controllers are done with the objects (no resourceVersion moves for `quiet` s)."""
     last: dict[tuple[str, str], Any] = {}
