@@ -1,6 +1,6 @@
 """The store conformance suite: every backend, the same behaviour, through the `Store` protocol.
 
-Modelled on the cases state stores must pass to be Dapr components (see docs/conformance.md),
+Modelled on Dapr's state store conformance tests (dapr/components-contrib, tests/conformance/state),
 written for our protocol. Stores that do not advertise a feature must say so, and refuse it.
 """
 
@@ -150,7 +150,10 @@ async def test_transaction_applies_groups(store: Store, base: str) -> None:
 
 
 async def test_transaction_deleting_missing_key_succeeds(store: Store, base: str) -> None:
-    await store.transact([DeleteRequest(f"{base}-non-existent-key")])
+    await store.transact([DeleteRequest(f"{base}-non-existent-key"), SetRequest(f"{base}-k", js(1))])
+    assert await store.get(f"{base}-non-existent-key") is None
+    item = await store.get(f"{base}-k")
+    assert item is not None and item.data == js(1)  # the rest of the transaction was applied
 
 
 async def test_transaction_runs_in_order(store: Store, base: str) -> None:
