@@ -111,7 +111,7 @@ def test_values_nested_deeper_than_the_server_writes_are_400(api: Api, k: str, d
         r = api.request("POST", path, content=body)
         check(route, r)
         assert error(r)[:2] == (400, "ERR_MALFORMED_REQUEST"), r.text
-        assert "nested deeper" in r.json()["message"]
+        assert "value is nested deeper than 254 levels" in r.json()["message"]
     healthy(api)
 
 
