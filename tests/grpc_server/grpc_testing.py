@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,14 @@ from fixtures.stores import ComponentUnderTest
 
 APP_ID = "myapp"
 STORE = "store"
+
+
+def isolated(component: ComponentUnderTest) -> ComponentUnderTest:
+    """On Redis, where tests share one database, a key prefix of the server's own."""
+    if component.type != "state.redis" or "keyPrefix" in component.metadata:
+        return component
+    metadata = {**component.metadata, "keyPrefix": f"t{uuid.uuid4().hex[:12]}"}
+    return ComponentUnderTest(component.backend, component.type, metadata)
 
 
 def write_component(folder: Path, name: str, component: ComponentUnderTest) -> Path:
@@ -48,7 +57,7 @@ def serve(
 ) -> Iterator[Sidecar]:
     """The sidecar with the store `store` of `component`, app id `myapp`, on free ports."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_component(folder, STORE, component)
+    write_component(folder, STORE, isolated(component))
     args = ["--resources-path", str(folder), "--app-id", APP_ID, "--log-level", "warn"]
     with sidecar_process(args, env, wait_ready=wait_ready, log=folder / "server.log") as running:
         yield running
