@@ -18,6 +18,7 @@ from fixtures.sidecar import Sidecar
 
 STORE = "store"
 FIRST_WRITE = common_pb2.StateOptions.CONCURRENCY_FIRST_WRITE
+LAST_WRITE = common_pb2.StateOptions.CONCURRENCY_LAST_WRITE
 
 Outcome = tuple[Any, ...]
 
@@ -41,6 +42,7 @@ class Op:
     value: Any = None
     etag: str = "none"
     first_write: bool = False
+    last_write: bool = False  # an explicit last-write (what the Go SDK always sends)
     ttl: str | None = None
     ops: tuple[Op, ...] = ()  # a transaction's operations (kind upsert or delete)
     query: Mapping[str, Any] | None = None
@@ -101,8 +103,8 @@ class Server:
         etag = self.etag(op.key, op.etag)
         if etag is not None:
             item["etag"] = etag
-        if op.first_write:
-            item["options"] = {"concurrency": "first-write"}
+        if op.first_write or op.last_write:
+            item["options"] = {"concurrency": "first-write" if op.first_write else "last-write"}
         if op.ttl is not None:
             item["metadata"] = {"ttlInSeconds": op.ttl}
         return item
@@ -178,6 +180,8 @@ class Server:
             item.etag.value = etag
         if op.first_write:
             item.options.concurrency = FIRST_WRITE
+        elif op.last_write:
+            item.options.concurrency = LAST_WRITE
         if op.ttl is not None:
             item.metadata["ttlInSeconds"] = op.ttl
         if op.json_content:
