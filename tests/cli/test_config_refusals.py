@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures.sidecar import free_port, run_cli
+from fixtures.sidecar import run_cli
 from statestore_operator.validation import INVALID_METADATA, VALID_WITH_WARNINGS, check
 from statestore_sidecar import components
 from statestore_sidecar.schema import COMMON_FIELDS, Field, Kind
 from statestore_sidecar.stores import StoreConfig, create_store, known_types, schema_for
+from statestore_testing.ports import free_port
 
 # Metadata every type accepts; each case changes one field of it.
 GOOD: dict[str, dict[str, str]] = {

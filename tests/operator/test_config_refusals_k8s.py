@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from operator_testing import Kube, Operator, wait_for
 
-from fixtures.sidecar import free_port
+from statestore_testing.ports import free_port
 
 pytestmark = pytest.mark.k8s
 
