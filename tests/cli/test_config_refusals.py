@@ -56,6 +56,10 @@ PARSED: dict[tuple[str, str], list[str]] = {
         "u:p@tcp(localhost:3306)/?nosuchparam=1",
         "u:p@udp(localhost:3306)/",
     ],
+    ("state.mysql", "pemContents"): [
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+    ],
 }
 # Rules across fields: (type, metadata on top of GOOD, the field named).
 ACROSS: list[tuple[str, dict[str, str], str]] = [

@@ -19,7 +19,7 @@ SETTINGS = {
     "state.sqlite": {"connectionString": "file:x.db?_pragma=synchronous(normal)"},
     "state.redis": {"redisHost": "localhost:6379", "enableTLS": "true", "clientCert": "c", "clientKey": "k"},
     "state.postgresql": {"connectionString": "postgres://u:p@localhost:5432/d?sslmode=require"},
-    "state.mysql": {"connectionString": "u:p@tcp(localhost:3306)/?tls=custom", "pemContents": "pem"},
+    "state.mysql": {"connectionString": "u:p@tcp(localhost:3306)/?tls=custom", "pemPath": "/etc/ca.pem"},
 }
 
 

@@ -4,6 +4,7 @@ and timeout parameters); no driver needed."""
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -167,6 +168,14 @@ def parse_connection_string(text: str) -> DSN:
     return dsn
 
 
+def parse_pem(text: str) -> ssl.SSLContext:
+    """A TLS context trusting the CA certificate(s) of `pemContents`."""
+    try:
+        return ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError):
+        raise MetadataError("pemContents", "is not a PEM certificate") from None
+
+
 def check(md: Resolved) -> None:
     """Rules across settings (opaque values pass)."""
     if not md.known("connectionString") or md["connectionString"] is None:
@@ -188,7 +197,7 @@ SCHEMA = StoreSchema(
         Field("timeoutInSeconds", Kind.DURATION, default=20.0, minimum=1.0, aliases=("timeout",)),
         Field("cleanupInterval", Kind.DURATION, default=3600.0, aliases=("cleanupIntervalInSeconds",)),
         Field("pemPath"),  # CA certificate (PEM file) for tls=custom
-        Field("pemContents"),  # CA certificate (PEM text) for tls=custom
+        Field("pemContents", check=parse_pem),  # CA certificate (PEM text) for tls=custom
         Field("maxOpenConns", Kind.INT, default=0, minimum=0),  # 0: max(4, CPUs)
         Field("connMaxIdleTime", Kind.DURATION, default=0.0),
     ),
