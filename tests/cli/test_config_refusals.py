@@ -183,3 +183,22 @@ def test_a_misspelt_optional_name_is_ignored_with_a_suggestion() -> None:
     assert (outcome.ok, outcome.reason, outcome.warnings) == (True, VALID_WITH_WARNINGS, validated.warnings)
     unrelated = components.validate(components.parse(doc), {**GOOD["state.sqlite"], "colour": "blue"})
     assert unrelated.warnings == ("metadata 'colour' is not a setting of state.sqlite and is ignored",)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "plain", "secret"),
+    [
+        ("state.redis", {"redisHost": "h:6379", "enableTLS": "true"}, ["clientCert", "clientKey"]),
+        ("state.sqlite", {"connectionString": ":memory:", "metadataTableName": "state"}, ["tableName"]),
+        ("state.mysql", {}, ["connectionString"]),
+        ("state.postgresql", {}, ["connectionString"]),
+    ],
+)
+def test_values_the_operator_cannot_see_pass_the_rules_across_fields(
+    ctype: str, plain: dict[str, str], secret: list[str]
+) -> None:
+    """Secret values are never read by the operator: the server checks them when it starts."""
+    doc = manifest(ctype, plain)
+    doc["spec"]["metadata"] += [{"name": n, "secretKeyRef": {"name": "s", "key": n}} for n in secret]  # type: ignore[index]
+    outcome = check(doc, None)
+    assert (outcome.ok, outcome.warnings) == (True, ()), outcome.message

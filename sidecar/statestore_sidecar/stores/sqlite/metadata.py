@@ -20,7 +20,9 @@ _FORBIDDEN_PRAGMAS = {
 
 
 def check(md: Resolved) -> None:
-    if md["tableName"] == md["metadataTableName"]:
+    """Rules across settings (opaque values pass)."""
+    known = md.known("tableName") and md.known("metadataTableName")
+    if known and md["tableName"] == md["metadataTableName"]:
         raise MetadataError("metadataTableName", "tableName and metadataTableName must name different tables")
 
 
