@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .stores.base import EtagInvalid, EtagMismatch, StoreError
+from .stores.base import EtagMismatch, StoreError
 
 _TYPE = "type.googleapis.com/google.rpc."
 HELP_URL = "https://docs.dapr.io/reference/components-reference/supported-state-stores/"
@@ -136,25 +136,20 @@ def describe(exc: BaseException) -> str:
     """A store failure as daprd words it inside its error messages."""
     if isinstance(exc, EtagMismatch):
         return f"possible etag mismatch. error from state store: {exc}"
-    if isinstance(exc, EtagInvalid):
-        return f"invalid etag value: {exc}"
     return str(exc)
 
 
 def _write_codes(failures: Sequence[StoreError]) -> tuple[int, str]:
     """The HTTP status and gRPC code of a write that failed for some of its items.
 
-    HTTP: 409 (400 if an etag was invalid) only when every failure is an etag failure, else 500.
-    gRPC: daprd looks for the first etag failure anywhere in the joined error; when every failure
-    is one, the kind is "invalid" if any was invalid.
+    HTTP: 409 only when every failure is an etag mismatch, else 500. gRPC: daprd looks for an etag
+    failure anywhere in the joined error, so ABORTED when there is one. (daprd's 400 and
+    INVALID_ARGUMENT are for etags a store cannot parse; every store here compares them as strings.)
     """
-    etag_failures = [f for f in failures if isinstance(f, EtagMismatch | EtagInvalid)]
-    if not etag_failures:
+    mismatches = sum(isinstance(f, EtagMismatch) for f in failures)
+    if not mismatches:
         return 500, "INTERNAL"
-    any_invalid = any(isinstance(f, EtagInvalid) for f in etag_failures)
-    if len(etag_failures) == len(failures):
-        return (400, "INVALID_ARGUMENT") if any_invalid else (409, "ABORTED")
-    return 500, "INVALID_ARGUMENT" if isinstance(etag_failures[0], EtagInvalid) else "ABORTED"
+    return (409 if mismatches == len(failures) else 500), "ABORTED"
 
 
 def state_get(store: str, key: str, detail: str) -> ApiError:
