@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3500
 
-.PHONY: run test lint format unit venv backends k8s-binaries cluster cluster-down clean bench
+.PHONY: run test lint format unit venv backends k8s-binaries images cluster cluster-down clean bench
 
 # A virtualenv with the project and its test tools; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,8 +21,8 @@ run: venv
 	mkdir -p .data
 	$(BIN)/statestore-sidecar --resources-path examples --app-id myapp --dapr-http-port $(PORT) --metrics-port 0
 
-## Everything the tests need (database servers, Kubernetes binaries), then lint and the whole suite.
-test: venv backends k8s-binaries lint
+## Everything the tests need (database servers, Kubernetes binaries, images), then lint and the whole suite.
+test: venv backends k8s-binaries images lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -36,7 +36,7 @@ format: venv
 
 ## Fast tests of pure logic and the embedded stores only.
 unit: venv
-	$(BIN)/python -m pytest -m "not backends and not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not backends and not k8s and not images" $(PYTEST_ARGS)
 
 backends:
 	bash hack/backends/install.sh
@@ -47,6 +47,10 @@ bench: venv backends
 
 k8s-binaries:
 	bash hack/k8s/build.sh
+
+## Both images with podman (installed if missing), from a Debian base bootstrapped here, or IMAGE_BASE=<image>.
+images:
+	bash hack/images/build.sh
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries
