@@ -365,6 +365,8 @@ class StateApi:
         wanted = request.query_params.get("appid")
         if wanted and wanted != self.app_id:
             raise errors.app_id_mismatch()
+        if self.runtime.drain.draining:  # stopping: take this replica out of the Service's endpoints
+            raise errors.not_ready(["shutting down"])
         failing = await self.runtime.unhealthy()
         if failing:
             raise errors.not_ready([f"state store {name}" for name in failing])
