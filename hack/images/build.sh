@@ -2,11 +2,11 @@
 # Build the operator and state API images with podman (`make images`).
 #
 #   bash hack/images/build.sh                    # from a Debian base bootstrapped here (no registry needed)
-#   IMAGE_BASE=python:3.11.14-slim-bookworm bash hack/images/build.sh   # from a registry base instead
+#   IMAGE_BASE=docker.io/library/python:3.11.14-slim-bookworm bash hack/images/build.sh   # registry base
 #
 # Installs podman, runc and mmdebstrap from Debian's packages when missing. The bootstrapped base (a
 # Debian bookworm root filesystem with python3) is cached as a tarball under
-# $HOME/.cache/statestore-operator/images, written to a temporary name and renamed when complete.
+# $HOME/.cache/statestore-operator/images, staged and stamped as hack/lib/atomic_cache.sh does.
 # Each image is labelled with a hash of its inputs and rebuilt only when that hash changes.
 # Podman runs with the settings in containers.conf next to this script (runc, cgroupfs, no default
 # ulimits: crun and raising ulimits fail on hosts like the CI machines); export
@@ -26,6 +26,12 @@ BASE_PACKAGES=python3,python3-venv,ca-certificates
 HOST_CA=${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
 CACHE=${STATESTORE_CACHE:-$HOME/.cache/statestore-operator}/images
 export CONTAINERS_CONF=$ROOT/hack/images/containers.conf
+# shellcheck source=../lib/atomic_cache.sh
+source "$ROOT/hack/lib/atomic_cache.sh"
+STAGES=()
+trap 'rm -rf "${STAGES[@]}"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 log() { printf 'images: %s\n' "$*" >&2; }
 
@@ -68,32 +74,33 @@ MMDEBSTRAP_ARGS=(
 )
 DEBIAN_SOURCES=("deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main")
 
-# A Debian root filesystem with python3, as a tarball in the cache; prints its path.
+# A Debian root filesystem with python3, as a tarball in the cache: sets BASE_TARBALL. It counts only
+# with its stamp (hack/lib/atomic_cache.sh): a failed or killed bootstrap leaves nothing taken as good.
 bootstrap_base() {
-  local key tarball tmp
-  key=$(printf '%s\n' "$SUITE" "${MMDEBSTRAP_ARGS[@]}" "${DEBIAN_SOURCES[@]}" | sha256sum)
-  tarball=$CACHE/debian-$SUITE-python3-${key:0:16}.tar
-  if [ ! -s "$tarball" ]; then
-    mkdir -p "$CACHE"
-    tmp=$(mktemp "$CACHE/.base-XXXXXX.tar")
+  local stamp tarball stage
+  stamp=$(printf '%s\n' "$SUITE" "${MMDEBSTRAP_ARGS[@]}" "${DEBIAN_SOURCES[@]}" | sha256sum)
+  stamp=${stamp%% *}
+  tarball=$CACHE/debian-$SUITE-python3.tar
+  if ! stamp_is "$tarball" "$stamp"; then
+    sweep_staging "$CACHE"
+    stage=$(staging_dir "$CACHE")
+    STAGES+=("$stage")
     log "bootstrapping a Debian $SUITE base with $BASE_PACKAGES (about 2 minutes)"
-    if ! mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "$tmp" "${DEBIAN_SOURCES[@]}" >&2; then
-      rm -f "$tmp"
-      return 1
-    fi
-    mv -f "$tmp" "$tarball"
+    mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$SUITE" "$stage/base.tar" "${DEBIAN_SOURCES[@]}" >&2
+    publish "$stage/base.tar" "$tarball" "$stamp"
   fi
-  printf '%s\n' "$tarball"
+  BASE_TARBALL=$tarball
 }
 
 label_of() {
   podman image inspect --format "{{ index .Labels \"$2\" }}" "$1" 2>/dev/null || true
 }
 
-# The bootstrapped base imported into podman under a tag naming its tarball's content.
+# The bootstrapped base imported into podman under a tag naming its tarball's content: sets BASE.
 local_base() {
   local tarball sum tag
-  tarball=$(bootstrap_base)
+  bootstrap_base
+  tarball=$BASE_TARBALL
   sum=$(sha256sum "$tarball")
   tag=localhost/statestore-base:$SUITE-${sum:0:16}
   if ! podman image exists "$tag"; then
@@ -104,7 +111,7 @@ local_base() {
       --change 'CMD ["python3"]' \
       "$tarball" "$tag" >/dev/null
   fi
-  printf '%s\n' "$tag"
+  BASE=$tag
 }
 
 build() {
@@ -118,6 +125,7 @@ build() {
     return
   fi
   log "building $tag from $base"
+  local began=$SECONDS
   # pip in the build trusts this machine's CAs (a TLS-inspecting proxy's too) and uses its index.
   local pip=()
   if [ -s "$HOST_CA" ]; then
@@ -126,20 +134,22 @@ build() {
   if [ -n "${PIP_INDEX_URL:-}" ]; then
     pip+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
   fi
-  podman build --quiet --network=host --pull=never "${pip[@]}" \
-    --build-arg "BASE=$base" --label "statestore.inputs=$hash" \
-    -f "images/$name.Dockerfile" -t "$tag" . >/dev/null
+  local args=(--quiet --network=host --pull=never "${pip[@]}" --build-arg "BASE=$base" -f "images/$name.Dockerfile")
+  # The build stage gets a tag too, so pruning keeps its layers (the dependencies' above all) as cache.
+  podman build "${args[@]}" --target build -t "localhost/statestore-build:$name" . >/dev/null
+  podman build "${args[@]}" --label "statestore.inputs=$hash" -t "$tag" . >/dev/null
+  log "built $tag in $((SECONDS - began)) s"
 }
 
 install_tools
 if [ -n "$IMAGE_BASE" ]; then
-  base=$IMAGE_BASE
-  podman image exists "$base" || podman pull "$base" >/dev/null
+  BASE=$IMAGE_BASE
+  podman image exists "$BASE" || podman pull "$BASE" >/dev/null
 else
-  base=$(local_base)
+  local_base
 fi
-build operator "$OPERATOR_IMAGE" "$base"
-build sidecar "$SIDECAR_IMAGE" "$base"
+build operator "$OPERATOR_IMAGE" "$BASE"
+build sidecar "$SIDECAR_IMAGE" "$BASE"
 # Build stages and replaced images of earlier builds (they carry the inputs label) are not kept.
 podman image prune --force --filter label=statestore.inputs >/dev/null
 podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' --filter reference="$OPERATOR_IMAGE" \
