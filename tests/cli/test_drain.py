@@ -132,7 +132,7 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
                 str(BIN / "statestore-sidecar"),
                 *("--resources-path", str(tmp_path / "c.yaml")),
                 *("--dapr-http-port", str(port), "--dapr-listen-addresses", "127.0.0.1"),
-                *("--metrics-port", "0", "--drain-seconds", "3"),
+                *("--metrics-port", "0", "--drain-seconds", "10"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -161,7 +161,7 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
             # New requests, on new and on kept connections, are still accepted and answered.
             wait_for(
                 "writes while draining",
-                lambda: all(c.acked_while_draining >= 5 for c in load.clients),
+                lambda: all(c.acked_while_draining >= 3 for c in load.clients),
                 timeout=20,
             )
             assert proc.poll() is None, "the server stopped before its drain period"
@@ -178,6 +178,16 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
 
+    print(
+        "acknowledged:",
+        sum(len(c.acked) for c in load.clients),
+        "while draining:",
+        sum(c.acked_while_draining for c in load.clients),
+        "refused after stop:",
+        sum(c.refused for c in load.clients),
+        "unanswered (kept connection closed under them):",
+        sum(len(c.unanswered) for c in load.clients),
+    )
     for c in load.clients:
         assert not c.bad, c.bad
         assert c.refused > 0 or c.unanswered, f"{c.name} never saw the server stop"
