@@ -14,7 +14,7 @@ from hostile import Api
 from fixtures.stores import BACKENDS, SERVER_BACKENDS, ComponentUnderTest
 from statestore_sidecar import components
 from statestore_sidecar.components import Component, ComponentError, MetadataItem, validate
-from statestore_sidecar.schema import MAX_VALUE_LENGTH, Kind, MetadataError, StoreSchema, stringify
+from statestore_sidecar.schema import Kind, MetadataError, StoreSchema, stringify
 from statestore_sidecar.stores import known_types, schema_for
 from statestore_sidecar.stores import mysql as mysql_store
 from statestore_sidecar.stores import postgresql as postgresql_store
@@ -71,6 +71,9 @@ HOSTILE_NAMES = [
     "state.",
     "a..b",
 ]
+
+
+VALUE_LENGTH_LIMIT = 64 * 1024  # docs/security.md: values longer than 64 KiB are refused
 
 
 def check_refused(ctype: str, name: str, value: str) -> ComponentError:
@@ -268,8 +271,16 @@ def all_fields() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("ctype", "name"), all_fields())
 def test_huge_values_are_refused_with_a_short_message(ctype: str, name: str) -> None:
-    error = check_refused(ctype, name, "9" * (MAX_VALUE_LENGTH + 1))
-    assert "characters long" in str(error)
+    error = check_refused(ctype, name, "9" * (VALUE_LENGTH_LIMIT + 1))
+    assert "is 65537 characters long; at most 65536 are allowed" in str(error)
+
+
+def test_a_value_of_exactly_the_documented_length_is_accepted() -> None:
+    password = "p" * VALUE_LENGTH_LIMIT
+    validated = validate(
+        Component(name="s", type="state.redis"), {**REQUIRED["state.redis"], "redisPassword": password}
+    )
+    assert validated.metadata["redisPassword"] == password
 
 
 def typed_fields() -> list[tuple[str, str, Kind]]:
