@@ -107,7 +107,6 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and not self.drain.draining and self.drain.grace_seconds > 0:
-            self._captured_signals.append(sig)  # re-raised after shutdown, as uvicorn does
             self.drain.begin()  # plain assignments: safe in a signal handler
             return
         self.drain.hurry()
