@@ -136,7 +136,7 @@ build() {
   fi
   local args=(--quiet --network=host --pull=never "${pip[@]}" --build-arg "BASE=$base" -f "images/$name.Dockerfile")
   # The build stage gets a tag too, so pruning keeps its layers (the dependencies' above all) as cache.
-  podman build "${args[@]}" --target build -t "localhost/statestore-build:$name" . >/dev/null
+  podman build "${args[@]}" --label statestore.inputs=build --target build -t "localhost/statestore-build:$name" . >/dev/null
   podman build "${args[@]}" --label "statestore.inputs=$hash" -t "$tag" . >/dev/null
   log "built $tag in $((SECONDS - began)) s"
 }
@@ -150,7 +150,7 @@ else
 fi
 build operator "$OPERATOR_IMAGE" "$BASE"
 build sidecar "$SIDECAR_IMAGE" "$BASE"
-# Build stages and replaced images of earlier builds (they carry the inputs label) are not kept.
+# Replaced images and build stages of earlier builds (they carry the inputs label) are not kept.
 podman image prune --force --filter label=statestore.inputs >/dev/null
 podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' --filter reference="$OPERATOR_IMAGE" \
   --filter reference="$SIDECAR_IMAGE" >&2
