@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -214,6 +215,10 @@ def test_secret_created_later_is_picked_up(kube: Kube, operator: Operator) -> No
     kube.must_get("deployment", "statestore-cache")
 
 
+def absent(kube: Kube, kind: str, name: str) -> Callable[[], bool]:
+    return lambda: kube.get(kind, name) is None
+
+
 def _template_hash(kube: Kube) -> str:
     deploy = kube.must_get("deployment", "statestore-cache")
     return str(deploy["spec"]["template"]["metadata"]["annotations"]["statestore.dapr.io/config-hash"])
@@ -275,7 +280,7 @@ def test_delete_collects_everything(kube: Kube, operator: Operator) -> None:
         kube.must_get(kind, "statestore-mem")
     kube.cluster.kubectl("delete", "components.dapr.io", "mem", "-n", kube.ns, "--wait=true", "--timeout=30s")
     for kind in ("configmap", "deployment", "service"):
-        wait_for(f"{kind} to be garbage-collected", lambda k=kind: kube.get(k, "statestore-mem") is None)
+        wait_for(f"{kind} to be garbage-collected", absent(kube, kind, "statestore-mem"))
 
 
 def test_other_component_types_are_ignored(kube: Kube, operator: Operator) -> None:
@@ -421,7 +426,7 @@ def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) 
     kube.must_get("deployment", "statestore-mem")
     kube.apply(component("mem", "pubsub.in-memory", []))
     for kind in ("configmap", "deployment", "service"):
-        wait_for(f"{kind} to be deleted", lambda k=kind: kube.get(k, "statestore-mem") is None)
+        wait_for(f"{kind} to be deleted", absent(kube, kind, "statestore-mem"))
     wait_for("the status to be removed", lambda: "status" not in kube.must_get("components.dapr.io", "mem"))
 
 
