@@ -284,3 +284,41 @@ def test_the_early_reader_pattern_finds_the_pipes_that_flaked() -> None:
     assert all(EARLY_READER.search(line) for line in flaked)
     safe = ["go mod download -json | sed -n 's/x/y/p'", "a || head -1 file", "cut -d. -f2 <<<x"]
     assert not any(EARLY_READER.search(line.replace("||", "")) for line in safe)
+
+
+def test_replace_lines_reads_every_active_replace_directive(tmp_path: Path) -> None:
+    gomod = tmp_path / "go.mod"
+    gomod.write_text(
+        "module example.com/m\n\ngo 1.22\n\nrequire (\n\ta.example/x v1.0.0\n)\n\n"
+        "replace ( // forks\n\t// a comment\n\tb.example/y => c.example/y v0.9.0\n\n"
+        "\td.example/z v1.2.0 => d.example/z v1.2.1 // pinned\n)\n\n"
+        "replace e.example/w => f.example/w v0.0.0-20151221085310-ff3f51fc5c60\n"
+        "// replace g.example/local => ../local\n"
+    )
+    result = bash(f"source '{LIB}/go_mod.sh'\nreplace_lines '{gomod}'")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "b.example/y=c.example/y@v0.9.0",
+        "d.example/z@v1.2.0=d.example/z@v1.2.1",
+        "e.example/w=f.example/w@v0.0.0-20151221085310-ff3f51fc5c60",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("script", "binary", "folder_env"),
+    [
+        ("hack/daprd/build.sh", "daprd", "DAPRD_DIR"),
+        ("hack/sdk/go-client/build.sh", "go-client", "GO_CLIENT_DIR"),
+    ],
+)
+def test_go_builds_refuse_a_binary_without_its_stamp(
+    tmp_path: Path, script: str, binary: str, folder_env: str
+) -> None:
+    folder = tmp_path / "out"
+    fake(folder, binary, "1.14.0 github.com/dapr/go-sdk v1.11.0")  # moved into place; the stamp never came
+    dead = folder / ".staging.999999999.abcdef"
+    dead.mkdir()
+    result = bash(f"bash '{ROOT / script}' --check", {folder_env: str(folder)})
+    assert result.returncode == 1
+    assert f"not cached: {folder / binary}" in result.stderr
+    assert not dead.exists()
