@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_testing import IMAGE, Kube, Operator, no_change, reconciled, reconciles, settled, wait_for
 
+from fixtures.sidecar import free_port
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.k8s
@@ -366,16 +368,15 @@ def test_actor_store_conflict_without_webhook(kube: Kube, operator: Operator) ->
     kube.wait_condition("second", "Ready", "True", "Available")
 
 
-def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Any) -> None:
-    from fixtures.sidecar import free_port
-
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test)."""
     cert, key = kube.cluster.ca.issue(
         tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
     )
     chain = tmp_path / "chain.crt"
     chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
     config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
-    start_operator(
+    operator = start_operator(
         "--webhook-address",
         "127.0.0.1",
         "--webhook-host",
@@ -389,13 +390,21 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
         "--webhook-config-name",
         config,
     )
+    return operator, config
+
+
+def webhook_configurations(kube: Kube, name: str) -> list[str]:
+    """Which of the two kinds of webhook configuration named `name` exist."""
+    kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]
+
+
+def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Path) -> None:
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
     try:
         wait_for(
             "the webhook configuration",
-            lambda: (
-                kube.cluster.kubectl("get", "validatingwebhookconfiguration", config, check=False).returncode
-                == 0
-            ),
+            lambda: "validatingwebhookconfiguration" in webhook_configurations(kube, config),
         )
         kube.apply(actor("first"))
         kube.wait_condition("first", "Validated", "True")
@@ -415,9 +424,26 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
         # Other types pass untouched.
         kube.apply(component("bus", "pubsub.redis", []))
     finally:
-        kube.cluster.kubectl(
-            "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
-        )
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
+
+
+def test_graceful_exit_removes_the_webhook_configurations(
+    kube: Kube, start_operator: Any, tmp_path: Path
+) -> None:
+    operator, config = start_with_webhook(kube, start_operator, tmp_path)
+    both = ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"]
+    try:
+        wait_for("both webhook configurations", lambda: webhook_configurations(kube, config) == both)
+        assert operator.proc is not None
+        process = operator.proc
+        operator.stop()  # SIGTERM, then waits for the exit
+        assert process.returncode == 0, operator.output()[-3000:]
+        # Removed before the process exited: nothing is left to point the API server at a dead webhook.
+        assert webhook_configurations(kube, config) == []
+    finally:
+        for kind in both:
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) -> None:
