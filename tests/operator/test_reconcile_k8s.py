@@ -428,19 +428,31 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
             kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
-def test_graceful_exit_removes_the_webhook_configurations(
+def webhooks_in(kube: Kube, kind: str, name: str) -> list[str]:
+    return [hook["name"] for hook in kube.cluster.kubectl_json("get", kind, name).get("webhooks") or []]
+
+
+def test_graceful_exit_empties_the_webhook_configurations(
     kube: Kube, start_operator: Any, tmp_path: Path
 ) -> None:
     operator, config = start_with_webhook(kube, start_operator, tmp_path)
     both = ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"]
+    bad = component(
+        "bad", "state.redis", [{"name": "redisHost", "value": "h:1"}, {"name": "redisDB", "value": "x"}]
+    )
     try:
         wait_for("both webhook configurations", lambda: webhook_configurations(kube, config) == both)
+        assert webhooks_in(kube, "validatingwebhookconfiguration", config)  # the validating webhook
+        refused = kube.cluster.kubectl("apply", "-n", kube.ns, "-f", "-", input=json.dumps(bad), check=False)
+        assert refused.returncode != 0 and "'redisDB'" in refused.stderr
         assert operator.proc is not None
         process = operator.proc
         operator.stop()  # SIGTERM, then waits for the exit
         assert process.returncode == 0, operator.output()[-3000:]
-        # Removed before the process exited: nothing is left to point the API server at a dead webhook.
-        assert webhook_configurations(kube, config) == []
+        # Emptied before the process exited: no webhook is left for the API server to call (with
+        # failurePolicy Fail, a dead one would refuse every Component).
+        assert [webhooks_in(kube, kind, config) for kind in both] == [[], []]
+        kube.apply(bad)  # admitted now; the operator would report it when it runs again
     finally:
         for kind in both:
             kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
