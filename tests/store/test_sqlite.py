@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from fixtures.stores import read_before_expiry
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
@@ -345,10 +346,9 @@ async def test_reads_a_database_written_by_dapr(db: Path) -> None:
 
 async def test_expired_rows_are_absent_for_every_etag_rule(db: Path) -> None:
     async with open_store({"connectionString": str(db)}) as store:
-        await store.set(SetRequest("k", js(1), ttl=1))
-        item = await store.get("k")
-        assert item is not None
-        await asyncio.sleep(1.1)
+        item = await read_before_expiry(store, "k", js(1))
+        assert item.expires_at is not None
+        await asyncio.sleep(max(0.0, item.expires_at - time.time()) + 0.1)
         assert rows(db, "SELECT count(*) FROM state") == [(1,)]  # no cleanup configured
         assert await store.get("k") is None
         with pytest.raises(EtagMismatch):
