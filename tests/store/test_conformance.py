@@ -343,7 +343,7 @@ async def test_ttl_expire_time_is_reported_and_cleared(store: Store, base: str) 
 
 async def test_ttl_in_transactions(store: Store, base: str) -> None:
     await store.transact([SetRequest(f"{base}-t1", js(1), ttl=1), SetRequest(f"{base}-t2", js(2))])
-    assert await poll_until_gone(store, f"{base}-t1", 4)
+    assert await poll_until_gone(store, f"{base}-t1", 60)  # generous: a loaded machine
     assert await store.get(f"{base}-t2") is not None
 
 
