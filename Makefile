@@ -26,10 +26,14 @@ run: venv
 test: venv backends k8s-binaries daprd go-client images lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy: the packages, then the shared fixtures, then each test folder on its own (a folder's helper
+# modules are imported by plain name, as pytest puts the folder on sys.path).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy tests/conftest.py tests/fixtures
+	for dir in $(filter-out tests/fixtures/,$(wildcard tests/*/)); do MYPYPATH=$$dir $(BIN)/mypy $$dir || exit 1; done
 
 format: venv
 	$(BIN)/ruff check --fix .

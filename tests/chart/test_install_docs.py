@@ -157,7 +157,7 @@ def test_documented_install_upgrade_uninstall(k8s_cluster: ControlPlane, tmp_pat
         out = run_block(k8s_cluster, install, tmp_path).stdout
         assert "STATUS: deployed" in out
         deployment = k8s_cluster.kubectl_json("get", "deployment", "statestore-operator", "-n", namespace)
-        assert deployment["spec"]["replicas"] == 1  # type: ignore[index]
+        assert deployment["spec"]["replicas"] == 1
         k8s_cluster.kubectl("get", "crd", "components.dapr.io")
         secret = k8s_cluster.kubectl_json("get", "secret", "statestore-operator-webhook-tls", "-n", namespace)
 

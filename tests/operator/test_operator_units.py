@@ -40,7 +40,7 @@ def body(
     }
 
 
-REDIS = [
+REDIS: list[dict[str, Any]] = [
     {"name": "redisHost", "value": "r:6379"},
     {"name": "redisPassword", "secretKeyRef": {"name": "auth", "key": "pw"}},
 ]
@@ -108,7 +108,10 @@ def test_bad_version_and_missing_type() -> None:
 
 
 def test_unknown_keys_are_warnings_even_when_secret_backed() -> None:
-    md = [{"name": "colour", "value": "blue"}, {"name": "shade", "secretKeyRef": {"name": "s"}}]
+    md: list[dict[str, Any]] = [
+        {"name": "colour", "value": "blue"},
+        {"name": "shade", "secretKeyRef": {"name": "s"}},
+    ]
     outcome = check(body(ctype="state.in-memory", metadata=md), None)
     assert outcome.ok and outcome.reason == "UnknownMetadata"
     assert "'colour'" in outcome.message and "'shade'" in outcome.message
