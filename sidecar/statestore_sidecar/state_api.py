@@ -302,6 +302,8 @@ class StateCore:
     async def health(self, app_id: str | None = None) -> None:
         if app_id and app_id != self.app_id:
             raise errors.app_id_mismatch()
+        if self.runtime.drain.draining:  # stopping: take this replica out of the Service's endpoints
+            raise errors.not_ready(["shutting down"])
         failing = await self.runtime.unhealthy()
         if failing:
             raise errors.not_ready([f"state store {name}" for name in failing])

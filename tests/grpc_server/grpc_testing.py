@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -70,13 +71,16 @@ def dapr_stub(server: Sidecar) -> Iterator[dapr_pb2_grpc.DaprStub]:
         yield dapr_pb2_grpc.DaprStub(channel)
 
 
+M = TypeVar("M", bound=Message)
+
+
 @dataclass
 class Refusal:
     code: grpc.StatusCode
     message: str
     details: list[Message]
 
-    def detail(self, kind: type[Message]) -> Message:
+    def detail(self, kind: type[M]) -> M:
         (found,) = [d for d in self.details if isinstance(d, kind)]
         return found
 
