@@ -25,6 +25,8 @@ COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
 COMPONENT_FILE = "component.yaml"
 CONTAINER = "statestore"
+# After the drain: time for the requests in flight to finish and the stores to close, before SIGKILL.
+STOP_SECONDS = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class PodSettings:
     image: str
     image_pull_policy: str = "IfNotPresent"
     log_level: str = "info"
+    # On SIGTERM the server fails readiness and keeps serving this long (--drain-seconds), while
+    # clients and proxies learn that the pod is going; the grace period covers that and the stop.
+    drain_seconds: int = 5
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -186,15 +191,20 @@ def deployment(
             app,
             "--dapr-http-port",
             str(naming.HTTP_PORT),
+            "--dapr-grpc-port",
+            str(naming.GRPC_PORT),
             "--metrics-port",
             str(naming.METRICS_PORT),
             "--log-level",
             pods.log_level,
             "--log-as-json",
+            "--drain-seconds",
+            str(pods.drain_seconds),
         ],
         "env": env,
         "ports": [
             {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
         ],
         # Ready only while the backend answers; alive as long as the process serves HTTP.
@@ -236,6 +246,7 @@ def deployment(
                     "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
                 },
                 "spec": {
+                    "terminationGracePeriodSeconds": pods.drain_seconds + STOP_SECONDS,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {
@@ -260,7 +271,16 @@ def service(body: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": _metadata(body),
         "spec": {
             "selector": naming.selector_labels(body["metadata"]["name"]),
-            "ports": [{"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": naming.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
 
@@ -281,7 +301,8 @@ def token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
 def network_policy(
     body: Mapping[str, Any], app_id_label: str = access.DEFAULT_APP_ID_LABEL
 ) -> dict[str, Any] | None:
-    """Ingress to the API port of a scoped Component's pods, only from pods of its scopes (None: unscoped).
+    """Ingress to the API ports (HTTP and gRPC) of a scoped Component's pods, only from pods of its
+    scopes (None: unscoped).
 
     Same namespace only (a podSelector without a namespaceSelector). The metrics port is not admitted:
     whoever scrapes it adds a NetworkPolicy of their own (policies are additive).
@@ -305,7 +326,10 @@ def network_policy(
                             }
                         }
                     ],
-                    "ports": [{"protocol": "TCP", "port": naming.HTTP_PORT}],
+                    "ports": [
+                        {"protocol": "TCP", "port": naming.HTTP_PORT},
+                        {"protocol": "TCP", "port": naming.GRPC_PORT},
+                    ],
                 }
             ],
         },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,25 @@ def test_transaction_and_bulk_delete(tmp_path: Path) -> None:
                 {"op": "get_bulk", "store": "store", "keys": [a, b]},
                 {"op": "delete_bulk", "store": "store", "keys": [a]},
                 {"op": "get", "store": "store", "key": a},
+                {"op": "save", "store": "store", "key": b, "value": 3, "etag": ""},  # "" is no ETag
+                {"op": "get", "store": "store", "key": b},
+                {
+                    "op": "transaction",
+                    "store": "store",
+                    "operations": [{"operation": "delete", "key": b, "etag": "stale"}],
+                },
+                {"op": "save", "store": "store", "key": b, "value": 4, "concurrency": "sometimes"},
             ],
             address=daprd.grpc_address,
         )
-    saved, tx, bulk, deleted, gone = results
-    assert saved["ok"] and tx["ok"] and deleted["ok"], results
+    saved, tx, bulk, deleted, gone, empty_etag, current, stale_tx, bad_option = results
+    assert saved["ok"] and tx["ok"] and deleted["ok"] and empty_etag["ok"], results
     assert {item["key"]: item.get("value") for item in bulk["items"]} == {a: 10, b: None}
     assert gone["found"] is False
+    # A stale ETag in a transaction is a transaction failure, not ABORTED (HTTP: 500 ERR_STATE_TRANSACTION).
+    assert stale_tx["ok"] is False and stale_tx["code"] == "INTERNAL", stale_tx
+    assert current["value"] == 3
+    assert bad_option["code"] == "INVALID_INPUT" and "sometimes" in bad_option["error"]
 
 
 def test_query_on_postgresql(tmp_path: Path, postgresql_metadata: dict[str, str]) -> None:
@@ -113,12 +126,12 @@ def test_query_on_postgresql(tmp_path: Path, postgresql_metadata: dict[str, str]
             for i, city in enumerate(["Paris", "Oslo", "Paris"])
         ]
         query = {"filter": {"EQ": {"city": "Paris"}}, "sort": [{"key": "i"}]}
-        results = go_client(
-            [*save, {"op": "query", "store": "pg", "query": query}], address=daprd.grpc_address
-        )
-    found = results[-1]
-    assert found["ok"], found
-    assert [r["value"]["i"] for r in found["results"]] == [0, 2]
+        ops = [*save, {"op": "query", "store": "pg", "query": query}]
+        ops.append({"op": "query", "store": "pg", "query": json.dumps(query)})  # also as a JSON string
+        results = go_client(ops, address=daprd.grpc_address)
+    for found in results[-2:]:
+        assert found["ok"], found
+        assert [r["value"]["i"] for r in found["results"]] == [0, 2]
 
 
 def test_api_token_and_endpoint_from_the_environment(tmp_path: Path) -> None:

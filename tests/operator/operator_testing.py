@@ -17,7 +17,24 @@ import pytest
 
 from fixtures.k8s import ControlPlane
 from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
-from fixtures.sidecar import free_port
+from fixtures.sidecar import Sidecar, free_port
+
+__all__ = [
+    "CRD",
+    "IMAGE",
+    "ROOT",
+    "Kube",
+    "Operator",
+    "WaitTimeout",
+    "container_env",
+    "no_change",
+    "reconciled",
+    "reconciles",
+    "rendered_pod",
+    "settled",
+    "wait_for",
+    "without",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "components.dapr.io.yaml"
@@ -107,7 +124,7 @@ class Kube:
         data = self.cluster.kubectl_json(
             "get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}"
         )
-        items: list[dict[str, Any]] = data.get("items") or []  # type: ignore[assignment]
+        items: list[dict[str, Any]] = data.get("items") or []
         return items
 
     def make_pods_ready(self, component: str) -> None:
@@ -120,7 +137,7 @@ class Kube:
             data = self.cluster.kubectl_json(
                 "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={component}"
             )
-            return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]  # type: ignore[union-attr]
+            return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]
 
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for pod in wait_for(f"pods of {component}", pods):
@@ -225,12 +242,19 @@ def without(args: list[str], *flags: str) -> list[str]:
 
 @contextlib.contextmanager
 def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
+    """`rendered_server`'s base URL."""
+    with rendered_server(kube, component, workdir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidecar]:
     """Run the container the operator rendered for `component` as a local process, the way the kubelet
-    would (its command, args and resolved env, the ConfigMap as files); yield its base URL.
+    would (its command, args and resolved env, the ConfigMap as files); yield the running server.
 
     A pod has its own network namespace; locally the server gets free loopback ports instead.
     """
-    from fixtures.sidecar import sidecar
+    from fixtures.sidecar import sidecar_process
 
     deploy = kube.must_get("deployment", f"statestore-{component}")
     cm = kube.must_get("configmap", f"statestore-{component}")
@@ -245,6 +269,6 @@ def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
         (folder / key).write_text(text)
     assert container["command"] == ["statestore-sidecar"]
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
-    args = without(args, "--dapr-http-port", "--metrics-port")
-    with sidecar(args, container_env(kube, container["env"])) as url:
-        yield url
+    args = without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
+    with sidecar_process(args, container_env(kube, container["env"])) as server:
+        yield server

