@@ -76,7 +76,7 @@ class Reconciler:
             # Only reached through a leftover Deployment: the type was changed away from state.*.
             await self._forget(body)
             return
-        outcome = await self._validate(body)
+        outcome, secrets = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
         blocked: Blocked | None = None
@@ -86,7 +86,9 @@ class Reconciler:
                 await self._ensure(body, render.config_map(body))
                 token_uid = ""
                 if outcome.token is not None and outcome.token.generated:
-                    token_uid = str((await self._ensure_token_secret(body))["metadata"]["uid"])
+                    generated = await self._ensure_token_secret(body)
+                    token_uid = str(generated["metadata"]["uid"])
+                    secrets[generated["metadata"]["name"]] = generated
                 # The policy before the pods, so a scoped Component's pods never run unprotected.
                 policy = render.network_policy(body, self.app_id_label)
                 if policy is not None:
@@ -100,6 +102,7 @@ class Reconciler:
                         replicas=replicas,
                         token=outcome.token,
                         token_secret_uid=token_uid,
+                        secrets=secrets,
                     ),
                 )
                 await self._ensure(body, render.service(body))
@@ -161,21 +164,22 @@ class Reconciler:
                 # RBAC without `delete`: leave it (deleting the Component still collects it).
                 log.warning("cannot delete %s %s: %s", kind, name, exc)
 
-    async def _validate(self, body: Mapping[str, Any]) -> Outcome:
+    async def _validate(self, body: Mapping[str, Any]) -> tuple[Outcome, dict[str, JSON | None]]:
+        """The verdict, and the referenced Secrets as read now (for the secrets hash of the pods)."""
         first = check(body, None)
         if first.component is None:
-            return first
+            return first, {}
         namespace = body["metadata"]["namespace"]
         names = [item.secret.name for item in first.component.metadata if item.secret is not None]
         if first.token is not None and not first.token.generated:
             names.append(first.token.secret)
-        secrets: dict[str, set[str] | None] = {}
+        found: dict[str, JSON | None] = {}
         for secret in names:
-            if secret not in secrets:
+            if secret not in found:
                 # GET by name in the Component's own namespace: no list, no other namespace.
-                found = await self.client.get("Secret", namespace, secret)
-                secrets[secret] = None if found is None else set((found.get("data") or {}).keys())
-        return check(body, secrets)
+                found[secret] = await self.client.get("Secret", namespace, secret)
+        keys = {n: None if s is None else set((s.get("data") or {}).keys()) for n, s in found.items()}
+        return check(body, keys), found
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):

@@ -20,7 +20,7 @@ import yaml
 from statestore_sidecar.components import Component, secret_env_var
 from statestore_sidecar.stores import UnknownStoreType, canonical_type
 
-from . import access, naming, quantities
+from . import access, naming, quantities, rotation
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
@@ -155,7 +155,9 @@ def deployment(
     replicas: int = 1,
     token: access.TokenSource | None = None,
     token_secret_uid: str = "",
+    secrets: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
+    """The Deployment; `secrets` (the referenced Secrets as read, by name) feeds the secrets hash."""
     name = body["metadata"]["name"]
     app = app_id(body)
     secret_env = [*_secret_env(component), *_token_env(token)]
@@ -167,6 +169,9 @@ def deployment(
         *secret_env,
     ]
     digest = config_hash(config_map(body), secret_env, app, token_secret_uid)
+    annotations = {naming.CONFIG_HASH_ANNOTATION: digest}
+    if secrets_hash := rotation.secrets_digest(secret_env, secrets or {}):
+        annotations[rotation.SECRETS_HASH_ANNOTATION] = secrets_hash
     mounts: list[dict[str, Any]] = [
         {"name": "components", "mountPath": COMPONENTS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -234,7 +239,7 @@ def deployment(
             "template": {
                 "metadata": {
                     "labels": naming.labels(name),
-                    "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
