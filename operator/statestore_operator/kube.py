@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from . import naming
+from . import metrics, naming
 
 JSON = dict[str, Any]
 
@@ -90,6 +90,7 @@ class Client:
             session = await self._open(renew=attempt == 1)
             data = None if body is None else json.dumps(body)
             headers = {"Content-Type": content_type} if body is not None else {}
+            metrics.API_REQUESTS.labels(method).inc()
             async with session.request(
                 method, self._server + path, data=data, headers=headers, params=params
             ) as response:

@@ -48,6 +48,14 @@ class Reconciler:
         self.pods = pods
         self.app_id_label = app_id_label
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The resourceVersion our last status patch of each Component produced.
+        self._status_versions: dict[tuple[str, str], str] = {}
+
+    def is_own_status_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a Component watch event shows exactly the object our last status patch wrote."""
+        return (
+            resource_version is not None and self._status_versions.get((namespace, name)) == resource_version
+        )
 
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -71,6 +79,8 @@ class Reconciler:
         # Read the Component fresh: an event's body may predate the status we wrote last.
         body = await self.client.get(naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._status_versions.pop((namespace, name), None)
+            self._locks.pop((namespace, name), None)
             return
         if not is_state_store(body):
             # Only reached through a leftover Deployment: the type was changed away from state.*.
@@ -123,7 +133,10 @@ class Reconciler:
             blocked_reason=conditions.REASON_NOT_OWNED if blocked is None else blocked.reason,
         )
         if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
-            await self.client.patch_status(namespace, name, decision.status)
+            written = await self.client.patch_status(namespace, name, decision.status)
+            version = (written or {}).get("metadata", {}).get("resourceVersion")
+            if version:
+                self._status_versions[(namespace, name)] = str(version)
             for cond in decision.changed:
                 await self._event(
                     body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
