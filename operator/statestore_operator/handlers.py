@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import access, actors, admission, naming, render
+from . import access, actors, admission, fallback, naming, render
 from .kube import Client
 from .reconcile import Reconciler
 from .validation import is_state_store
@@ -80,7 +80,7 @@ def _state_store(body: kopf.Body, **_: Any) -> bool:
 
 def _ours(body: kopf.Body, **_: Any) -> bool:
     """State stores, and Components that carry our status (their type was changed away from state.*)."""
-    return is_state_store(body) or bool(body.get("status"))
+    return is_state_store(body) or bool(body.get("status")) or fallback.has_annotations(body)
 
 
 @dataclass
@@ -150,6 +150,10 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.
             settings.admission.managed = options.webhook_config_name or None
         runtime.reconciler = Reconciler(Client(login), options.pods, options.app_id_label)
+        try:
+            await runtime.reconciler.refresh_status_support()
+        except Exception as exc:  # looked up again at every resync
+            log.warning("could not look up the Component API's subresources: %s", exc)
         runtime.queue = WorkQueue(reconcile, options.workers)
         runtime.queue.start()
         runtime.resync = asyncio.create_task(_resync_forever())
@@ -172,6 +176,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             await asyncio.sleep(options.resync_seconds)
             assert runtime.reconciler is not None
             try:
+                # The CRD may have been upgraded (or replaced by Dapr's) since the last pass.
+                await runtime.reconciler.refresh_status_support()
                 for namespace in options.namespaces or (None,):
                     for body in await runtime.reconciler.client.list_components(namespace):
                         if is_state_store(body):

@@ -138,6 +138,26 @@ class Client:
                 return None
             raise
 
+    async def patch_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> JSON | None:
+        """Merge-patch a Component's annotations (None removes one); None if it is gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path_of(naming.KIND, namespace, name),
+                body={"metadata": {"annotations": dict(annotations)}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def discovery(self) -> JSON | None:
+        """The APIResourceList of the Component's group version (None: not served)."""
+        return await self.request("GET", f"/apis/{naming.API_VERSION}")
+
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         await self.request(
             "DELETE", path_of(kind, namespace, name), params={"propagationPolicy": "Background"}

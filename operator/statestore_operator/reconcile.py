@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import access, actors, conditions, metrics, naming, render
+from . import access, actors, conditions, fallback, metrics, naming, render
 from .conditions import Condition
 from .kube import JSON, ApiError, Client
 from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
@@ -50,6 +50,20 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # The resourceVersion our last status patch of each Component produced.
         self._status_versions: dict[tuple[str, str], str] = {}
+        # False where Dapr's own CRD is installed: conditions then go into annotations (fallback.py).
+        self.status_subresource = True
+        self._told_no_status: set[tuple[str, str]] = set()
+
+    async def refresh_status_support(self) -> bool:
+        """Look up (discovery) whether Components have a status subresource; log when that changes."""
+        found = fallback.has_status_subresource(await self.client.discovery())
+        if not found and self.status_subresource:
+            log.warning("%s", fallback.NO_STATUS_MESSAGE)
+        elif found and not self.status_subresource:
+            log.info("the components.dapr.io CRD now has a status subresource: conditions go to .status")
+            self._told_no_status.clear()
+        self.status_subresource = found
+        return found
 
     def is_own_status_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
         """Whether a Component watch event shows exactly the object our last status patch wrote."""
@@ -86,6 +100,13 @@ class Reconciler:
             # Only reached through a leftover Deployment: the type was changed away from state.*.
             await self._forget(body)
             return
+        key = (namespace, name)
+        if not self.status_subresource:
+            # What .status would hold lives in annotations; decide() compares against that.
+            body = {**body, "status": fallback.status_of(body)}
+            if key not in self._told_no_status:
+                self._told_no_status.add(key)
+                await self._post(body, "Warning", fallback.NO_STATUS_REASON, fallback.NO_STATUS_MESSAGE)
         outcome, secrets = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
@@ -132,15 +153,26 @@ class Reconciler:
             blocked=None if blocked is None else str(blocked),
             blocked_reason=conditions.REASON_NOT_OWNED if blocked is None else blocked.reason,
         )
+        if self.status_subresource and fallback.has_annotations(body):
+            await self._remember(
+                key, await self.client.patch_annotations(namespace, name, fallback.annotations_for(None))
+            )
         if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
-            written = await self.client.patch_status(namespace, name, decision.status)
-            version = (written or {}).get("metadata", {}).get("resourceVersion")
-            if version:
-                self._status_versions[(namespace, name)] = str(version)
+            if self.status_subresource:
+                written = await self.client.patch_status(namespace, name, decision.status)
+            else:
+                patch = fallback.annotations_for(decision.status)
+                written = await self.client.patch_annotations(namespace, name, patch)
+            await self._remember(key, written)
             for cond in decision.changed:
                 await self._event(
                     body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
                 )
+
+    async def _remember(self, key: tuple[str, str], written: JSON | None) -> None:
+        version = (written or {}).get("metadata", {}).get("resourceVersion")
+        if version:
+            self._status_versions[key] = str(version)
 
     async def _forget(self, body: Mapping[str, Any]) -> None:
         """Delete what we made for a Component that is no longer a state store, and our status.
@@ -153,6 +185,10 @@ class Reconciler:
             await self._delete_owned(body, kind)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
+        if fallback.has_annotations(body):
+            await self.client.patch_annotations(
+                meta["namespace"], meta["name"], fallback.annotations_for(None)
+            )
 
     async def _delete_owned(self, body: Mapping[str, Any], kind: str) -> None:
         """Delete the Component's child of this kind, if there is one and it is ours."""
@@ -264,7 +300,9 @@ class Reconciler:
         return await self.client.apply(desired)
 
     async def _event(self, body: Mapping[str, Any], cond: Condition, *, warnings: bool) -> None:
-        kind, reason, message = conditions.event_for(cond, warnings)
+        await self._post(body, *conditions.event_for(cond, warnings))
+
+    async def _post(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
         stamp = now()
         event = {
