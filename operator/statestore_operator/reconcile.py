@@ -157,11 +157,16 @@ class Reconciler:
             await self._remember(
                 key, await self.client.patch_annotations(namespace, name, fallback.annotations_for(None))
             )
-        if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
+        if self.status_subresource:
+            current = {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}
+            stale = decision.status != current
+        else:
+            patch = fallback.annotations_for(decision.status)
+            stale = not render.is_subset(patch, body["metadata"].get("annotations") or {})
+        if stale:
             if self.status_subresource:
                 written = await self.client.patch_status(namespace, name, decision.status)
             else:
-                patch = fallback.annotations_for(decision.status)
                 written = await self.client.patch_annotations(namespace, name, patch)
             await self._remember(key, written)
             for cond in decision.changed:
