@@ -375,7 +375,8 @@ def decide(
     available = conditions.availability(deployment)
     if blocked:
         available = Condition(conditions.AVAILABLE, "False", blocked_reason, blocked)
-    ready = conditions.readiness(validated, available, conflict)
+    ignore_errors = outcome.component is not None and outcome.component.ignore_errors
+    ready = conditions.readiness(validated, available, conflict, ignore_errors=ignore_errors)
     new = [validated, available, ready]
     old = list((body.get("status") or {}).get("conditions") or [])
     status: dict[str, Any] = {

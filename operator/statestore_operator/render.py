@@ -108,13 +108,18 @@ def _secret_env(component: Component) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     for item in component.metadata:
         ref = item.secret
-        if ref is None or item.value not in (None, ""):
+        if ref is None:
             continue
         var = secret_env_var(ref.name, ref.key)
         if var in seen:
             continue
         seen.add(var)
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        selector: dict[str, Any] = {"name": ref.name, "key": ref.key}
+        if item.value not in (None, "") or item.env is not None:
+            # As daprd: the Secret's value replaces the literal one (or the envRef) when the key
+            # exists, and the pods start without it (keeping the literal) when it does not.
+            selector["optional"] = True
+        env.append({"name": var, "valueFrom": {"secretKeyRef": selector}})
     return env
 
 
