@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_testing import Kube, Operator, container_env, without
+from operator_testing import Kube, Operator, container_env, wait_for, without
 
 from fixtures.sidecar import sidecar
 
@@ -61,6 +61,10 @@ def test_ignore_errors_pods_start_without_the_store_and_the_condition_says_so(
     kube.make_pods_ready("flaky")
     ready = kube.wait_condition("flaky", "Ready", "True", "Available")
     assert "spec.ignoreErrors is true" in ready["message"]
+    # What a tool following Dapr's proposed Component status does (docs/operator.md).
+    kube.cluster.kubectl(
+        "wait", "--for=condition=Ready", "components.dapr.io/flaky", "-n", kube.ns, "--timeout=30s"
+    )
     # The rendered pod does become Ready (healthz 204) although Redis is unreachable, without the store.
     with run_rendered_pod(kube, "flaky", tmp_path) as url:
         # Its only store left out: daprd's answer for a server without state stores.
@@ -69,9 +73,20 @@ def test_ignore_errors_pods_start_without_the_store_and_the_condition_says_so(
 
 
 def test_init_timeout_is_passed_on_and_a_bad_one_is_refused(kube: Kube, operator: Operator) -> None:
-    kube.apply(component("t", "state.in-memory", [], spec={"initTimeout": "30s"}))
+    kube.apply(component("t", "state.in-memory", []))
     kube.wait_condition("t", "Validated", "True", "Valid")
-    assert "initTimeout: 30s" in kube.must_get("configmap", "statestore-t")["data"]["component.yaml"]
+    kube.apply(component("t", "state.in-memory", [], spec={"initTimeout": "30s"}))
+    wait_for(
+        "the new spec in the ConfigMap",
+        lambda: "initTimeout: 30s" in kube.must_get("configmap", "statestore-t")["data"]["component.yaml"],
+    )
+    # Every condition says which generation it was decided for.
+    generation = kube.must_get("components.dapr.io", "t")["metadata"]["generation"]
+    assert generation == 2
+    wait_for(
+        "every condition at generation 2",
+        lambda: {c["observedGeneration"] for c in kube.conditions("t").values()} == {2},
+    )
     kube.apply(component("bad", "state.in-memory", [], spec={"initTimeout": "soon"}))
     cond = kube.wait_condition("bad", "Validated", "False", "InvalidSpec")
     assert "spec.initTimeout" in cond["message"] and "'soon'" in cond["message"]
