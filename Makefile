@@ -34,9 +34,9 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Fast tests of pure logic and the embedded stores only.
+## Fast tests of pure logic and the embedded stores only: nothing but Python needed.
 unit: venv
-	$(BIN)/python -m pytest -m "not backends and not k8s" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not backends and not k8s and not helm" $(PYTEST_ARGS)
 
 backends:
 	bash hack/backends/install.sh
@@ -50,10 +50,10 @@ k8s-binaries:
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries
-	$(BIN)/python hack/k8s/cluster.py up
+	$(BIN)/python -m statestore_testing.control_plane up
 
 cluster-down: venv
-	$(BIN)/python hack/k8s/cluster.py down
+	$(BIN)/python -m statestore_testing.control_plane down
 
 clean:
 	rm -rf .data .cluster .mypy_cache .ruff_cache .pytest_cache
@@ -71,8 +71,9 @@ OPERATOR_IMAGE ?= ghcr.io/statestore-operator/statestore-operator:$(IMAGE_TAG)
 SIDECAR_IMAGE ?= ghcr.io/statestore-operator/statestore-sidecar:$(IMAGE_TAG)
 
 ## A kind cluster from kind-config.yaml (kept if it exists already).
+# The list is read whole: `kind get clusters | grep -q` could fail on SIGPIPE.
 kind-up:
-	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
+	clusters=$$($(KIND) get clusters) || true; grep -qx '$(KIND_CLUSTER)' <<<"$$clusters" || $(KIND) create cluster --config kind-config.yaml --name $(KIND_CLUSTER)
 
 ## Build both images, load them into the kind cluster, install the chart, apply examples/.
 kind-deploy:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.operator_scale            # 500 Components in 10 namespaces
     .venv/bin/python -m bench.operator_scale --components 50 --namespaces 2   # a quick look
 
-It starts the test control plane (hack/k8s/cluster.py: etcd, kube-apiserver, controller-manager,
+It starts the test control plane (statestore_testing.control_plane: etcd, kube-apiserver, controller-manager,
 scheduler, and kwok, which makes the scheduled Pods Running and Ready without running anything), the
 Component CRD and `statestore-operator --all-namespaces`; then applies every Component with one
 `kubectl apply` per namespace and polls (every --poll seconds) until
@@ -27,12 +27,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from statestore_testing.control_plane import ControlPlane
+from statestore_testing.ports import free_port
+
 from .proc import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "hack" / "k8s"))
-
-from cluster import ControlPlane, free_port  # noqa: E402
 
 CRD = ROOT / "crds" / "components.dapr.io.yaml"
 OPERATOR = Path(sys.executable).parent / "statestore-operator"

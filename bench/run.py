@@ -43,14 +43,14 @@ from typing import Any
 import orjson
 import yaml
 
+from statestore_testing.databases import PostgresServer, RedisServer
+from statestore_testing.ports import free_port
+
 from . import targets as t
 from .load import closed_loop, have_wrk, open_loop, pinned, run_wrk, wrk_script
 from .proc import Usage, core_busy
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the database servers of the test suite
-
-from fixtures.backends import PostgresServer, RedisServer, free_port  # noqa: E402
 
 SERVER_CORE = "0"
 CLIENT_CORES = {1}

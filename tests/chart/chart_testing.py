@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from fixtures.k8s import ControlPlane
+from statestore_testing.control_plane import default_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "statestore-operator"
@@ -71,8 +73,6 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 
 def helm_binary() -> Path:
     """helm from `bash hack/k8s/build.sh` (next to kube-apiserver); fail (never skip) when it is missing."""
-    from cluster import default_bin_dir  # hack/k8s, put on sys.path by fixtures.k8s
-
     helm = default_bin_dir() / "helm"
     if not os.access(helm, os.X_OK):
         pytest.fail(f"{helm} is missing: run `bash hack/k8s/build.sh` first", pytrace=False)
@@ -171,3 +171,17 @@ def install_third_party_crds(cluster: ControlPlane) -> None:
     for path in sorted(THIRD_PARTY_CRDS.glob("*.yaml")):
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+
+
+# How a refused API request shows in the operator's log: the operator's own `HTTP 403: ...`, a
+# Kubernetes Status (`"code": 403`, `... is forbidden: User ...`, reason `Forbidden`) and kopf's
+# "Not enough permissions". Never a bare "403": log timestamps carry milliseconds (`11:16:48,403`).
+_FORBIDDEN = re.compile(
+    r"HTTP 403\b|[\"']code[\"']:\s*403\b|\b403,? (?:message=)?'?Forbidden|\bForbidden\b|is forbidden:"
+    r"|Not enough permissions"
+)
+
+
+def forbidden_lines(log: str) -> list[str]:
+    """The lines of an operator log that report a request refused for lack of permissions."""
+    return [line for line in log.splitlines() if _FORBIDDEN.search(line)]

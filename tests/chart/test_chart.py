@@ -64,6 +64,7 @@ def arg(docs: list[Manifest], flag: str) -> str | None:
 # --- chart metadata ---------------------------------------------------------------------------------
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_lint(name: str, home: Path) -> None:
     result = helm("lint", "--strict", str(CHART), *values_args(VALUE_SETS[name], home), home=home)
@@ -119,6 +120,7 @@ def test_every_value_is_commented() -> None:
     assert not missing, f"values.yaml keys without a comment: {missing}"
 
 
+@pytest.mark.helm
 def test_values_schema_is_enforced(home: Path) -> None:
     for bad in (
         {"webhook": {"failurePolicy": "Sometimes"}},
@@ -138,6 +140,7 @@ def test_values_schema_is_enforced(home: Path) -> None:
 # --- every value set --------------------------------------------------------------------------------
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_standard_labels_everywhere(name: str, home: Path) -> None:
     for doc in render(home, VALUE_SETS[name]):
@@ -148,6 +151,7 @@ def test_standard_labels_everywhere(name: str, home: Path) -> None:
         assert labels["app.kubernetes.io/instance"] == "ss"
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_operator_args_are_operator_flags(name: str, home: Path) -> None:
     """Every argument the chart passes is one `statestore-operator` accepts, with the chart's values."""
@@ -174,6 +178,7 @@ def test_operator_args_are_operator_flags(name: str, home: Path) -> None:
     }
 
 
+@pytest.mark.helm
 def test_state_api_values(home: Path) -> None:
     from statestore_operator import cli
 
@@ -195,6 +200,7 @@ def test_state_api_values(home: Path) -> None:
     assert cli.resources(parsed) == {"requests": {"cpu": "10m"}}
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_operator_deployment(name: str, home: Path) -> None:
     docs = render(home, VALUE_SETS[name])
@@ -234,6 +240,7 @@ def test_operator_deployment(name: str, home: Path) -> None:
             assert "emptyDir" not in volumes[volume]
 
 
+@pytest.mark.helm
 def test_scheduling_values(home: Path) -> None:
     values = VALUE_SETS["scheduling"]
     docs = render(home, values)
@@ -257,6 +264,7 @@ def rules(docs: list[Manifest]) -> list[dict[str, Any]]:
     return [rule for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") for rule in role["rules"]]
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("name", ["defaults", "watch-namespaces"])
 def test_rbac_least_privilege(name: str, home: Path) -> None:
     docs = render(home, VALUE_SETS[name])
@@ -296,6 +304,7 @@ def test_rbac_least_privilege(name: str, home: Path) -> None:
         assert "deletecollection" not in verbs(group, resource)
 
 
+@pytest.mark.helm
 def test_rbac_cluster_wide_mode(home: Path) -> None:
     docs = render(home)
     assert not by_kind(docs, "RoleBinding")
@@ -307,6 +316,7 @@ def test_rbac_cluster_wide_mode(home: Path) -> None:
         ]
 
 
+@pytest.mark.helm
 def test_rbac_watch_namespaces_mode(home: Path) -> None:
     docs = render(home, VALUE_SETS["watch-namespaces"])
     role_bindings = by_kind(docs, "RoleBinding")
@@ -325,6 +335,7 @@ def test_rbac_watch_namespaces_mode(home: Path) -> None:
         assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}
 
 
+@pytest.mark.helm
 def test_rbac_off(home: Path) -> None:
     docs = render(home, VALUE_SETS["existing-serviceaccount"])
     for kind in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
@@ -357,6 +368,7 @@ def test_webhook_path_is_the_operators_handler() -> None:
     assert re.search(r'define "statestore-operator.webhookPath" -}}\n/validate-component\n', text)
 
 
+@pytest.mark.helm
 def test_webhook_generated_certificate(home: Path) -> None:
     docs = render(home)
     secret = one(docs, "Secret", "ss-statestore-operator-webhook-tls")
@@ -402,6 +414,7 @@ def test_webhook_generated_certificate(home: Path) -> None:
     assert arg(docs, "--webhook-config-name") == ""
 
 
+@pytest.mark.helm
 def test_webhook_rules(home: Path) -> None:
     hook = webhook_of(render(home))
     assert hook["rules"] == [
@@ -419,6 +432,7 @@ def test_webhook_rules(home: Path) -> None:
     assert "startsWith('state.')" in hook["matchConditions"][0]["expression"]
 
 
+@pytest.mark.helm
 def test_webhook_watch_namespaces_only(home: Path) -> None:
     hook = webhook_of(render(home, VALUE_SETS["watch-namespaces"]))
     assert hook["namespaceSelector"] == {
@@ -428,6 +442,7 @@ def test_webhook_watch_namespaces_only(home: Path) -> None:
     }
 
 
+@pytest.mark.helm
 def test_webhook_cert_manager(home: Path) -> None:
     docs = render(home, VALUE_SETS["webhook-cert-manager"])
     assert not by_kind(docs, "Secret"), "cert-manager writes the Secret"
@@ -449,6 +464,7 @@ def test_webhook_cert_manager(home: Path) -> None:
     assert one(docs, "Certificate")["spec"]["issuerRef"] == {"kind": "ClusterIssuer", "name": "my-ca"}
 
 
+@pytest.mark.helm
 def test_webhook_off(home: Path) -> None:
     docs = render(home, VALUE_SETS["webhook-off"])
     assert not by_kind(docs, "ValidatingWebhookConfiguration")
@@ -462,6 +478,7 @@ def test_webhook_off(home: Path) -> None:
 # --- metrics ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.helm
 def test_metrics_service_and_servicemonitor(home: Path) -> None:
     docs = render(home, VALUE_SETS["metrics-servicemonitor"])
     service = one(docs, "Service", "ss-statestore-operator-metrics")

@@ -22,6 +22,7 @@ from chart_testing import (
     VALUE_SETS,
     Manifest,
     example_components,
+    forbidden_lines,
     helm,
     one,
     operator_container,
@@ -357,11 +358,7 @@ def test_operator_with_the_charts_args_identity_and_webhook(
                 _check_operator(cluster, operator, watched)
             finally:
                 operator.stop()
-            forbidden = [
-                line
-                for line in operator.output().splitlines()
-                if "403" in line or "Forbidden" in line or "Not enough permissions" in line
-            ]
+            forbidden = forbidden_lines(operator.output())
             assert not forbidden, "the chart's RBAC is not enough:\n" + "\n".join(forbidden)
 
 

@@ -11,6 +11,8 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
+from fixtures.stores import ComponentUnderTest
+
 STATE = "/v1.0/state/store"
 QUERY = "/v1.0-alpha1/state/store/query"
 
@@ -450,9 +452,8 @@ async def test_transaction_errors(api: httpx.AsyncClient, k: str) -> None:
 # --- query ----------------------------------------------------------------------------------
 
 
-async def test_query(api: httpx.AsyncClient, k: str) -> None:
-    meta = (await api.get("/v1.0/metadata")).json()
-    if "QUERY_API" not in meta["components"][0]["capabilities"]:
+async def test_query(api: httpx.AsyncClient, component: ComponentUnderTest, k: str) -> None:
+    if not component.offers.query:
         r = await api.post(QUERY, json={})
         body = r.json()
         assert (r.status_code, body["errorCode"]) == (500, "ERR_STATE_STORE_NOT_SUPPORTED")

@@ -50,4 +50,8 @@ def test_control_plane_by_hand(tmp_path: Path) -> None:
         assert "pip install" not in result.stdout
     finally:
         if (work / ".cluster").exists():
-            subprocess.run(["bash", "-c", ".venv/bin/python hack/k8s/cluster.py down"], cwd=work, timeout=120)
+            subprocess.run(
+                ["bash", "-c", ".venv/bin/python -m statestore_testing.control_plane down"],
+                cwd=work,
+                timeout=120,
+            )

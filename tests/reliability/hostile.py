@@ -76,6 +76,7 @@ class Api:
     """A synchronous face of the in-process API: `request` returns a fully read httpx.Response."""
 
     def __init__(self, stores: Mapping[str, ComponentUnderTest], **settings: Any) -> None:
+        self.components = dict(stores)
         self.runner = LoopThread()
         self.runtime = runtime_for(stores, **settings)
         self.client: httpx.AsyncClient = self.runner.run(self._open(), 60)

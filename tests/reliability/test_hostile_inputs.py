@@ -12,11 +12,10 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from hostile import Api, check, healthy
+from hostile import STORE, Api, check, healthy
 
 from statestore_sidecar import query as q
 from statestore_sidecar.requests import MAX_VALUE_DEPTH
-from statestore_sidecar.stores.base import Feature
 
 STATE = "/v1.0/state/store"
 QUERY = "/v1.0-alpha1/state/store/query"
@@ -33,8 +32,8 @@ def error(r: Any) -> tuple[int, str, str]:
 
 
 def query_refused(api: Api) -> bool:
-    """True, after checking Dapr's not-supported answer, for a store without the query API."""
-    if Feature.QUERY_API in api.runtime.stores["store"].features:
+    """True, after checking Dapr's not-supported answer, for a store documented without the query API."""
+    if api.components[STORE].offers.query:
         return False
     r = api.request("POST", "/v1.0-alpha1/state/store/query", content=b"{}")
     assert (r.status_code, r.json()["errorCode"]) == (500, "ERR_STATE_STORE_NOT_SUPPORTED")

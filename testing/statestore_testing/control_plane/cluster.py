@@ -1,68 +1,52 @@
-#!/usr/bin/env python3
 """A real, local Kubernetes control plane for tests and local runs (no container engine, no mocks).
 
 Runs etcd, kube-apiserver and kube-controller-manager (plus, optionally, kube-scheduler and kwok so Pods
 become Running/Ready on a fake node) as plain processes on free loopback ports, with TLS everywhere and
-client-certificate authentication. The binaries come from ``hack/k8s/build.sh``.
+client-certificate authentication. The binaries come from `hack/k8s/build.sh`.
 
-Command line (the Makefile's ``cluster``/``cluster-down`` targets call this)::
+    with ControlPlane(workdir) as cp:
+        cp.kubectl("get", "ns")
 
-    python hack/k8s/cluster.py up      # writes .cluster/kubeconfig, returns once /readyz is ok
-    python hack/k8s/cluster.py down    # stops what `up` started and removes .cluster's data
-    python hack/k8s/cluster.py status
-
-Library (tests/fixtures/k8s.py uses it)::
-
-    cp = ControlPlane(workdir)
-    cp.start()
-    cp.kubectl("get", "ns")
-    cp.stop()
+One class, kept whole: starting, probing and stopping share its process list and paths.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import contextlib
-import ctypes
-import datetime
-import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-try:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-except ModuleNotFoundError as _err:  # a clear hint instead of a traceback for `python cluster.py up`
-    sys.exit(f"{_err}: use the project's virtualenv (.venv/bin/python, with the [test] extras)")
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VERSIONS_FILE = REPO_ROOT / "hack" / "k8s" / "versions.env"
-DEFAULT_UP_DIR = REPO_ROOT / ".cluster"
-
-# Processes in start order; stop() goes in reverse.
-ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
+from statestore_testing.control_plane.binaries import (
+    APISERVER,
+    CONTROLLER_MANAGER,
+    ETCD,
+    FAKE_NODE,
+    KWOK,
+    SCHEDULER,
+    default_bin_dir,
+    pinned_versions,
 )
-FAKE_NODE = "kwok-node-0"
+from statestore_testing.control_plane.kubeconfig import write_kubeconfig
+from statestore_testing.control_plane.processes import (
+    Proc,
+    die_with_parent,
+    is_zombie,
+    pid_runs,
+    tail,
+    terminate,
+)
+from statestore_testing.pki import CertificateAuthority, key_pem, write_private
+from statestore_testing.ports import free_port
 
 # A readiness probe: (done, description of what it saw).
 _Probe = Callable[[], tuple[bool, str]]
@@ -81,265 +65,6 @@ class KubectlError(ControlPlaneError):
             f"kubectl {' '.join(args)} failed with exit code {result.returncode}:\n"
             f"{result.stderr.strip() or result.stdout.strip()}"
         )
-
-
-# --- versions and binaries ------------------------------------------------------------------------------
-
-
-def pinned_versions() -> dict[str, str]:
-    """versions.env, overridden by environment variables of the same name (as build.sh does)."""
-    versions: dict[str, str] = {}
-    for raw in VERSIONS_FILE.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        versions[key] = os.environ.get(key) or value
-    return versions
-
-
-def default_bin_dir() -> Path:
-    """Where build.sh puts the binaries; K8S_BIN_DIR / STATESTORE_CACHE_DIR override like in build.sh."""
-    if env := os.environ.get("K8S_BIN_DIR"):
-        return Path(env)
-    cache = Path(os.environ.get("STATESTORE_CACHE_DIR") or Path.home() / ".cache" / "statestore-operator")
-    return cache / "k8s" / f"v{pinned_versions()['K8S_VERSION']}"
-
-
-def free_port() -> int:
-    # The kernel picks an unused port; there is a small race until the server binds it, which is
-    # acceptable for a test harness (start() reports the failing process's log if it happens).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-# --- PKI ------------------------------------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-@dataclass(frozen=True)
-class CertificateAuthority:
-    """A throwaway CA (ECDSA P-256: fast to generate, accepted by Go and OpenSSL) that issues leaf certs.
-
-    Tests can make their own, e.g. for an admission webhook server the API server must trust.
-    """
-
-    cert_path: Path
-    key_path: Path
-
-    @classmethod
-    def create(cls, directory: Path, name: str, days: int = 7) -> CertificateAuthority:
-        directory.mkdir(parents=True, exist_ok=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        ca = cls(directory / f"{name}.crt", directory / f"{name}.key")
-        ca.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(ca.key_path, _key_pem(key))
-        return ca
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.cert_path.read_bytes()
-
-    def issue(
-        self,
-        directory: Path,
-        name: str,
-        *,
-        common_name: str,
-        organizations: Iterable[str] = (),
-        hosts: Iterable[str] = (),
-        server: bool = False,
-        client: bool = False,
-        days: int = 7,
-    ) -> tuple[Path, Path]:
-        """Issue a leaf certificate; returns (cert path, key path) as ``<directory>/<name>.crt|key``.
-
-        For client certificates Kubernetes reads the user from CN and the groups from O.
-        ``hosts`` become IP or DNS subjectAltNames.
-        """
-        ca_cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-        ca_key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-            raise ControlPlaneError(f"{self.key_path}: expected an EC key")
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        now = datetime.datetime.now(datetime.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-        )
-        usages = [ExtendedKeyUsageOID.SERVER_AUTH] * server + [ExtendedKeyUsageOID.CLIENT_AUTH] * client
-        if usages:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        sans: list[x509.GeneralName] = []
-        for host in hosts:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-            except ValueError:
-                sans.append(x509.DNSName(host))
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        directory.mkdir(parents=True, exist_ok=True)
-        cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, _key_pem(key))
-        return cert_path, key_path
-
-
-# --- kubeconfig -----------------------------------------------------------------------------------------
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def write_kubeconfig(
-    path: Path,
-    *,
-    server: str,
-    ca_cert: Path,
-    user: str,
-    client_cert: Path | None = None,
-    client_key: Path | None = None,
-    token: str | None = None,
-    cluster_name: str = "statestore-local",
-) -> Path:
-    """A self-contained kubeconfig (credentials embedded, so it can be copied anywhere).
-
-    JSON is valid YAML, so no YAML library is needed here.
-    """
-    creds: dict[str, str] = {}
-    if client_cert and client_key:
-        creds = {"client-certificate-data": _b64(client_cert), "client-key-data": _b64(client_key)}
-    if token:
-        creds["token"] = token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": cluster_name, "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)}}
-        ],
-        "users": [{"name": user, "user": creds}],
-        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
-        "current-context": cluster_name,
-        "preferences": {},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n")
-    path.chmod(0o600)  # it holds a private key or token
-    return path
-
-
-# --- processes ------------------------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: kill the child if the process that started it dies (e.g. pytest is killed).
-
-    SIGKILL, not SIGTERM: the siblings die at the same moment, and a kube-apiserver whose etcd is gone
-    never finishes a graceful shutdown. The data is throwaway anyway.
-    """
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _pid_runs(pid: int, binary: str) -> bool:
-    """True if pid is alive and still runs `binary` (guards against pid reuse after a reboot/crash)."""
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        return False
-    return Path(exe.removesuffix(" (deleted)")).name == Path(binary).name
-
-
-def _terminate(pid: int, binary: str, timeout: float = 15.0) -> None:
-    if not _pid_runs(pid, binary):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_runs(pid, binary) or _is_zombie(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class _Proc:
-    name: str
-    binary: str
-    pid: int
-    log: Path
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
 # --- the control plane ----------------------------------------------------------------------------------
@@ -378,7 +103,7 @@ class ControlPlane:
         self.admin_groups: tuple[str, ...] = ("system:masters",)
         self.api_port = 0
         self.etcd_port = 0
-        self._procs: list[_Proc] = []
+        self._procs: list[Proc] = []
         self._args: dict[str, list[str]] = {}  # each process's arguments, to start it again
 
     # -- public API --
@@ -443,7 +168,7 @@ class ControlPlane:
                         proc.popen.kill()
                         proc.popen.wait()
             else:
-                _terminate(proc.pid, proc.binary)
+                terminate(proc.pid, proc.binary)
         self._procs = []
         if remove_data:
             for path in (self.etcd_dir, self.pki_dir, self.logs_dir, self.workdir / "kubectl-cache"):
@@ -560,7 +285,7 @@ class ControlPlane:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode(errors="replace")
 
-    def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> _Proc:
+    def _spawn(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None) -> Proc:
         binary = str(self.binary(name))
         log = self.log_path(name)
         self._args[name] = list(args)
@@ -574,9 +299,9 @@ class ControlPlane:
                 cwd=self.workdir,
                 # Own session: a Ctrl-C in the terminal that ran `up` must not kill the cluster.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
-        proc = _Proc(name, binary, popen.pid, log, popen)
+        proc = Proc(name, binary, popen.pid, log, popen)
         self._procs.append(proc)
         self._save_state()
         return proc
@@ -589,7 +314,7 @@ class ControlPlane:
                 if proc.popen is not None and proc.popen.poll() is not None:
                     raise ControlPlaneError(
                         f"{proc.name} exited with code {proc.popen.returncode} while waiting for {what}; "
-                        f"last lines of {proc.log}:\n{_tail(proc.log)}"
+                        f"last lines of {proc.log}:\n{tail(proc.log)}"
                     )
             try:
                 done, last = probe()
@@ -598,7 +323,7 @@ class ControlPlane:
             if done:
                 return
             time.sleep(0.1)
-        logs = "\n".join(f"--- {p.log}:\n{_tail(p.log, 15)}" for p in self._procs)
+        logs = "\n".join(f"--- {p.log}:\n{tail(p.log, 15)}" for p in self._procs)
         raise ControlPlaneError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})\n{logs}")
 
     def _start(self, timeout: float, wait_for_controllers: bool) -> None:
@@ -779,7 +504,7 @@ class ControlPlane:
                 client=True,
             )
         sa_key = ec.generate_private_key(ec.SECP256R1())  # ES256 service account tokens
-        _write_private(self.pki_dir / "sa.key", _key_pem(sa_key))
+        write_private(self.pki_dir / "sa.key", key_pem(sa_key))
         (self.pki_dir / "sa.pub").write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -819,7 +544,7 @@ class ControlPlane:
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
 
-    def _load_state(self) -> list[_Proc]:
+    def _load_state(self) -> list[Proc]:
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
@@ -827,12 +552,12 @@ class ControlPlane:
         self.api_port = int(state.get("api_port", 0))
         self.etcd_port = int(state.get("etcd_port", 0))
         return [
-            _Proc(p["name"], p["binary"], int(p["pid"]), Path(p["log"])) for p in state.get("processes", [])
+            Proc(p["name"], p["binary"], int(p["pid"]), Path(p["log"])) for p in state.get("processes", [])
         ]
 
     @classmethod
     def attach(cls, workdir: Path) -> ControlPlane:
-        """A handle on a control plane started by another process (e.g. `cluster.py up`)."""
+        """A handle on a control plane started by another process (e.g. `python -m statestore_testing.control_plane up`)."""
         cp = cls(workdir, bin_dir=None)
         state = json.loads(cp.state_file.read_text())
         cp.bin_dir = Path(state["bin_dir"])
@@ -842,89 +567,4 @@ class ControlPlane:
     def running(self) -> list[str]:
         """Names of this control plane's processes that are alive."""
         procs = self._procs or self._load_state()
-        return [p.name for p in procs if _pid_runs(p.pid, p.binary) and not _is_zombie(p.pid)]
-
-
-# --- command line ---------------------------------------------------------------------------------------
-
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    workdir: Path = args.dir
-    if (workdir / "state.json").exists():
-        existing = ControlPlane.attach(workdir)
-        if existing.running() and existing.is_ready():
-            print(f"already running: {existing.server}\nexport KUBECONFIG={existing.kubeconfig}")
-            return 0
-        existing.stop()  # stale leftovers of a crashed run
-    workdir.mkdir(parents=True, exist_ok=True)
-    cp = ControlPlane(workdir, kwok=args.kwok, die_with_parent=False)
-    started = time.monotonic()
-    cp.start(timeout=args.timeout, wait_for_controllers=not args.no_wait_controllers)
-    elapsed = time.monotonic() - started
-    print(
-        f"Kubernetes v{cp.version} control plane ready at {cp.server} in {elapsed:.1f}s "
-        f"({', '.join(cp.running())})\n"
-        f"logs: {cp.logs_dir}\n"
-        f"export KUBECONFIG={cp.kubeconfig}"
-    )
-    return 0
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    workdir: Path = args.dir
-    if not (workdir / "state.json").exists():
-        print(f"nothing to stop in {workdir}")
-        return 0
-    cp = ControlPlane.attach(workdir)
-    names = cp.running()
-    cp.stop()
-    with contextlib.suppress(OSError):
-        workdir.rmdir()  # only if nothing else lives there
-    print(f"stopped: {', '.join(names) or 'nothing was running'}; removed data in {workdir}")
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    workdir: Path = args.dir
-    if not (workdir / "state.json").exists():
-        print("not running")
-        return 1
-    cp = ControlPlane.attach(workdir)
-    ready = cp.is_ready()
-    print(f"{cp.server} ready={ready} running={','.join(cp.running())}")
-    return 0 if ready else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--dir", type=Path, default=DEFAULT_UP_DIR, help="work directory (default: .cluster)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the control plane and write <dir>/kubeconfig")
-    up.add_argument(
-        "--kwok",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run kube-scheduler and kwok, so Pods run on a fake node (default: on)",
-    )
-    up.add_argument("--timeout", type=float, default=120.0)
-    up.add_argument(
-        "--no-wait-controllers",
-        action="store_true",
-        help="return at /readyz, before controller-manager works",
-    )
-    up.set_defaults(func=_cmd_up)
-    sub.add_parser("down", help="stop it and remove its data").set_defaults(func=_cmd_down)
-    sub.add_parser("status", help="exit 0 if it is running and ready").set_defaults(func=_cmd_status)
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except ControlPlaneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return [p.name for p in procs if pid_runs(p.pid, p.binary) and not is_zombie(p.pid)]

@@ -1,0 +1,24 @@
+"""Real Redis, PostgreSQL and MariaDB servers on free loopback ports, with throwaway data folders.
+
+Each server has `host`, `port`, `address` ("host:port"), `user`, `password`, `data_dir`,
+`start()` / `stop(kill=False)` (same port, same data: for outage tests; `kill=True` is a crash),
+`restart()`, `pause()` / `resume()` (SIGSTOP/SIGCONT: a hung server), `running`,
+`start_seconds` / `setup_seconds`, and a connection-string helper: `RedisServer.url()`,
+`PostgresServer.connection_string(form="keyword"|"url")`, `MariaDBServer.dsn(params)` (also
+`connection_string`). With `tls=True` a server gets a throwaway CA, server and client certificate
+(`server.pki`). `with RedisServer() as server: ...` starts one and removes it afterwards.
+"""
+
+from statestore_testing.databases.mariadb import MariaDBServer
+from statestore_testing.databases.postgres import PostgresServer
+from statestore_testing.databases.redis import RedisServer
+from statestore_testing.databases.server import INSTALL_HINT, BackendBinaryMissing, Server
+
+__all__ = [
+    "INSTALL_HINT",
+    "BackendBinaryMissing",
+    "MariaDBServer",
+    "PostgresServer",
+    "RedisServer",
+    "Server",
+]
