@@ -94,11 +94,11 @@ class _Runtime:
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     runtime = _Runtime()
 
-    async def reconcile(key: Key) -> None:
+    async def reconcile(key: Key, full: bool) -> None:
         assert runtime.reconciler is not None and runtime.queue is not None
         namespace, name = key
         try:
-            await runtime.reconciler.reconcile(namespace, name)
+            await runtime.reconciler.reconcile(namespace, name, full)
         except Exception as exc:
             # kopf does not retry event handlers: requeue with exponential backoff, like a workqueue.
             failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
@@ -108,11 +108,11 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         else:
             runtime.failures.pop(key, None)
 
-    def enqueue(namespace: str, name: str) -> None:
+    def enqueue(namespace: str, name: str, full: bool = True) -> None:
         # Handlers only queue the key and return at once: kopf's per-object event backlogs never grow,
         # and a burst of events for one Component becomes one reconciliation of its newest state.
         assert runtime.queue is not None
-        runtime.queue.add((namespace, name))
+        runtime.queue.add((namespace, name), full)
 
     def claimants_in(index: kopf.Index[str, actors.ActorStore], namespace: str) -> list[actors.ActorStore]:
         return list(index.get(namespace, []))
@@ -224,7 +224,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             if owner.get("kind") == naming.KIND and str(owner.get("apiVersion", "")).startswith(
                 naming.GROUP + "/"
             ):
-                enqueue(namespace, owner["name"])
+                enqueue(namespace, owner["name"], full=False)
 
     if not (options.webhook_cert and options.webhook_key):
         return

@@ -8,6 +8,7 @@ what it wants with what is there; repeating it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -50,6 +51,8 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # The resourceVersion our last status patch of each Component produced.
         self._status_versions: dict[tuple[str, str], str] = {}
+        # What the last full pass of each Component concluded (for Deployment-only refreshes).
+        self._seen: dict[tuple[str, str], _Seen] = {}
         # False where Dapr's own CRD is installed: conditions then go into annotations (fallback.py).
         self.status_subresource = True
         self._told_no_status: set[tuple[str, str]] = set()
@@ -74,12 +77,16 @@ class Reconciler:
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile one Component by name (serialised per Component across all triggers)."""
+    async def reconcile(self, namespace: str, name: str, full: bool = True) -> None:
+        """Reconcile one Component by name (serialised per Component across all triggers).
+
+        `full=False` (its Deployment changed) only refreshes the conditions from the Deployment, as long
+        as the Component is unchanged since the last full pass; otherwise it is a full pass.
+        """
         started = time.monotonic()
         try:
             async with self._lock(namespace, name):
-                await self._reconcile(namespace, name)
+                await self._reconcile(namespace, name, full)
         except Exception:
             metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
             metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
@@ -89,11 +96,12 @@ class Reconciler:
         finally:
             metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
 
-    async def _reconcile(self, namespace: str, name: str) -> None:
+    async def _reconcile(self, namespace: str, name: str, full: bool = True) -> None:
         # Read the Component fresh: an event's body may predate the status we wrote last.
         body = await self.client.get(naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self._status_versions.pop((namespace, name), None)
+            self._seen.pop((namespace, name), None)
             self._locks.pop((namespace, name), None)
             return
         if not is_state_store(body):
@@ -107,6 +115,17 @@ class Reconciler:
             if key not in self._told_no_status:
                 self._told_no_status.add(key)
                 await self._post(body, "Warning", fallback.NO_STATUS_REASON, fallback.NO_STATUS_MESSAGE)
+        seen = self._seen.get(key)
+        if not full and seen is not None and seen.version == body["metadata"].get("resourceVersion"):
+            # Only the Deployment moved: two GETs instead of every child, Secret and list. A Deployment
+            # that is gone or was edited (a new generation) takes the full pass below.
+            current = None
+            if seen.blocked is None:
+                current = await self.client.get("Deployment", namespace, naming.child_name(name))
+            if seen.blocked is not None or _generation(current) == seen.deployment_generation:
+                version = await self._report(body, seen.outcome, seen.conflict, current, seen.blocked)
+                self._seen[key] = dataclasses.replace(seen, version=version)
+                return
         outcome, secrets = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
@@ -144,6 +163,21 @@ class Reconciler:
         else:
             # An invalid spec is not rolled out: pods of the last good one (if any) keep serving.
             deployment = await self.client.get("Deployment", namespace, naming.child_name(name))
+        version = await self._report(body, outcome, conflict, deployment, blocked)
+        self._seen[key] = _Seen(version, outcome, conflict, blocked, _generation(deployment))
+
+    async def _report(
+        self,
+        body: Mapping[str, Any],
+        outcome: Outcome,
+        conflict: str | None,
+        deployment: JSON | None,
+        blocked: Blocked | None,
+    ) -> str:
+        """Write the conditions (and post Events) if they changed; the Component's resourceVersion after."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        key = (namespace, name)
+        version = str(body["metadata"].get("resourceVersion", ""))
         decision = decide(
             body,
             outcome,
@@ -154,8 +188,11 @@ class Reconciler:
             blocked_reason=conditions.REASON_NOT_OWNED if blocked is None else blocked.reason,
         )
         if self.status_subresource and fallback.has_annotations(body):
-            await self._remember(
-                key, await self.client.patch_annotations(namespace, name, fallback.annotations_for(None))
+            version = (
+                await self._remember(
+                    key, await self.client.patch_annotations(namespace, name, fallback.annotations_for(None))
+                )
+                or version
             )
         if self.status_subresource:
             current = {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}
@@ -168,16 +205,18 @@ class Reconciler:
                 written = await self.client.patch_status(namespace, name, decision.status)
             else:
                 written = await self.client.patch_annotations(namespace, name, patch)
-            await self._remember(key, written)
+            version = await self._remember(key, written) or version
             for cond in decision.changed:
                 await self._event(
                     body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
                 )
+        return version
 
-    async def _remember(self, key: tuple[str, str], written: JSON | None) -> None:
-        version = (written or {}).get("metadata", {}).get("resourceVersion")
+    async def _remember(self, key: tuple[str, str], written: JSON | None) -> str:
+        version = str((written or {}).get("metadata", {}).get("resourceVersion") or "")
         if version:
-            self._status_versions[key] = str(version)
+            self._status_versions[key] = version
+        return version
 
     async def _forget(self, body: Mapping[str, Any]) -> None:
         """Delete what we made for a Component that is no longer a state store, and our status.
@@ -335,6 +374,21 @@ class Reconciler:
             await self.client.create(event)
         except Exception as exc:  # an Event is a courtesy: never fail a reconciliation for it
             log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A full pass's conclusions, valid while the Component keeps this resourceVersion."""
+
+    version: str
+    outcome: Outcome
+    conflict: str | None
+    blocked: Blocked | None
+    deployment_generation: int | None
+
+
+def _generation(obj: Mapping[str, Any] | None) -> int | None:
+    return None if obj is None else int(obj["metadata"].get("generation", 0))
 
 
 class Blocked(Exception):

@@ -6,6 +6,9 @@ reconciled is reconciled once more afterwards, so a burst of events for one Comp
 two reconciliations, each of which reads the newest state. A fixed number of workers bounds how many
 reconciliations press on the API server at once, so under load each finishes quickly instead of all
 of them crawling together.
+
+A key is queued for a *full* reconciliation (every child checked) unless every trigger since it was
+queued asked only for a status refresh (its Deployment changed); a full request always wins.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 class WorkQueue:
-    def __init__(self, handle: Callable[[Key], Awaitable[None]], workers: int) -> None:
+    def __init__(self, handle: Callable[[Key, bool], Awaitable[None]], workers: int) -> None:
         self._handle = handle
         self._workers = workers
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._waiting: set[Key] = set()
+        self._waiting: dict[Key, bool] = {}  # key -> full
         self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
+        self._dirty: dict[Key, bool] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -47,13 +50,15 @@ class WorkQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, full: bool = True) -> None:
         if key in self._waiting:
+            self._waiting[key] = self._waiting[key] or full
             return
         if key in self._active:
-            self._dirty.add(key)  # reconciled again once the running pass is done
+            # Reconciled again once the running pass is done.
+            self._dirty[key] = self._dirty.get(key, False) or full
             return
-        self._waiting.add(key)
+        self._waiting[key] = full
         self._queue.put_nowait(key)
         metrics.QUEUE_DEPTH.set(len(self._waiting))
 
@@ -75,16 +80,15 @@ class WorkQueue:
     async def _work(self) -> None:
         while True:
             key = await self._queue.get()
-            self._waiting.discard(key)
+            full = self._waiting.pop(key, True)
             metrics.QUEUE_DEPTH.set(len(self._waiting))
             self._active.add(key)
             try:
-                await self._handle(key)
+                await self._handle(key, full)
             except Exception:  # the handler reports and retries its own failures; never lose a worker
                 log.exception("reconciling %s/%s failed", *key)
             finally:
                 self._active.discard(key)
                 if key in self._dirty:
-                    self._dirty.discard(key)
-                    self.add(key)
+                    self.add(key, self._dirty.pop(key))
                 self._queue.task_done()  # after the re-add, so drained() sees it

@@ -11,7 +11,7 @@ async def test_a_burst_for_one_key_is_one_pass_plus_at_most_one_more() -> None:
     calls: list[Key] = []
     gate = asyncio.Event()
 
-    async def handle(key: Key) -> None:
+    async def handle(key: Key, full: bool) -> None:
         calls.append(key)
         await gate.wait()
 
@@ -33,7 +33,7 @@ async def test_a_burst_for_one_key_is_one_pass_plus_at_most_one_more() -> None:
 async def test_workers_bound_the_concurrency() -> None:
     running = peak = 0
 
-    async def handle(key: Key) -> None:
+    async def handle(key: Key, full: bool) -> None:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -54,7 +54,7 @@ async def test_workers_bound_the_concurrency() -> None:
 async def test_a_failing_handler_keeps_its_worker_and_add_after_requeues() -> None:
     calls: list[Key] = []
 
-    async def handle(key: Key) -> None:
+    async def handle(key: Key, full: bool) -> None:
         calls.append(key)
         if len(calls) == 1:
             raise RuntimeError("boom")
@@ -66,5 +66,34 @@ async def test_a_failing_handler_keeps_its_worker_and_add_after_requeues() -> No
         queue.add_after(("ns", "b"), 0.05)
         await asyncio.sleep(0.2)
         assert calls == [("ns", "a"), ("ns", "b")]
+    finally:
+        await queue.stop()
+
+
+async def test_a_full_request_wins_over_status_refreshes() -> None:
+    calls: list[tuple[Key, bool]] = []
+    gate = asyncio.Event()
+
+    async def handle(key: Key, full: bool) -> None:
+        calls.append((key, full))
+        await gate.wait()
+
+    queue = WorkQueue(handle, workers=1)
+    queue.start()
+    try:
+        queue.add(("ns", "a"), full=False)
+        queue.add(("ns", "b"), full=False)
+        queue.add(("ns", "b"), full=True)  # while waiting
+        queue.add(("ns", "c"), full=False)
+        await asyncio.sleep(0.01)  # a is running
+        queue.add(("ns", "a"), full=False)  # while running: a status refresh afterwards
+        gate.set()
+        await asyncio.wait_for(queue.drained(), 5)
+        assert calls == [
+            (("ns", "a"), False),
+            (("ns", "b"), True),
+            (("ns", "c"), False),
+            (("ns", "a"), False),
+        ]
     finally:
         await queue.stop()
