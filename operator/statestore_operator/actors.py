@@ -11,8 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from statestore_sidecar.schema import is_truthy
-from statestore_sidecar.stores import UnknownStoreType, schema_for
+from statestore_sidecar.validation import UnknownStoreType, is_truthy, schema_for
 
 from .validation import is_state_store
 

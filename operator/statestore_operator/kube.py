@@ -167,10 +167,6 @@ class Client:
         meta = obj["metadata"]
         return await self.request("POST", path_of(obj["kind"], meta["namespace"]), body=obj)
 
-    async def list_of(self, kind: str, namespace: str) -> list[JSON]:
-        result = await self.request("GET", path_of(kind, namespace))
-        return list((result or {}).get("items") or [])
-
     async def list_components(self, namespace: str | None) -> list[JSON]:
         """Components of one namespace, or of all when None (the operator's own watch scope)."""
         path = path_of(naming.KIND, namespace) if namespace else f"/apis/{naming.API_VERSION}/{naming.PLURAL}"

@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from statestore_sidecar.components import Component, secret_env_var
-from statestore_sidecar.stores import UnknownStoreType, canonical_type
+from statestore_sidecar.validation import Component, UnknownStoreType, canonical_type, secret_env_var
 
 from . import access, naming, quantities, rotation
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
-from statestore_sidecar.components import Component, ComponentError, SecretRef, Validated, parse, validate
+from statestore_sidecar.validation import Component, ComponentError, SecretRef, Validated, parse, validate
 
 from . import access
 

@@ -42,7 +42,6 @@ from .requests import (
 from .runtime import Runtime, StoreHandle
 from .stores.base import (
     DeleteRequest,
-    EtagInvalid,
     EtagMismatch,
     Feature,
     Item,
@@ -192,10 +191,8 @@ class StateApi:
         failures = [o for o in outcomes if o is not None]
         if not failures:
             return _no_content()
-        if all(isinstance(f, EtagMismatch | EtagInvalid) for f in failures):
-            status = 400 if any(isinstance(f, EtagInvalid) for f in failures) else 409
-        else:
-            status = 500
+        # daprd's 400 is for etags a store cannot parse; any etag is well formed here.
+        status = 409 if all(isinstance(f, EtagMismatch) for f in failures) else 500
         raise errors.state_save(handle.name, status, "\n".join(_describe(f) for f in failures))
 
     async def get(self, request: Request) -> Response:
@@ -270,8 +267,6 @@ class StateApi:
             await handle.store.delete(DeleteRequest(stored, etag, mode))
         except EtagMismatch as exc:
             raise errors.state_delete(key, 409, _describe(exc)) from None
-        except EtagInvalid as exc:
-            raise errors.state_delete(key, 400, _describe(exc)) from None
         except StoreError as exc:
             raise errors.state_delete(key, 500, str(exc)) from None
         except Exception as exc:
@@ -425,8 +420,6 @@ async def _capture(awaitable: Awaitable[None]) -> BaseException | None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, EtagMismatch):
         return f"possible etag mismatch. error from state store: {exc}"
-    if isinstance(exc, EtagInvalid):
-        return f"invalid etag value: {exc}"
     return str(exc)
 
 

@@ -25,6 +25,7 @@ from .schema import (
     parse_duration,
     resolve,
     stringify,
+    unknown_warning,
 )
 from .stores import UnknownStoreType, canonical_type, schema_for
 
@@ -210,42 +211,48 @@ def store_schema(component: Component) -> StoreSchema:
 def validate(component: Component, values: Mapping[str, str], *, opaque: Collection[str] = ()) -> Validated:
     """Check a state store Component whose metadata values (secrets included) are known.
 
-    Raises ComponentError naming the field; unknown metadata names come back as warnings.
+    Runs every check the store would make of its settings (each store's parsers are part of its
+    schema), so a Component that passes connects or is unavailable, never misconfigured. Raises
+    ComponentError naming the field; unknown metadata names come back as warnings (with the close
+    match when one looks misspelt).
     `opaque` names items whose values cannot be known by the caller (the operator does not read
     secret values): they count as given for `required`, their type is not checked, and defaults
     stand in for them in the result.
     """
     schema = store_schema(component)
+    hidden: frozenset[str] = frozenset()
     if opaque:
-        schema, values = _without_opaque(schema, values, opaque)
+        schema, values, hidden = _without_opaque(schema, values, opaque)
     try:
-        resolved = resolve(schema, values)
+        resolved = resolve(schema, values, opaque=hidden)
     except MetadataError as exc:
         raise component.error(str(exc), exc.field) from None
     try:
         keys.prefix_for(str(resolved["keyPrefix"]), app_id="", store_name=component.name, namespace=None)
     except keys.InvalidKeyPrefix as exc:
-        raise component.error(str(exc), "keyPrefix") from None
+        raise component.error(f"metadata 'keyPrefix': {exc}", "keyPrefix") from None
     if resolved["actorStateStore"] and not schema.transactional_with_etags:
         raise component.error(
-            f"actorStateStore needs a store with transactions and ETags; {schema.type} has neither",
+            f"metadata 'actorStateStore': needs a store with transactions and ETags; {schema.type} has neither",
             "actorStateStore",
         )
-    warnings = tuple(
-        f"metadata {name!r} is not a setting of {schema.type} and is ignored" for name in resolved.unknown
-    )
+    warnings = tuple(unknown_warning(schema, name) for name in resolved.unknown)
     return Validated(component, schema, resolved, warnings)
 
 
 def _without_opaque(
     schema: StoreSchema, values: Mapping[str, str], opaque: Collection[str]
-) -> tuple[StoreSchema, dict[str, str]]:
-    """The schema with opaque fields optional, and the values without the opaque known fields.
+) -> tuple[StoreSchema, dict[str, str], frozenset[str]]:
+    """The schema with opaque fields optional, the values without the opaque known fields, and the
+    canonical names of those fields.
 
     Opaque names that are no setting at all stay in (with an empty value) so they are still reported
     as unknown.
     """
     hidden = {name.lower() for name in opaque}
+    canonical = frozenset(
+        f.name for f in (*COMMON_FIELDS, *schema.fields) if {n.lower() for n in (f.name, *f.aliases)} & hidden
+    )
     known = {n.lower() for f in (*COMMON_FIELDS, *schema.fields) for n in (f.name, *f.aliases)}
     fields = tuple(
         dataclasses.replace(f, required=False) if {n.lower() for n in (f.name, *f.aliases)} & hidden else f
@@ -256,7 +263,7 @@ def _without_opaque(
         for name, text in values.items()
         if name.lower() not in hidden or name.lower() not in known
     }
-    return dataclasses.replace(schema, fields=fields), kept
+    return dataclasses.replace(schema, fields=fields), kept, canonical
 
 
 def metadata_values(component: Component, environ: Mapping[str, str]) -> dict[str, str]:

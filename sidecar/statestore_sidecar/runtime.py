@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .components import Validated
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
-from .stores.base import BackendUnavailable, Feature, Store
+from .stores.base import BackendUnavailable, Feature, Store, StoreError
 
 log = logging.getLogger("statestore.runtime")
 
@@ -69,7 +69,7 @@ class StoreHandle:
                 # spec.initTimeout bounds each attempt, as daprd bounds its one attempt.
                 async with asyncio.timeout(self.init_timeout):
                     await self.store.init()
-            except Exception as exc:  # any failure of a driver's connect, reported and retried
+            except Exception as exc:  # a driver's connect failing in any way is unavailability
                 self.last_error = (
                     f"init timeout exceeded after {self.init_timeout:g}s"
                     if isinstance(exc, TimeoutError)
@@ -86,6 +86,11 @@ class StoreHandle:
                         await self.store.close()
                     if self._on_give_up is not None:
                         self._on_give_up(self)
+                    return
+                if isinstance(exc, StoreError) and not isinstance(exc, BackendUnavailable):
+                    # The backend answered and refused (a table of another layout, no permission):
+                    # retrying cannot help, so it is reported once and the store stays unready.
+                    log.error("state store %s: init failed, not retried: %s", self.name, self.last_error)
                     return
                 log.warning(
                     "state store %s: init failed, retrying in %.1fs: %s", self.name, delay, self.last_error

@@ -6,11 +6,12 @@ metadata with it before connecting, and the operator validates Components with t
 
 from __future__ import annotations
 
+import difflib
 import enum
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +40,13 @@ class Field:
     required: bool = False
     default: Any = None
     aliases: tuple[str, ...] = ()
-    # Sensitive values: never logged, never shown by /v1.0/metadata or status messages.
-    secret: bool = False
     minimum: float | None = None
     choices: tuple[str, ...] = ()
     # A regular expression a string value must match in full (identifiers such as table names).
     pattern: str | None = None
-    description: str = ""
+    # The store's own parser of a string value (a host list, a connection string): run at validation
+    # so whatever the store would refuse is refused there; its ValueError names what is wrong.
+    check: Callable[[str], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,9 @@ class StoreSchema:
     versions: tuple[str, ...] = ("v1",)
     # Keys Dapr documents for this store that we deliberately do not implement: refused, never ignored.
     unsupported: Mapping[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()  # other type names ("state.sqlite3")
+    # Rules across fields, run on the resolved values (fields not given are their defaults, None for
+    # values the caller cannot see); raises MetadataError naming a field.
+    check: Callable[[Resolved], None] | None = None
 
     @property
     def transactional_with_etags(self) -> bool:
@@ -65,7 +68,7 @@ class StoreSchema:
 
 # Metadata every state store accepts, whatever its type (Dapr adds these to every schema).
 COMMON_FIELDS: tuple[Field, ...] = (
-    Field("keyPrefix", default="appid", description="appid, name, namespace, none or a custom prefix"),
+    Field("keyPrefix", default="appid"),  # appid, name, namespace, none or a custom prefix
     Field("actorStateStore", Kind.BOOL, default=False),
 )
 # Keys Dapr accepts on every transactional store for its outbox; we accept and ignore them.
@@ -90,9 +93,19 @@ class Resolved:
 
     values: Mapping[str, Any]
     unknown: tuple[str, ...] = ()
+    # Fields given whose values the caller cannot see (the operator does not read Secrets): their
+    # values here are defaults, so rules across fields leave them out.
+    opaque: frozenset[str] = frozenset()
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
+
+    def given(self, name: str) -> bool:
+        """Whether the field has a non-empty value, or an opaque one."""
+        return name in self.opaque or self.values[name] not in (None, "")
+
+    def known(self, name: str) -> bool:
+        return name not in self.opaque
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -181,6 +194,11 @@ def _convert(f: Field, raw: str) -> Any:
         raise ValueError(f"{raw!r} is below the minimum of {f.minimum:g}")
     if f.pattern is not None and not re.fullmatch(f.pattern, raw):
         raise ValueError(f"{raw!r} is not allowed here (it must match {f.pattern})")
+    if f.check is not None:
+        try:
+            f.check(raw)
+        except MetadataError as exc:  # a parser shared with the store names the field itself
+            raise ValueError(exc.reason) from None
     return value
 
 
@@ -204,11 +222,31 @@ def check_duplicates(names: Iterable[str]) -> None:
         seen[lowered] = name
 
 
-def resolve(schema: StoreSchema, raw: Mapping[str, str]) -> Resolved:
+def names(schema: StoreSchema) -> list[str]:
+    """Every metadata name the schema knows (aliases included), as documented."""
+    return [n for f in (*COMMON_FIELDS, *schema.fields) for n in (f.name, *f.aliases)]
+
+
+def close_match(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate `name` is most likely a misspelling of, if any (names ignore case)."""
+    by_lower = {c.lower(): c for c in candidates}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.8)
+    return by_lower[found[0]] if found else None
+
+
+def unknown_warning(schema: StoreSchema, name: str) -> str:
+    """What to say about a metadata name the schema does not know (Dapr ignores such names)."""
+    text = f"metadata {name!r} is not a setting of {schema.type} and is ignored"
+    match = close_match(name, names(schema))
+    return f"{text}: did you mean {match!r}?" if match else text
+
+
+def resolve(schema: StoreSchema, raw: Mapping[str, str], *, opaque: Iterable[str] = ()) -> Resolved:
     """Type and default the metadata of one Component, or raise MetadataError naming the item.
 
     `raw` maps metadata names (any case, as written) to string values, secrets already substituted.
     Unknown names are returned in `Resolved.unknown` rather than refused, as Dapr ignores them.
+    `opaque` names (canonically) the fields given with values the caller cannot see.
     """
     check_duplicates(raw)
     by_name: dict[str, Field] = {}
@@ -248,6 +286,14 @@ def resolve(schema: StoreSchema, raw: Mapping[str, str]) -> Resolved:
         if f.name in values:
             continue
         if f.required:
-            raise MetadataError(f.name, "is required")
+            misspelt = [u for u in unknown if close_match(u, (f.name, *f.aliases))]
+            hint = "".join(
+                f"; {name!r} is not a setting of {schema.type}: did you mean {f.name!r}?"
+                for name in misspelt[:1]
+            )
+            raise MetadataError(f.name, f"is required{hint}")
         values[f.name] = f.default
-    return Resolved(values=values, unknown=tuple(unknown))
+    resolved = Resolved(values=values, unknown=tuple(unknown), opaque=frozenset(opaque))
+    if schema.check is not None:
+        schema.check(resolved)
+    return resolved

@@ -31,7 +31,7 @@ from chart_testing import (
 )
 
 from fixtures.k8s import ControlPlane
-from fixtures.operator_process import OperatorProcess, wait_for
+from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
 from fixtures.sidecar import free_port
 
 pytestmark = pytest.mark.k8s
@@ -375,7 +375,7 @@ def _check_operator(cluster: ControlPlane, operator: ChartOperator, watched: str
 
         try:
             wait_for(f"{name}: Validated=True", validated, timeout=90)
-        except pytest.fail.Exception:
+        except WaitTimeout:
             pytest.fail(
                 f"{name}: conditions {conditions(cluster, watched, name)}\n"
                 f"operator log:\n{operator.output()[-4000:]}"

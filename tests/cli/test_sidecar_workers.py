@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from fixtures.sidecar import BIN, free_port
+from statestore_testing.waiting import wait_for
 
 COMPONENT = """\
 apiVersion: dapr.io/v1alpha1
@@ -41,6 +43,32 @@ def _workers(pid: int) -> list[int]:
             if b"spawn_main" in handle.read():
                 out.append(child)
     return out
+
+
+def _server_side_inode(port: int, client_port: int) -> str | None:
+    """The socket inode of the server's end of the connection from `client_port` (kernel's table)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(end.split(":")[1], 16) for end in fields[1:3])
+        if (local, remote) == (port, client_port):
+            return fields[9]
+    return None
+
+
+def _worker_serving_one_connection(port: int, workers: list[int]) -> int | None:
+    """Open a connection, have one request answered on it, and say which worker process holds it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"GET /v1.0/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(4096).startswith(b"HTTP/1.1 204"), "the request was not answered"
+        inode = _server_side_inode(port, conn.getsockname()[1])
+        for pid in workers:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    continue  # closed meanwhile
+    return None
 
 
 def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) -> None:
@@ -77,7 +105,16 @@ def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) ->
                 pass
             assert time.monotonic() < deadline, "not ready in 60 s"
             time.sleep(0.1)
-        assert len(_workers(proc.pid)) == 2
+        workers = wait_for("two workers", lambda: w if len(w := _workers(proc.pid)) == 2 else None)
+        # Both really serve: connections are taken by either worker, so open them until each was seen.
+        served: dict[int, int] = {}
+        deadline = time.monotonic() + 120
+        while len(served) < 2:
+            assert time.monotonic() < deadline, f"only {served} of {workers} served in 120 s"
+            pid = _worker_serving_one_connection(port, workers)
+            assert pid in workers, f"no worker holds the connection (found {pid})"
+            served[pid] = served.get(pid, 0) + 1
+        print(f"connections per worker until both had served: {served}")
         # A new connection per request, so both workers take some; they share the SQLite file.
         for i in range(20):
             r = httpx.post(f"{url}/v1.0/state/store", json=[{"key": f"k{i}", "value": {"n": i}}])

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fixtures.k8s import ControlPlane
-from fixtures.operator_process import OperatorProcess, wait_for
+from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
 from fixtures.sidecar import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,7 @@ class Kube:
 
         try:
             return wait_for(f"{name}: {type_}={status} ({reason})", probe, timeout=timeout)
-        except pytest.fail.Exception:
+        except WaitTimeout:
             pytest.fail(f"{type_} of {name} is {self.conditions(name).get(type_)}, wanted {status}/{reason}")
 
     def events(self, name: str) -> list[dict[str, Any]]:
@@ -153,6 +153,28 @@ def no_change(kube: Kube, *objects: tuple[str, str]) -> Iterator[None]:
     yield
     after = {o: (kube.get(*o) or {}).get("metadata", {}).get("resourceVersion") for o in objects}
     assert after == before
+
+
+def reconciles(operator: Operator) -> int:
+    """Reconciliations the operator process has finished (its `statestore_operator_reconcile_total`)."""
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in operator.metrics().splitlines()
+        if line.startswith("statestore_operator_reconcile_total{")
+    )
+
+
+def reconciled(operator: Operator, more: int, since: int, timeout: float = 120) -> int:
+    """Wait until the operator has finished `more` reconciliations beyond the count `since`.
+
+    What a "nothing changed" check waits for instead of a sleep: evidence that the operator did look
+    at the objects again (resync rounds, restarts), however slow the machine.
+    """
+    return wait_for(
+        f"{more} more reconciliations than {since}",
+        lambda: count if (count := reconciles(operator)) >= since + more else None,
+        timeout=timeout,
+    )
 
 
 def settled(kube: Kube, *objects: tuple[str, str], quiet: float = 2.0) -> None:

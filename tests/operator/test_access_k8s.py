@@ -9,13 +9,22 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from operator_testing import ROOT, Kube, Operator, no_change, rendered_pod, settled, wait_for
+from operator_testing import (
+    ROOT,
+    Kube,
+    Operator,
+    no_change,
+    reconciled,
+    reconciles,
+    rendered_pod,
+    settled,
+    wait_for,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -87,7 +96,7 @@ def test_generated_token_is_made_once_owned_and_collected(kube: Kube, operator: 
         kube.apply(component("orders", GENERATE))
         operator.stop()
         operator.start()
-        time.sleep(7)
+        reconciled(operator, 3, since=0)  # the new process: its first look and resync rounds
     assert kube.must_get("secret", "statestore-orders-api-token")["data"] == secret["data"]
     # Nor the pods: the Deployment's spec is untouched (its status is the controller-manager's).
     assert kube.must_get("deployment", "statestore-orders")["metadata"]["generation"] == generation
@@ -271,7 +280,7 @@ def test_scopes_become_a_network_policy(kube: Kube, operator: Operator) -> None:
     # Scopes change: the policy follows; nothing changes while they stay.
     settled(kube, ("networkpolicy", "statestore-orders"))
     with no_change(kube, ("networkpolicy", "statestore-orders")):
-        time.sleep(4)
+        reconciled(operator, 2, since=reconciles(operator))
     kube.apply(component("orders", scopes=["checkout"]))
     wait_for("the policy to follow the scopes", lambda: policy_apps(kube, "orders") == ["checkout"])
     # Scopes removed: the policy goes.
@@ -318,5 +327,5 @@ def test_foreign_network_policy_is_never_taken_over(kube: Kube, operator: Operat
     # And an unscoped Component leaves a foreign policy of that name alone too.
     kube.apply(component("orders"))
     deployed(kube, "orders")
-    time.sleep(4)
+    reconciled(operator, 2, since=reconciles(operator))
     assert kube.get("networkpolicy", "statestore-orders") is not None

@@ -5,12 +5,11 @@ from __future__ import annotations
 import collections
 import json
 import threading
-import time
 import urllib.request
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, wait_for
+from operator_testing import Kube, Operator, WaitTimeout, reconciled, reconciles, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -131,7 +130,7 @@ def test_sigkill_in_the_middle_of_a_batch_converges_without_duplicates_or_orphan
     operator.start()
     try:
         wait_for("every Component to converge", lambda: converged(kube, expected), timeout=120)
-    except pytest.fail.Exception:
+    except WaitTimeout:
         summary = {
             n: [(c["type"], c["status"], c["reason"]) for c in (b.get("status") or {}).get("conditions", [])]
             for n, b in components(kube).items()
@@ -157,7 +156,7 @@ def test_sigkill_in_the_middle_of_a_batch_converges_without_duplicates_or_orphan
         }
 
     stable = versions()
-    time.sleep(4)
+    reconciled(operator, 2 * len(expected), since=reconciles(operator))  # resync rounds over all
     assert versions() == stable
 
 

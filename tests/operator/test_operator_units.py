@@ -10,7 +10,7 @@ import yaml
 from statestore_operator import actors, admission, conditions, naming, render
 from statestore_operator.conditions import Condition
 from statestore_operator.reconcile import decide
-from statestore_operator.validation import Outcome, check
+from statestore_operator.validation import check
 from statestore_sidecar.components import ComponentError, parse, secret_env_var, validate
 
 PODS = render.PodSettings(image="img:1")
@@ -293,10 +293,6 @@ def test_is_subset() -> None:
     assert render.is_subset({"a": [{"b": 1}]}, {"a": [{"b": 1, "c": 2}], "d": 3})
     assert not render.is_subset({"a": [{"b": 1}]}, {"a": [{"b": 1}, {"b": 2}]})
     assert not render.is_subset({"a": 1}, {})
-
-
-def test_outcome_is_plain_data() -> None:
-    assert Outcome(False, "X", "m") == Outcome(False, "X", "m")
 
 
 def test_blocked_by_a_foreign_object() -> None:

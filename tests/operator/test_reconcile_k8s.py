@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
-from operator_testing import IMAGE, Kube, Operator, no_change, settled, wait_for
+from operator_testing import IMAGE, Kube, Operator, no_change, reconciled, reconciles, settled, wait_for
 
 from statestore_sidecar.components import secret_env_var
 
@@ -246,8 +245,9 @@ def test_spec_change_rolls_and_no_change_writes_nothing(kube: Kube, operator: Op
     writes = _metric(operator, "statestore_operator_object_writes_total")
     # Several resync rounds (every 3s here) and a no-op re-apply change nothing.
     with no_change(kube, *objects):
+        before = reconciles(operator)
         kube.apply(redis())
-        time.sleep(7)
+        reconciled(operator, 3, since=before)
     assert _metric(operator, "statestore_operator_object_writes_total") == writes
     # A spec change is rolled out with a new pod-template hash.
     kube.apply(redis(metadata=[{"name": "dialTimeout", "value": "2s"}]))
@@ -281,9 +281,8 @@ def test_delete_collects_everything(kube: Kube, operator: Operator) -> None:
 def test_other_component_types_are_ignored(kube: Kube, operator: Operator) -> None:
     kube.apply(component("bus", "pubsub.redis", [{"name": "redisHost", "value": "h:1"}]))
     kube.apply(component("mem", "state.in-memory", []))
-    kube.wait_condition("mem", "Validated", "True")  # the operator is working...
-
-    time.sleep(4)  # ...and had a resync round
+    kube.wait_condition("mem", "Validated", "True")  # the operator is working (bus came first)...
+    reconciled(operator, 2, since=reconciles(operator))  # ...and had resync rounds over both
     assert "status" not in kube.must_get("components.dapr.io", "bus")
     assert kube.get("deployment", "statestore-bus") is None
     assert kube.get("configmap", "statestore-bus") is None
@@ -311,7 +310,8 @@ def test_restart_changes_nothing(kube: Kube, operator: Operator) -> None:
     with no_change(kube, *objects):
         operator.stop()
         operator.start()
-        time.sleep(5)
+        # The new process lists both Components, then resyncs them: twice each at least.
+        reconciled(operator, 4, since=0)
     assert len(kube.events("cache")) + len(kube.events("bad")) == events_before
     assert "statestore_operator_reconcile_total" in operator.metrics()
 

@@ -15,6 +15,7 @@ The number of examples is `FUZZ_EXAMPLES` per test and backend (see `hostile.exa
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +31,7 @@ from hostile_strategies import (
     query_string,
     raw_bodies,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from statestore_sidecar import query as q
@@ -257,25 +258,143 @@ SEED = [
 ]
 
 
+# A reference evaluator of the documented query semantics (docs/state-api.md, "Query semantics"),
+# written here from the docs so the check does not share code with any store. A comparison it cannot
+# decide (numbers whose exact and float64 comparisons disagree, or two documents' orders of "other"
+# values) is None: such documents may or may not be results.
+_OTHER = 4
+
+
+def _rank(value: Any) -> int:
+    """Ascending order across types: missing or null, booleans, numbers, strings, other."""
+    if value is None or value is UNSET:
+        return 0
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int | float):
+        return 2
+    return 3 if isinstance(value, str) else _OTHER
+
+
+def _at(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return UNSET
+        doc = doc[part]
+    return doc
+
+
+def _compare(left: Any, right: Any) -> int | None:
+    """-1, 0 or 1 for two values of one rank; None when undecidable."""
+    if isinstance(left, int | float) and not isinstance(left, bool):
+        exact = (left > right) - (left < right)
+        loose = (float(left) > float(right)) - (float(left) < float(right))
+        return exact if exact == loose else None
+    if isinstance(left, str):
+        return (left > right) - (left < right)
+    return 0 if left == right else None
+
+
+def _holds(node: dict[str, Any], doc: Any) -> bool | None:
+    ((op, arg),) = node.items()
+    if op in ("AND", "OR"):
+        outcomes = [_holds(child, doc) for child in arg]
+        decided = [o for o in outcomes if o is not None]
+        if op == "AND":
+            return False if False in decided else (True if len(decided) == len(outcomes) else None)
+        return True if True in decided else (False if len(decided) == len(outcomes) else None)
+    ((path, wanted),) = arg.items()
+    found = _at(doc, path)
+    if found is UNSET:
+        return False  # a missing path never matches, NEQ included
+    if op == "IN":
+        outcomes = [_holds({"EQ": {path: v}}, doc) for v in wanted]
+        return True if True in outcomes else (None if None in outcomes else False)
+    same_rank = _rank(found) == _rank(wanted)
+    if op in ("EQ", "NEQ"):
+        equal = same_rank and _compare(found, wanted)
+        if equal is None:
+            return None
+        return (equal == 0) == (op == "EQ") if same_rank else op == "NEQ"
+    if not same_rank or _rank(found) not in (2, 3):
+        return False  # orderings compare numbers with numbers and strings with strings only
+    order = _compare(found, wanted)
+    if order is None:
+        return None
+    return {"GT": order > 0, "GTE": order >= 0, "LT": order < 0, "LTE": order <= 0}[op]
+
+
+def _before(body: Any, first: tuple[str, Any], second: tuple[str, Any]) -> bool | None:
+    """Whether `first` (key, doc) sorts strictly before `second`: by the sort keys, then by key."""
+    for entry in body.get("sort") or []:
+        left, right = _at(first[1], entry["key"]), _at(second[1], entry["key"])
+        order = _rank(left) - _rank(right)
+        if order == 0 and _rank(left) != 0:
+            decided = _compare(left, right)
+            if decided is None:
+                return None
+            order = decided
+        if order:
+            return (order < 0) != ((entry.get("order") or "ASC") == "DESC")
+    return first[0] < second[0]
+
+
+def _reference_cases(test: Any) -> Any:
+    """Valid queries every run tries first, whatever hypothesis draws: each rule of the semantics once."""
+    for body in (
+        {"filter": {"NEQ": {"b": "x"}}},  # a missing path never matches, NEQ included
+        {"filter": {"EQ": {"a": 1}}},  # 1 but neither "1" nor true
+        {"filter": {"GT": {"a": 0}}, "sort": [{"key": "a", "order": "DESC"}]},
+        {"filter": {"LTE": {"b": "y"}}, "sort": [{"key": "b"}]},  # strings with strings only
+        {"filter": {"OR": [{"IN": {"c.d": [True, None]}}, {"EQ": {"b": 1}}]}},
+        {"sort": [{"key": "a", "order": "DESC"}, {"key": "b"}], "page": {"limit": 4}},
+        {"sort": [{"key": "a"}], "page": {"limit": 3, "token": "3"}},
+    ):
+        test = example(body=body, params=[])(test)
+    return test
+
+
 def test_query(api: Api, component: Any) -> None:
     seed = [{"key": f"doc-{i}", "value": v} for i, v in enumerate(SEED)]
     assert api.request("POST", STATE, json=seed).status_code == 204
+    stored = {item["key"]: expected(item["value"]) for item in seed}
+    # docs/state-api.md: PostgreSQL's jsonb cannot hold NUL, so such values are never query results there.
+    searched = {
+        key: doc
+        for key, doc in stored.items()
+        if component.backend != "postgresql" or "\\u0000" not in json.dumps(doc)
+    }
 
     @given(body=st.one_of(queries, queries, json_values), params=query_params)
+    @_reference_cases
     def query(body: Any, params: list[tuple[str, str]]) -> None:
         r = api.request("POST", QUERY + query_string(params), content=json.dumps(body).encode())
         check("query", r)
-        if r.status_code != 200:
+        if r.status_code not in (200, 204):
             return
-        parsed = q.parse(orjson.loads(json.dumps(body)))  # the server accepted it, so it parses
-        results = r.json()["results"]
-        assert results, "an empty result is a 204"
+        body = orjson.loads(json.dumps(body))  # as the server decoded it; it was accepted, so it is valid
+        parsed = q.parse(body)
+        flt = body.get("filter") or None
+        outcome = {key: True if flt is None else _holds(flt, doc) for key, doc in searched.items()}
+        sure = sorted(k for k, o in outcome.items() if o)
+        maybe = sorted(k for k, o in outcome.items() if o is not False)
+        # The page the reference expects: every match after the token, at most `limit` of them.
+        fewest, most = (max(0, len(found) - parsed.offset) for found in (sure, maybe))
         if parsed.limit:
-            assert len(results) <= parsed.limit
+            fewest, most = min(fewest, parsed.limit), min(most, parsed.limit)
+        results = r.json()["results"] if r.status_code == 200 else []
+        keys = [result["key"] for result in results]
+        assert fewest <= len(keys) <= most, (body, keys, sure)
+        assert set(keys) <= set(maybe) and len(set(keys)) == len(keys), (body, keys, maybe)
+        if not parsed.offset and (not parsed.limit or parsed.limit >= len(maybe)):
+            assert set(sure) <= set(keys), (body, keys, sure)
+        if parsed.limit and results:
             assert r.json()["token"] == str(parsed.offset + len(results))
         for result in results:
-            assert "||" not in result["key"] and result["etag"]
-            assert q.matches(parsed.filter, result["data"]), (body, result)
+            assert result["etag"] and result["data"] == stored[result["key"]], result
+        for first, second in itertools.pairwise(keys):
+            order = _before(body, (second, stored[second]), (first, stored[first]))
+            assert order is not True, (body, keys)
 
     run(query, 150, component.backend)
     healthy(api)

@@ -12,16 +12,16 @@ import pytest
 from hostile import Api
 
 from fixtures.stores import BACKENDS, SERVER_BACKENDS, ComponentUnderTest
-from statestore_sidecar import components
+from statestore_sidecar import components, stores
 from statestore_sidecar.components import Component, ComponentError, MetadataItem, validate
-from statestore_sidecar.schema import MAX_VALUE_LENGTH, Kind, MetadataError, StoreSchema, stringify
+from statestore_sidecar.schema import Kind, MetadataError, StoreSchema, stringify
 from statestore_sidecar.stores import known_types, schema_for
-from statestore_sidecar.stores import mysql as mysql_store
-from statestore_sidecar.stores import postgresql as postgresql_store
-from statestore_sidecar.stores import sqlite as sqlite_store
 from statestore_sidecar.stores.base import StoreError
+from statestore_sidecar.stores.mysql import metadata as mysql_store
+from statestore_sidecar.stores.postgresql import metadata as postgresql_store
+from statestore_sidecar.stores.sqlite import metadata as sqlite_store
 
-STORES = Path(sqlite_store.__file__).parent
+STORES = Path(stores.__file__).parent
 
 REQUIRED = {
     "state.sqlite": {"connectionString": ":memory:"},
@@ -73,6 +73,9 @@ HOSTILE_NAMES = [
 ]
 
 
+VALUE_LENGTH_LIMIT = 64 * 1024  # docs/security.md: values longer than 64 KiB are refused
+
+
 def check_refused(ctype: str, name: str, value: str) -> ComponentError:
     metadata = {**REQUIRED[ctype], name: value}
     with pytest.raises(ComponentError) as info:
@@ -96,7 +99,7 @@ def test_sqlite_reserved_internal_names_are_refused() -> None:
 @pytest.mark.parametrize(
     ("quote", "valid"),
     [
-        (sqlite_store._ident, "state"),
+        (sqlite_store.quote_ident, "state"),
         (postgresql_store.quote_table, "public.state"),
         (lambda n: mysql_store.quote_ident(n, "tableName"), "state"),
     ],
@@ -114,7 +117,7 @@ def test_store_quoting_refuses_hostile_names_even_past_validation(quote: Any, va
 
 
 def test_valid_names_are_quoted() -> None:
-    assert sqlite_store._ident("select") == '"select"'
+    assert sqlite_store.quote_ident("select") == '"select"'
     assert postgresql_store.quote_table("Public.Order") == '"public"."order"'
     assert mysql_store.quote_ident("where", "tableName") == "`where`"
 
@@ -129,47 +132,44 @@ _SQL = re.compile(
 # group) must be assigned only from the module's quoting function (checked below); the rest are
 # constants, placeholders from a parameter binder, integers, or SQL built by those same rules.
 REVIEWED: dict[str, tuple[set[str], set[str], str]] = {
-    "sqlite": (
+    "sqlite/store.py": (
         {"t", "m", "state", "meta"},
-        {
-            "_ident(table)",
-            "columns",
-            "live",
-            "' AND '.join(conditions)",
-            "b.bind(query.limit if query.limit > 0 else -1)",
-            "b.bind(query.offset)",
-            "b.order(query.sort)",
-        },
-        "_ident",
+        {"quote_ident(table)", "columns", "live"},
+        "quote_ident",
     ),
-    "postgresql": (
-        {"t", "m", "table", "self.table", "self.metadata_table", "index"},
+    "sqlite/dialect.py": (
+        set(),
         {
-            "_EXPIRY",
-            "_LIVE",
-            "columns",
-            "values",
-            "update",
-            "order",
-            "' AND '.join(where)",
-            "int(query.limit)",
-            "int(query.offset)",
+            "quote_ident(table)",
+            "' AND '.join(conditions)",
+            "t.bind(query.limit if query.limit > 0 else -1)",
+            "t.bind(query.offset)",
+            "t.order_by(query.sort)",
         },
+        "quote_ident",
+    ),
+    "postgresql/store.py": (
+        {"t", "m", "table", "self.table", "self.metadata_table", "index"},
+        {"_EXPIRY", "LIVE", "columns", "values", "update"},
         "quote_table",
     ),
-    "mysql": (
+    "postgresql/dialect.py": (
+        {"table"},
+        {"' AND '.join(where)", "int(query.limit)", "int(query.offset)", "t.order_by(query.sort)"},
+        "quote_table",
+    ),
+    "mysql/store.py": (
         {"t", "table", "schema", "self.table", "self.metadata_table", "self._schema"},
+        {"LIVE", "NOW_MS", "expiry", "first", "insert", "marks"},
+        "quote_ident",
+    ),
+    "mysql/dialect.py": (
+        {"table"},
         {
-            "_LIVE",
-            "_NOW_MS",
-            "expiry",
-            "first",
-            "insert",
-            "marks",
-            "order",
-            "' AND '.join(where)",
+            "conditions",
             "int(query.limit) if query.limit else 18446744073709551615",
             "int(query.offset)",
+            "t.order_by(query.sort)",
         },
         "quote_ident",
     ),
@@ -204,7 +204,7 @@ def sql_interpolations(tree: ast.AST) -> list[tuple[str, str, str, int]]:
 
 @pytest.mark.parametrize("module", sorted(REVIEWED))
 def test_sql_text_interpolates_only_reviewed_expressions(module: str) -> None:
-    path = STORES / f"{module}.py"
+    path = STORES / module
     holders, others, _ = REVIEWED[module]
     tree = ast.parse(path.read_text())
     for expr, before, after, line in sql_interpolations(tree):
@@ -222,7 +222,7 @@ def test_sql_text_interpolates_only_reviewed_expressions(module: str) -> None:
 
 @pytest.mark.parametrize("module", sorted(REVIEWED))
 def test_identifier_holders_are_assigned_only_quoted_names(module: str) -> None:
-    path = STORES / f"{module}.py"
+    path = STORES / module
     holders, _, quote = REVIEWED[module]
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
@@ -268,8 +268,16 @@ def all_fields() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("ctype", "name"), all_fields())
 def test_huge_values_are_refused_with_a_short_message(ctype: str, name: str) -> None:
-    error = check_refused(ctype, name, "9" * (MAX_VALUE_LENGTH + 1))
-    assert "characters long" in str(error)
+    error = check_refused(ctype, name, "9" * (VALUE_LENGTH_LIMIT + 1))
+    assert "is 65537 characters long; at most 65536 are allowed" in str(error)
+
+
+def test_a_value_of_exactly_the_documented_length_is_accepted() -> None:
+    password = "p" * VALUE_LENGTH_LIMIT
+    validated = validate(
+        Component(name="s", type="state.redis"), {**REQUIRED["state.redis"], "redisPassword": password}
+    )
+    assert validated.metadata["redisPassword"] == password
 
 
 def typed_fields() -> list[tuple[str, str, Kind]]:

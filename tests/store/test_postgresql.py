@@ -18,14 +18,9 @@ from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
-from statestore_sidecar.stores.postgresql import (
-    SCHEMA,
-    PostgresStore,
-    build_query,
-    json_doc,
-    parse_connection_string,
-    quote_table,
-)
+from statestore_sidecar.stores.postgresql.dialect import build_query, json_doc
+from statestore_sidecar.stores.postgresql.metadata import SCHEMA, parse_connection_string, quote_table
+from statestore_sidecar.stores.postgresql.store import PostgresStore
 
 DOCS = Path(__file__).parent / "dapr_docs"
 
@@ -163,7 +158,6 @@ def test_schema() -> None:
     assert values["metadataTableName"] == "dapr_metadata"
     assert values["timeout"] == 20.0
     assert values["cleanupInterval"] == 3600.0
-    assert {f.name for f in SCHEMA.fields if f.secret} == {"connectionString"}
 
 
 def test_json_doc() -> None:
@@ -267,13 +261,13 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await pg_store.set(SetRequest("forever", b"1"))
     await asyncio.sleep(1.2)
     assert await pg_store.get("short") is None  # filtered on read before any cleanup
-    assert await pg_store.cleanup() == 1
+    assert await pg_store.cleanup_expired() == 1
     rows = await sql(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
     assert [r[0] for r in rows] == ["forever", "long"]
     await pg_store.set(SetRequest("short2", b"1", ttl=1))
     await asyncio.sleep(1.2)
-    assert await pg_store.cleanup() == 0  # another cleanup ran within the interval
-    assert await pg_store.cleanup(force=True) == 1
+    assert await pg_store.cleanup_expired() == 0  # another cleanup ran within the interval
+    assert await pg_store.cleanup_expired(force=True) == 1
 
 
 @pytest.mark.backends
@@ -339,20 +333,33 @@ async def test_unreachable_server_fails_fast() -> None:
 
 
 @pytest.mark.backends
-async def test_statement_timeout_is_backend_unavailable(postgresql_metadata: dict[str, str]) -> None:
+async def test_statement_timeout_is_backend_unavailable(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
     store = make({**postgresql_metadata, "timeout": "1s"})
     await store.init()
+    locker = await asyncpg.connect(
+        host=postgres_server.host,
+        port=postgres_server.port,
+        user=postgres_server.user,
+        password=postgres_server.password,
+        database="postgres",
+    )
     try:
-
-        async def slow(conn: asyncpg.Connection) -> None:
-            await conn.execute("SELECT pg_sleep(5)")
-
+        await store.set(SetRequest("locked", b"0"))
+        # Another session holds the row: the write waits for it past the timeout.
+        transaction = locker.transaction()
+        await transaction.start()
+        await locker.execute(f"SELECT 1 FROM {store.table} WHERE key = 'locked' FOR UPDATE")
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="did not answer"):
-            await store._call(slow)
+            await store.set(SetRequest("locked", b"1"))
         assert time.monotonic() - started < 3
+        await transaction.rollback()
         await store.ping()  # the pool recovers
+        await store.set(SetRequest("locked", b"2"))
     finally:
+        await locker.close()
         await store.close()
 
 
@@ -381,11 +388,15 @@ def postgres_tls_server() -> Iterator[PostgresServer]:
         server.destroy()
 
 
-async def uses_tls(store: PostgresStore) -> bool:
-    async def check(conn: asyncpg.Connection) -> bool:
-        return bool(await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
-
-    return await store._call(check)
+async def uses_tls(server: PostgresServer, application_name: str) -> bool:
+    """Whether the store's sessions (found by their application_name) use TLS, as the server sees them."""
+    rows = await sql(
+        server,
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+        application_name,
+    )
+    assert rows, f"no session named {application_name}"
+    return all(bool(r[0]) for r in rows)
 
 
 @pytest.mark.backends
@@ -402,12 +413,15 @@ async def test_tls_modes(postgres_tls_server: PostgresServer, options: str, tls:
     pki = postgres_tls_server.pki
     assert pki is not None
     extra = options.format(ca=pki.ca_cert, cert=pki.client_cert, key=pki.client_key)
-    base = postgres_tls_server.connection_string().replace("sslmode=disable", extra)
+    name = unique_name("tls")
+    base = postgres_tls_server.connection_string().replace(
+        "sslmode=disable", f"{extra} application_name={name}"
+    )
     store = make({"connectionString": base, "tableName": unique_name("state")})
     await store.init()
     try:
-        assert await uses_tls(store) is tls
         await store.set(SetRequest("k", b"1"))
+        assert await uses_tls(postgres_tls_server, name) is tls
     finally:
         await store.close()
 

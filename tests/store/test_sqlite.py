@@ -24,8 +24,7 @@ import pytest
 
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, memory, schema_for
-from statestore_sidecar.stores import sqlite as sq
+from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import (
     BackendUnavailable,
     Concurrency,
@@ -35,6 +34,10 @@ from statestore_sidecar.stores.base import (
     SetRequest,
     StoreError,
 )
+from statestore_sidecar.stores.memory import store as memory
+from statestore_sidecar.stores.sqlite import functions
+from statestore_sidecar.stores.sqlite import store as sq
+from statestore_sidecar.stores.sqlite.dialect import build_query, prefix_end
 
 
 def js(value: object) -> bytes:
@@ -140,21 +143,20 @@ def test_metadata_errors_name_the_field(metadata: dict[str, str], field: str, re
         ("?_txlock=sometimes", "_txlock"),
     ],
 )
-async def test_connection_string_options_that_are_refused(db: Path, suffix: str, message: str) -> None:
-    store = sq.create(StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": f"file:{db}{suffix}"})))
-    with pytest.raises(StoreError, match=message):
-        await store.init()
-    await store.close()
+def test_connection_string_options_that_are_refused(db: Path, suffix: str, message: str) -> None:
+    with pytest.raises(MetadataError, match=message) as info:
+        resolve(sq.SCHEMA, {"connectionString": f"file:{db}{suffix}"})
+    assert info.value.field == "connectionString"
 
 
 async def test_connection_string_pragmas_and_uri_parameters_apply(db: Path) -> None:
-    cs = f"file:{db}?_pragma=synchronous(normal)&_pragma=cache_size(-4000)&_txlock=immediate&psow=1"
+    cs = (
+        f"file:{db}?_pragma=synchronous(normal)&_pragma=cache_size(-4000)&_pragma=user_version(7)"
+        "&_txlock=immediate&psow=1"
+    )
     async with open_store({"connectionString": cs}) as store:
         await store.set(SetRequest("k", js(1)))
-        sync = await store._call(
-            store._lane(read=False), lambda c: c.execute("PRAGMA synchronous").fetchone()[0]
-        )
-        assert sync == 1  # NORMAL
+    assert rows(db, "PRAGMA user_version") == [(7,)]  # kept in the file: the pragmas ran
     assert rows(db, "SELECT key FROM state") == [("k",)]
 
 
@@ -183,7 +185,7 @@ async def test_plain_path_with_query_parameters_becomes_a_uri(tmp_path: Path) ->
     ],
 )
 def test_connection_string_forms(cs: str, database: str, uri: bool, in_memory: bool, read_only: bool) -> None:
-    target = sq._parse_connection_string(cs)
+    target = sq.parse_connection_string(cs)
     assert (target.database, target.uri, target.in_memory, target.read_only) == (
         database,
         uri,
@@ -223,11 +225,10 @@ async def test_a_file_that_is_not_a_database_is_backend_unavailable(db: Path) ->
     await store.close()
 
 
-async def test_same_table_for_state_and_metadata_is_refused(db: Path) -> None:
+def test_same_table_for_state_and_metadata_is_refused(db: Path) -> None:
     md = {"connectionString": str(db), "tableName": "t", "metadataTableName": "t"}
-    store = sq.create(StoreConfig("s", resolve(sq.SCHEMA, md)))
-    with pytest.raises(StoreError, match="different tables"):
-        await store.init()
+    with pytest.raises(MetadataError, match="different tables"):
+        resolve(sq.SCHEMA, md)
 
 
 # --- files, memory, layout ------------------------------------------------------------------
@@ -236,7 +237,6 @@ async def test_same_table_for_state_and_metadata_is_refused(db: Path) -> None:
 @pytest.mark.parametrize("cs", [":memory:", "file::memory:", "file:memdb1?mode=memory&cache=shared"])
 async def test_in_memory_database_uses_one_shared_connection(cs: str) -> None:
     async with open_store({"connectionString": cs}) as store:
-        assert store._reader is store._writer
         await store.set(SetRequest("a||1", js({"n": 1})))
         await asyncio.gather(*(store.set(SetRequest(f"a||{i}", js({"n": i}))) for i in range(2, 30)))
         await store.transact([SetRequest("a||x", js({"n": 100})), DeleteRequest("a||1")])
@@ -445,7 +445,7 @@ WORKER = textwrap.dedent(
     import asyncio, sys, orjson
     from statestore_sidecar.schema import resolve
     from statestore_sidecar.stores import StoreConfig
-    from statestore_sidecar.stores import sqlite as sq
+    from statestore_sidecar.stores.sqlite import store as sq
     from statestore_sidecar.stores.base import EtagMismatch, SetRequest
 
     async def main(path, n):
@@ -553,10 +553,15 @@ async def test_instances_starting_together_on_a_new_file(db: Path) -> None:
 
 async def test_operations_are_interrupted_at_the_timeout(db: Path) -> None:
     async with open_store({"connectionString": str(db), "timeout": "1s"}) as store:
-        endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+        # Values with escapes are searched by Python functions: sorting a million takes many seconds.
+        with sqlite3.connect(db) as conn:
+            conn.executemany(
+                "INSERT INTO state (key, value, is_binary, etag) VALUES (?, ?, 0, 'e')",
+                ((f"a||{i}", json.dumps({"n": i, "s": "\\"})) for i in range(1_000_000)),
+            )
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="within 1s"):
-            await store._call(store._lane(read=True), lambda c: c.execute(endless).fetchone())
+            await store.query(q.parse({"sort": [{"key": "n"}]}), "a||")
         assert 0.9 < time.monotonic() - started < 10
         await store.ping()  # the connection is usable again
         await store.set(SetRequest("k", js(1)))
@@ -812,10 +817,10 @@ async def test_query_is_restricted_to_the_prefix(db: Path) -> None:
         assert await listed("\U0010ffff") == []
         assert await listed("a|") == sorted(k for k in keys if k.startswith("a|"))
         assert await listed("") == sorted(keys)
-    assert sq._prefix_end("ab") == "ac"
-    assert sq._prefix_end("a\U0010ffff") == "b"
-    assert sq._prefix_end("\ud7ff") == "\ue000"
-    assert sq._prefix_end("\U0010ffff") is None
+    assert prefix_end("ab") == "ac"
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\ud7ff") == "\ue000"
+    assert prefix_end("\U0010ffff") is None
 
 
 async def test_query_results_carry_the_stored_bytes_and_etag(db: Path) -> None:
@@ -841,15 +846,12 @@ async def test_query_over_twenty_thousand_rows_runs_in_sql(db: Path) -> None:
             "page": {"limit": 5, "token": "10"},
         }
         query = q.parse(body)
-        sql, params = sq.build_query("state", query, "big||", time.time())
+        sql, params = build_query("state", query, "big||", time.time())
         assert "json_extract(value" in sql and "json_type(value" in sql
         assert "LIMIT" in sql and "ORDER BY" in sql
-        plan = " ".join(
-            row[3]
-            for row in await store._call(
-                store._lane(read=True), lambda c: c.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
-            )
-        )
+        with sqlite3.connect(db) as conn:
+            functions.register(conn)
+            plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
         assert "state" in plan and "USE TEMP B-TREE FOR ORDER BY" in plan
         # The Python helpers are only for rows with escapes; none of these rows has one.
         assert "statestore_json_type" in sql
@@ -864,7 +866,7 @@ async def test_query_over_twenty_thousand_rows_runs_in_sql(db: Path) -> None:
 
 async def test_bulk_get_is_one_indexed_select(db: Path) -> None:
     async with open_store({"connectionString": str(db)}) as store:
-        plan = rows(db, f"EXPLAIN QUERY PLAN {store._sql_bulk_get}", ("[]", "x"))
+        plan = rows(db, f"EXPLAIN QUERY PLAN {sq.bulk_get_sql('state')}", ("[]", "x"))
         details = " ".join(r[3] for r in plan)
         assert "SEARCH state USING INDEX sqlite_autoindex_state_1 (key=?)" in details
         keys = [f"k{i}" for i in range(40_000)]

@@ -1,22 +1,23 @@
-"""The store types this server knows, each one module beside this file.
+"""The store types this server knows, each one package beside this file.
 
-A store module defines `SCHEMA` (a `StoreSchema`) and `create(config: StoreConfig) -> Store`.
-Modules import their database drivers lazily, so the operator can read every schema cheaply.
+A store package `<name>/` holds `metadata.py` (`SCHEMA`: the settings and the parsers of their
+values, importable without the database driver, so the operator validates with it cheaply) and
+`store.py` (`create(config: StoreConfig) -> Store`). SQL stores add `dialect.py`, their dialect of the
+shared query translator in `sql/`.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from ..schema import Resolved, StoreSchema
     from .base import Store
 
-# Type name -> module holding it. Adding a backend means one line here and one module.
-_MODULES = {
+# Type name -> package holding it. Adding a backend means one line here and one package.
+_PACKAGES = {
     "state.in-memory": "memory",
     "state.sqlite": "sqlite",
     "state.redis": "redis",
@@ -34,9 +35,11 @@ class StoreConfig:
     metadata: Resolved
 
 
-class _StoreModule(Protocol):
+class _MetadataModule(Protocol):
     SCHEMA: StoreSchema
 
+
+class _StoreModule(Protocol):
     def create(self, config: StoreConfig) -> Store: ...
 
 
@@ -45,27 +48,27 @@ class UnknownStoreType(LookupError):
 
 
 def known_types() -> list[str]:
-    return sorted(_MODULES)
-
-
-def _module(store_type: str) -> _StoreModule:
-    canonical = canonical_type(store_type)
-    module: ModuleType = importlib.import_module(f"{__name__}.{_MODULES[canonical]}")
-    return cast(_StoreModule, module)
+    return sorted(_PACKAGES)
 
 
 def canonical_type(store_type: str) -> str:
     lowered = store_type.lower()
     lowered = _ALIASES.get(lowered, lowered)
-    if lowered not in _MODULES:
+    if lowered not in _PACKAGES:
         raise UnknownStoreType(f"unknown state store type {store_type!r} (known: {', '.join(known_types())})")
     return lowered
 
 
+def metadata_module(store_type: str) -> str:
+    """The module name of a store type's metadata (schema and parsers)."""
+    return f"{__name__}.{_PACKAGES[canonical_type(store_type)]}.metadata"
+
+
 def schema_for(store_type: str) -> StoreSchema:
     """The metadata schema of a store type, or UnknownStoreType."""
-    return _module(store_type).SCHEMA
+    return cast(_MetadataModule, importlib.import_module(metadata_module(store_type))).SCHEMA
 
 
 def create_store(store_type: str, config: StoreConfig) -> Store:
-    return _module(store_type).create(config)
+    package = _PACKAGES[canonical_type(store_type)]
+    return cast(_StoreModule, importlib.import_module(f"{__name__}.{package}.store")).create(config)

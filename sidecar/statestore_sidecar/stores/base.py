@@ -79,10 +79,6 @@ class EtagMismatch(StoreError):
     """The etag given does not match the item, or a first-write found the item present."""
 
 
-class EtagInvalid(StoreError):
-    """The etag given cannot be an etag of this store at all."""
-
-
 class BackendUnavailable(StoreError):
     """The backend cannot be reached, or did not answer within the configured timeout."""
 
@@ -111,7 +107,7 @@ class Store(Protocol):
         """Found, unexpired items by key, fetched in one backend round trip."""
 
     async def set(self, request: SetRequest) -> None:
-        """Write one item; raise EtagMismatch/EtagInvalid when the etag rules refuse it."""
+        """Write one item; raise EtagMismatch when the etag rules refuse it."""
 
     async def delete(self, request: DeleteRequest) -> None:
         """Delete one item; a missing key without an etag is not an error."""
@@ -123,6 +119,14 @@ class Store(Protocol):
         """Items whose stored key starts with `key_prefix`, filtered, sorted and paged."""
 
 
+def etag_mismatch(key: str) -> EtagMismatch:
+    return EtagMismatch(f"etag mismatch for key {key}")
+
+
+def first_write_conflict(key: str) -> EtagMismatch:
+    return EtagMismatch(f"key {key} already exists and first-write was requested")
+
+
 def check_set(current: Item | None, request: SetRequest) -> None:
     """The etag rules of a write, for stores that compare etags in Python.
 
@@ -130,15 +134,15 @@ def check_set(current: Item | None, request: SetRequest) -> None:
     """
     if request.etag:
         if current is None or current.etag != request.etag:
-            raise EtagMismatch(f"etag mismatch for key {request.key}")
+            raise etag_mismatch(request.key)
     elif request.concurrency is Concurrency.FIRST_WRITE and current is not None:
-        raise EtagMismatch(f"key {request.key} already exists and first-write was requested")
+        raise first_write_conflict(request.key)
 
 
 def check_delete(current: Item | None, request: DeleteRequest) -> None:
     """Deletes only check a given etag; first-write without one behaves like last-write."""
     if request.etag and (current is None or current.etag != request.etag):
-        raise EtagMismatch(f"etag mismatch for key {request.key}")
+        raise etag_mismatch(request.key)
 
 
 def expiry(ttl: int | None, now: float) -> float | None:

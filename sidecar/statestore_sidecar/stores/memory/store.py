@@ -10,12 +10,10 @@ from collections.abc import Mapping, Sequence
 
 import orjson
 
-from .. import query as q
-from ..schema import StoreSchema
-from . import StoreConfig
-from .base import (
+from ... import query as q
+from .. import StoreConfig
+from ..base import (
     DeleteRequest,
-    Feature,
     Item,
     Operation,
     QueryItem,
@@ -25,12 +23,7 @@ from .base import (
     check_set,
     expiry,
 )
-
-SCHEMA = StoreSchema(
-    type="state.in-memory",
-    fields=(),
-    features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}),
-)
+from .metadata import SCHEMA
 
 _SWEEP_INTERVAL = 1.0
 

@@ -26,14 +26,12 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import query as q
-from ..schema import Field, Kind, MetadataError, StoreSchema
-from . import StoreConfig
-from .base import (
+from ... import query as q
+from .. import StoreConfig
+from ..base import (
     BackendUnavailable,
     Concurrency,
     DeleteRequest,
-    EtagMismatch,
     Feature,
     Item,
     Operation,
@@ -41,144 +39,18 @@ from .base import (
     QueryPage,
     SetRequest,
     StoreError,
+    etag_mismatch,
+    first_write_conflict,
 )
+from .metadata import SCHEMA, parse_host
+from .script import WRITE_SCRIPT
 
 if TYPE_CHECKING:
     import redis.asyncio
 
 log = logging.getLogger(__name__)
 
-_NO_TLS_CLIENT_AUTH = "client certificates need enableTLS: true"
-
-SCHEMA = StoreSchema(
-    type="state.redis",
-    fields=(
-        Field("redisHost", required=True, description="host:port of the Redis node"),
-        Field("redisPort", Kind.INT, description="port, when redisHost has none (default 6379)"),
-        Field("redisPassword", secret=True),
-        Field("redisUsername", description="ACL user (Redis 6+)"),
-        Field("redisDB", Kind.INT, default=0, minimum=0),
-        Field(
-            "redisType", default="node", choices=("node",), description="only node; cluster is not supported"
-        ),
-        Field("enableTLS", Kind.BOOL, default=False),
-        Field("insecureSkipTLSVerify", Kind.BOOL, default=False),
-        Field("clientCert", secret=True, description="PEM client certificate for TLS"),
-        Field("clientKey", secret=True, description="PEM private key of clientCert"),
-        Field("redisMaxRetries", Kind.INT, default=3, aliases=("maxRetries",), minimum=-1),
-        Field("redisMinRetryInterval", Kind.DURATION, default=0.008),
-        Field("redisMaxRetryInterval", Kind.DURATION, default=0.512, aliases=("maxRetryBackoff",)),
-        Field("dialTimeout", Kind.DURATION, default=5.0),
-        Field("readTimeout", Kind.DURATION, default=3.0),
-        Field("writeTimeout", Kind.DURATION, description="defaults to readTimeout"),
-        Field("poolSize", Kind.INT, minimum=1, description="defaults to 10 per CPU"),
-        Field("poolTimeout", Kind.DURATION, description="defaults to readTimeout + 1s"),
-        Field("minIdleConns", Kind.INT, default=0, minimum=0),
-        Field("idleTimeout", Kind.DURATION, default=300.0),
-        Field("maxConnAge", Kind.DURATION, default=0.0),
-        Field("idleCheckFrequency", Kind.DURATION, default=60.0),
-        Field("ttlInSeconds", Kind.INT, minimum=-1, description="default TTL of every write"),
-        Field("queryIndexes", Kind.JSON, description="RediSearch indexes (query is not implemented)"),
-    ),
-    features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}),
-    unsupported={
-        "failover": "Redis Sentinel failover is not implemented; point redisHost at the primary",
-        "sentinelMasterName": "Redis Sentinel is not implemented",
-        "sentinelUsername": "Redis Sentinel is not implemented",
-        "sentinelPassword": "Redis Sentinel is not implemented",
-        "useEntraID": "Microsoft Entra ID authentication is not implemented; use redisUsername/redisPassword",
-        "useOIDC": "OIDC authentication is not implemented; use redisUsername/redisPassword",
-        "oidcTokenEndpoint": "OIDC authentication is not implemented",
-        "oidcClientID": "OIDC authentication is not implemented",
-        "oidcClientAssertionCert": "OIDC authentication is not implemented",
-        "oidcClientAssertionKey": "OIDC authentication is not implemented",
-        "oidcResource": "OIDC authentication is not implemented",
-        "oidcAudience": "OIDC authentication is not implemented",
-        "oidcScopes": "OIDC authentication is not implemented",
-        "oidcKid": "OIDC authentication is not implemented",
-        "oidcCACert": "OIDC authentication is not implemented",
-        "redeliverInterval": "applies to Redis pub/sub, not to state stores",
-        "processingTimeout": "applies to Redis pub/sub, not to state stores",
-    },
-)
-
-# One script for every write. KEYS: one per operation, in order. ARGV: five per operation:
-# kind ("S" set, "D" delete), etag ("" for none), first-write ("1"/"0"), TTL in ms ("0" for none),
-# value. Returns {0, 0} when applied, {1, i} on an etag mismatch at operation i (1-based),
-# {2, i} when first-write found operation i's key present. Nothing is written unless all pass.
-_WRITE_SCRIPT = """
-pcall(redis.replicate_commands)
-local t = redis.call('TIME')
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local now_ms = math.floor(now_us / 1000)
-local state = {}
-local versions = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local base = (i - 1) * 5
-  local kind, etag, fw = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-  local s = state[key]
-  if s == nil then
-    local v = redis.call('HGET', key, 'version')
-    if v then s = {true, v} else s = {false, nil} end
-  end
-  if etag ~= '' then
-    if not s[1] or s[2] ~= etag then return {1, i} end
-  elseif kind == 'S' and fw == '1' and s[1] then
-    return {2, i}
-  end
-  if kind == 'S' then
-    local nv = now_us
-    local old = s[1] and tonumber(s[2]) or nil
-    if old ~= nil and old >= nv then nv = old + 1 end
-    versions[i] = string.format('%.0f', nv)
-    state[key] = {true, versions[i]}
-  else
-    state[key] = {false, nil}
-  end
-end
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local base = (i - 1) * 5
-  redis.call('DEL', key)
-  if ARGV[base + 1] == 'S' then
-    local ttl = tonumber(ARGV[base + 4])
-    if ttl > 0 then
-      local exp = now_ms + ttl
-      local exp_text = string.format('%.0f', exp)
-      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i], 'exp', exp_text)
-      redis.call('PEXPIREAT', key, exp)
-    else
-      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i])
-    end
-  end
-end
-return {0, 0}
-"""
-
 T = TypeVar("T")
-
-
-def parse_host(host: str, port: int | None) -> tuple[str, int]:
-    """(host, port) from `redisHost` ("host", "host:port", "[v6]:port") and `redisPort`."""
-    text = host.strip()
-    if "," in text:
-        raise MetadataError(
-            "redisHost", "lists several hosts; only a single node (redisType: node) is supported"
-        )
-    if "://" in text:
-        raise MetadataError("redisHost", "must be host:port, not a URL")
-    name, sep, port_text = text.rpartition(":") if not text.endswith("]") else ("", "", "")
-    if not sep or (":" in name and not name.startswith("[")):
-        name, port_text = text, ""
-    name = name.removeprefix("[").removesuffix("]")
-    if not name:
-        raise MetadataError("redisHost", f"{host!r} has no host name")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise MetadataError("redisHost", f"{host!r} has an invalid port")
-        return name, int(port_text)
-    return name, port if port is not None else 6379
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -201,10 +73,6 @@ class RedisStore:
         self._skip_verify: bool = md["insecureSkipTLSVerify"]
         self._client_cert: str | None = md["clientCert"] or None
         self._client_key: str | None = md["clientKey"] or None
-        if (self._client_cert or self._client_key) and not self._tls:
-            raise MetadataError("clientCert", _NO_TLS_CLIENT_AUTH)
-        if bool(self._client_cert) != bool(self._client_key):
-            raise MetadataError("clientCert", "clientCert and clientKey must be given together")
         self._max_retries: int = md["redisMaxRetries"]
         self._min_backoff: float = max(md["redisMinRetryInterval"], 0.0)
         self._max_backoff: float = max(md["redisMaxRetryInterval"], self._min_backoff)
@@ -222,8 +90,6 @@ class RedisStore:
         ttl = md["ttlInSeconds"]
         self._default_ttl: int | None = ttl if ttl is not None and ttl > 0 else None
         self._query_indexes: Any = md["queryIndexes"]
-        if self._query_indexes is not None and not isinstance(self._query_indexes, list):
-            raise MetadataError("queryIndexes", "must be a JSON array of {name, indexes}")
         # Every call is bounded: connecting, sending and reading, plus the retries' back-off.
         attempts = max(self._max_retries, 0) + 1
         self._call_timeout = (
@@ -327,7 +193,7 @@ class RedisStore:
     async def init(self) -> None:
         if self._client is None:
             self._client = self._connect()
-            self._script = self._client.register_script(_WRITE_SCRIPT)
+            self._script = self._client.register_script(WRITE_SCRIPT)
         await self.ping()
 
         async def modules(client: redis.asyncio.Redis) -> frozenset[str]:
@@ -473,9 +339,9 @@ class RedisStore:
 
         code, index = (int(x) for x in await self._call(run))
         if code == 1:
-            raise EtagMismatch(f"etag mismatch for key {keys[index - 1]}")
+            raise etag_mismatch(keys[index - 1])
         if code == 2:
-            raise EtagMismatch(f"key {keys[index - 1]} already exists and first-write was requested")
+            raise first_write_conflict(keys[index - 1])
         if code != 0:
             raise StoreError(f"unexpected reply {code} from the redis write script")
 

@@ -1,0 +1,1 @@
+"""`state.in-memory`: state in this process's memory, lost on restart."""

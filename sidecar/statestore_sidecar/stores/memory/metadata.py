@@ -1,0 +1,12 @@
+"""`state.in-memory` settings: none beyond those every store has."""
+
+from __future__ import annotations
+
+from ...schema import StoreSchema
+from ..base import Feature
+
+SCHEMA = StoreSchema(
+    type="state.in-memory",
+    fields=(),
+    features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}),
+)

@@ -1,0 +1,1 @@
+"""`state.mysql`: state in a MySQL or MariaDB table."""

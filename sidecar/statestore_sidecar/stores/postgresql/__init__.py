@@ -1,0 +1,1 @@
+"""`state.postgresql`: state in a PostgreSQL table."""

@@ -1,0 +1,390 @@
+"""`state.postgresql`: state in a PostgreSQL table, through an asyncpg connection pool.
+
+Table layout (created if missing): `key text PRIMARY KEY`, `value bytea` (the exact bytes given,
+returned byte for byte), `doc jsonb` (the same value parsed, NULL when it is not JSON: binary values
+round-trip exactly and never break a query), `etag text` (a UUID per write), `insertdate`,
+`updatedate`, `expiredate timestamptz` (NULL: never expires).
+
+* Etag rules are enforced inside single statements (the shared ladder of `sql/writes.py`), so
+  concurrent writers are serialised by row locks.
+* Transactions run in one database transaction, in order; a refused operation rolls back all.
+* Expired rows are filtered on every read (the server's clock), and deleted every `cleanupInterval`
+  by one replica at a time (coordinated through the metadata table).
+* Query translates the shared query tree to SQL over `doc` (`dialect.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from ... import query as q
+from .. import StoreConfig
+from ..base import (
+    BackendUnavailable,
+    DeleteRequest,
+    Feature,
+    Item,
+    Operation,
+    QueryItem,
+    QueryPage,
+    SetRequest,
+    StoreError,
+    etag_mismatch,
+)
+from ..sql import writes
+from ..sql.cleanup import Cleaner, claim_window
+from .dialect import LIVE, build_query, json_doc
+from .metadata import SCHEMA, parse_connection_string, quote_table
+
+if TYPE_CHECKING:
+    import asyncpg
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_REQUIRED_COLUMNS = ("key", "value", "doc", "etag", "expiredate")
+_EXPIRY = "CASE WHEN $5::integer > 0 THEN now() + make_interval(secs => $5::integer) END"
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of a stray transaction.
+
+    asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN *, RESET ALL) is one more round trip
+    on every release, which doubled the statements of every GET. This store leaves no session state:
+    its only advisory lock is transaction-scoped, and it never LISTENs, SETs or keeps cursors.
+    """
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as "INSERT 0 1" or "UPDATE 3"."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class PostgresStore:
+    features: frozenset[Feature] = SCHEMA.features
+
+    def __init__(self, config: StoreConfig) -> None:
+        md = config.metadata
+        self._name = config.name
+        self.params = parse_connection_string(md["connectionString"])
+        self.table = quote_table(md["tableName"])
+        self.metadata_table = quote_table(md["metadataTableName"])
+        self._table_name: str = md["tableName"].lower()
+        self._timeout: float = md["timeout"]
+        self._cleanup_interval: float = md["cleanupInterval"]
+        self._max_conns: int = md["maxConns"] or self.params.pool_max or max(4, os.cpu_count() or 1)
+        self._min_conns: int = min(self.params.pool_min or 0, self._max_conns)
+        self._idle: float = (
+            md["connectionMaxIdleTime"] if self.params.pool_idle is None else self.params.pool_idle
+        )
+        self._statement_cache = 100 if md["queryExecMode"] in ("", "cache_statement") else 0
+        self._pool: asyncpg.Pool | None = None
+        self._cleaner = Cleaner(self._name, self._cleanup_interval, self.cleanup_expired)
+        self._sql = self._statements()
+
+    def _statements(self) -> dict[str, str]:
+        t = self.table
+        columns = "key, value, doc, etag, expiredate"
+        values = f"$1, $2, $3::jsonb, $4, {_EXPIRY}"
+        update = "value = excluded.value, doc = excluded.doc, etag = excluded.etag, updatedate = now(), "
+        update += "expiredate = excluded.expiredate"
+        return {
+            "get": (
+                f"SELECT value, etag, extract(epoch FROM expiredate)::float8 FROM {t} "
+                f"WHERE key = $1 AND {LIVE}"
+            ),
+            "bulk_get": (
+                f"SELECT key, value, etag, extract(epoch FROM expiredate)::float8 FROM {t} "
+                f"WHERE key = ANY($1::text[]) AND {LIVE}"
+            ),
+            "upsert": (
+                f"INSERT INTO {t} ({columns}) VALUES ({values}) ON CONFLICT (key) DO UPDATE SET {update}"
+            ),
+            "insert_first": (
+                f"INSERT INTO {t} ({columns}) VALUES ({values}) ON CONFLICT (key) DO UPDATE SET {update} "
+                f"WHERE {t}.expiredate IS NOT NULL AND {t}.expiredate <= now()"
+            ),
+            "update_etag": (
+                f"UPDATE {t} SET value = $2, doc = $3::jsonb, etag = $4, updatedate = now(), "
+                f"expiredate = {_EXPIRY} WHERE key = $1 AND etag = $6 AND {LIVE}"
+            ),
+            "delete": f"DELETE FROM {t} WHERE key = $1",
+            "delete_etag": f"DELETE FROM {t} WHERE key = $1 AND etag = $2 AND {LIVE}",
+        }
+
+    # -- connection --------------------------------------------------------------------------------
+    def _unavailable(self, exc: BaseException) -> BackendUnavailable | None:
+        import asyncpg
+
+        where = f"postgresql {self.params.describe()}"
+        if isinstance(exc, TimeoutError):
+            return BackendUnavailable(f"{where} did not answer within {self._timeout:g}s")
+        if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError | asyncpg.InvalidPasswordError):
+            return BackendUnavailable(f"{where}: authentication failed: {exc}")
+        if isinstance(
+            exc,
+            OSError
+            | ConnectionError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.InterfaceError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.AdminShutdownError
+            | asyncpg.CrashShutdownError
+            | asyncpg.TooManyConnectionsError,
+        ):
+            return BackendUnavailable(f"{where} is unavailable: {exc}")
+        if isinstance(exc, asyncpg.InternalClientError) and "closed" in str(exc):
+            return BackendUnavailable(f"{where} is unavailable: {exc}")
+        return None
+
+    async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]], retries: int = 0) -> T:
+        """Run `work` on a pooled connection within the timeout; map failures to store errors.
+
+        Deadlocks and serialization failures are retried `retries` times (for transactions).
+        """
+        import asyncpg
+
+        if self._pool is None:
+            raise BackendUnavailable("the PostgreSQL store is not initialised")
+        attempt = 0
+        while True:
+            try:
+                return await self._on_connection(self._pool, work)
+            except StoreError:
+                raise
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt >= retries:
+                    raise StoreError(f"postgresql: {exc}") from None
+                attempt += 1
+                await asyncio.sleep(0.01 * attempt)
+            except Exception as exc:
+                mapped = self._unavailable(exc)
+                if mapped is not None:
+                    raise mapped from None
+                if isinstance(exc, asyncpg.PostgresError):
+                    raise StoreError(f"postgresql: {exc}") from None
+                raise
+
+    async def _on_connection(
+        self, pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """`work` on a pooled connection, the whole call (release included) bounded by the timeout.
+
+        A connection whose call did not finish cleanly is terminated (no network round trip) rather
+        than reset and reused: resetting it would wait on a server that may not answer.
+        """
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        async with asyncio.timeout_at(deadline):
+            conn = await pool.acquire()
+        clean = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await work(conn)
+            clean = True
+            return result
+        except (StoreError, asyncpg.PostgresError) as exc:
+            clean = self._unavailable(exc) is None  # the server answered: the connection is fine
+            raise
+        finally:
+            if not clean:
+                conn.terminate()
+            try:
+                await pool.release(conn, timeout=max(deadline - loop.time(), 0.1))
+            except Exception:
+                conn.terminate()
+
+    async def init(self) -> None:
+        import asyncpg
+
+        if self._pool is None:
+            p = self.params
+            self._pool = asyncpg.create_pool(
+                host=p.host,
+                port=p.port,
+                user=p.user,
+                password=p.password,
+                database=p.database,
+                ssl=p.ssl(),
+                timeout=min(p.connect_timeout or self._timeout, self._timeout),
+                command_timeout=self._timeout,
+                server_settings=p.server_settings or None,
+                min_size=self._min_conns,
+                max_size=self._max_conns,
+                max_inactive_connection_lifetime=self._idle if self._idle > 0 else 0,
+                statement_cache_size=self._statement_cache,
+                reset=_keep_session,
+            )
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._pool
+            except Exception as exc:
+                pool, self._pool = self._pool, None
+                pool.terminate()
+                mapped = self._unavailable(exc)
+                if mapped is not None:
+                    raise mapped from None
+                raise
+        await self._call(self._migrate, retries=3)
+        self._cleaner.start()
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        m, t = self.metadata_table, self.table
+        index = '"' + (self._table_name.rsplit(".", 1)[-1][:40] + "_expiredate_idx") + '"'
+        async with conn.transaction():
+            # One replica at a time creates the tables.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"statestore-migrate:{t}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {m} (key text NOT NULL PRIMARY KEY, value text NOT NULL)"
+            )
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {t} ("
+                "key text NOT NULL PRIMARY KEY, value bytea NOT NULL, doc jsonb, etag text NOT NULL, "
+                "insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
+                "expiredate timestamptz)"
+            )
+            rows = await conn.fetch(
+                "SELECT attname FROM pg_attribute "
+                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                t,
+            )
+            missing = set(_REQUIRED_COLUMNS) - {r["attname"] for r in rows}
+            if missing:
+                raise StoreError(
+                    f"table {self._table_name} exists but was not created by this server "
+                    f"(no column {', '.join(sorted(missing))}); choose another tableName"
+                )
+            await conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {index} ON {t} (expiredate) WHERE expiredate IS NOT NULL"
+            )
+
+    async def close(self) -> None:
+        await self._cleaner.stop()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await pool.close()
+            except Exception:
+                pool.terminate()
+
+    async def ping(self) -> None:
+        async def ping(conn: asyncpg.Connection) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._call(ping)
+
+    # -- expiry cleanup ------------------------------------------------------------------------------
+    async def cleanup_expired(self, force: bool = False) -> int:
+        """Delete expired rows, unless another replica did within the cleanup interval; the count."""
+        interval = 0.0 if force else claim_window(self._cleanup_interval)
+
+        async def clean(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                claimed = await conn.execute(
+                    f"INSERT INTO {self.metadata_table} (key, value) VALUES ($1, now()::text) "
+                    f"ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+                    f"WHERE {self.metadata_table}.value::timestamptz < now() - make_interval(secs => $2)",
+                    f"last-cleanup-{self._table_name}",
+                    interval,
+                )
+                if _count(claimed) == 0:
+                    return 0
+                deleted = await conn.execute(
+                    f"DELETE FROM {self.table} WHERE expiredate IS NOT NULL AND expiredate <= now()"
+                )
+                return _count(deleted)
+
+        return await self._call(clean, retries=1)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    async def get(self, key: str) -> Item | None:
+        if "\x00" in key:
+            return None  # never stored: PostgreSQL text cannot hold NUL characters
+
+        async def get(conn: asyncpg.Connection) -> Item | None:
+            row = await conn.fetchrow(self._sql["get"], key)
+            return None if row is None else Item(bytes(row[0]), row[1], row[2])
+
+        return await self._call(get)
+
+    async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
+        unique = [k for k in dict.fromkeys(keys) if "\x00" not in k]  # keys with NUL are never stored
+        if not unique:
+            return {}
+
+        async def bulk(conn: asyncpg.Connection) -> dict[str, Item]:
+            rows = await conn.fetch(self._sql["bulk_get"], unique)
+            return {r[0]: Item(bytes(r[1]), r[2], r[3]) for r in rows}
+
+        return await self._call(bulk)
+
+    # -- writes --------------------------------------------------------------------------------------
+    async def _apply(self, conn: asyncpg.Connection, op: Operation) -> None:
+        import asyncpg
+
+        if "\x00" in op.key:
+            # PostgreSQL text cannot hold NUL characters: such a key is never stored, so it is absent.
+            if op.etag:
+                raise etag_mismatch(op.key)
+            if isinstance(op, SetRequest):
+                raise StoreError("PostgreSQL cannot store keys containing NUL characters")
+            return
+        try:
+            await self._write(conn, op)
+        except asyncpg.ProgramLimitExceededError:
+            raise StoreError(
+                f"the key is too long for PostgreSQL's primary key index ({len(op.key.encode())} bytes; "
+                "at most about 2700 bytes fit)"
+            ) from None
+
+    async def _write(self, conn: asyncpg.Connection, op: Operation) -> None:
+        step = writes.step(op)
+        args: tuple[object, ...] = (op.key,)
+        if isinstance(op, SetRequest):
+            ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
+            args = (op.key, op.value, json_doc(op.value), str(uuid.uuid4()), ttl)
+        if op.etag:
+            args += (op.etag,)
+        step.check(_count(await conn.execute(self._sql[step.statement.value], *args)))
+
+    async def set(self, request: SetRequest) -> None:
+        await self._call(lambda conn: self._apply(conn, request))
+
+    async def delete(self, request: DeleteRequest) -> None:
+        await self._call(lambda conn: self._apply(conn, request))
+
+    async def transact(self, operations: Sequence[Operation]) -> None:
+        if not operations:
+            return
+
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                for op in operations:
+                    await self._apply(conn, op)
+
+        await self._call(run, retries=3)
+
+    # -- query ---------------------------------------------------------------------------------------
+    async def query(self, query: q.Query, key_prefix: str) -> QueryPage:
+        text, args = build_query(self.table, query, key_prefix)
+
+        async def run(conn: asyncpg.Connection) -> list[QueryItem]:
+            rows = await conn.fetch(text, *args)
+            return [QueryItem(r[0], bytes(r[1]), r[2]) for r in rows]
+
+        items = await self._call(run)
+        return QueryPage(items, q.next_token(query, len(items)))
+
+
+def create(config: StoreConfig) -> PostgresStore:
+    return PostgresStore(config)

@@ -1,0 +1,1 @@
+"""`state.redis`: state in a single Redis node."""

@@ -1,0 +1,25 @@
+"""What the operator uses of this package: reading and validating Components, as the server does.
+
+The operator imports only these names (a test pins the list), so everything else here can change
+without touching it, and importing them loads no database driver.
+"""
+
+from __future__ import annotations
+
+from .components import Component, ComponentError, SecretRef, Validated, parse, secret_env_var, validate
+from .schema import is_truthy
+from .stores import UnknownStoreType, canonical_type, schema_for
+
+__all__ = [
+    "Component",
+    "ComponentError",
+    "SecretRef",
+    "UnknownStoreType",
+    "Validated",
+    "canonical_type",
+    "is_truthy",
+    "parse",
+    "schema_for",
+    "secret_env_var",
+    "validate",
+]

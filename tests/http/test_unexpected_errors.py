@@ -1,0 +1,34 @@
+"""An unexpected failure inside a store call is answered with Dapr's error for the operation and the
+message `internal error (<type>)`: never a traceback, a driver's text or a hang (docs/security.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from fixtures.backends import RedisServer
+from fixtures.stores import ComponentUnderTest
+
+pytestmark = pytest.mark.backends
+
+
+async def test_a_row_written_by_another_client_that_cannot_be_read_is_an_internal_error(
+    redis_server: RedisServer, redis_metadata: dict[str, str], make_api: Callable[..., object]
+) -> None:
+    api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})  # type: ignore[operator]
+    assert isinstance(api, httpx.AsyncClient)
+    key = uuid.uuid4().hex
+    # Another client stores a hash of the store's layout whose expiry is not a number.
+    redis_server.command("HSET", f"myapp||{key}", "data", '"v"', "version", "1", "exp", "soon")
+    r = await api.get(f"/v1.0/state/store/{key}")
+    assert r.status_code == 500
+    body = r.json()
+    assert body["errorCode"] == "ERR_STATE_GET"
+    assert body["message"] == f"fail to get {key} from state store store: internal error (ValueError)"
+    assert "Traceback" not in r.text and "soon" not in r.text
+    # The server keeps serving the other keys.
+    assert (await api.post("/v1.0/state/store", json=[{"key": f"{key}-ok", "value": 1}])).status_code == 204
+    assert (await api.get(f"/v1.0/state/store/{key}-ok")).json() == 1

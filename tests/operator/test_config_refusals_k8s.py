@@ -1,0 +1,110 @@
+"""Settings the server would refuse are refused at `kubectl apply` (webhook) or reported (without it).
+
+The same values `tests/cli/test_config_refusals.py` walks, through the real control plane: values
+only the stores' own parsers catch (a host list, a DSN, an SQLite pragma) and a misspelt name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_testing import Kube, Operator, wait_for
+
+from statestore_testing.ports import free_port
+
+pytestmark = pytest.mark.k8s
+
+
+def component(name: str, ctype: str, **metadata: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": name},
+        "spec": {
+            "type": ctype,
+            "version": "v1",
+            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
+        },
+    }
+
+
+# (Component, the field the message names, more of the message)
+REFUSED: list[tuple[dict[str, Any], str, str]] = [
+    (component("redis-port", "state.redis", redisHost="localhost:notaport"), "'redisHost'", "invalid port"),
+    (component("mysql-dsn", "state.mysql", connectionString="host=db user=u"), "'connectionString'", "DSN"),
+    (
+        component("sqlite-pragma", "state.sqlite", connectionString="file:state.db?_pragma=fast"),
+        "'connectionString'",
+        "_pragma",
+    ),
+    (
+        component("pg-typo", "state.postgresql", conectionString="host=db user=u password=p"),
+        "'connectionString'",
+        "'conectionString' is not a setting of state.postgresql: did you mean 'connectionString'?",
+    ),
+]
+
+
+def test_refused_settings_are_reported_with_an_event(kube: Kube, operator: Operator) -> None:
+    for manifest, _, _ in REFUSED:
+        kube.apply(manifest)
+    for manifest, field, detail in REFUSED:
+        name = manifest["metadata"]["name"]
+        cond = kube.wait_condition(name, "Validated", "False", "InvalidMetadata")
+        assert field in cond["message"] and detail in cond["message"], cond
+        events = wait_for(
+            "a Warning event",
+            lambda name=name: [e for e in kube.events(name) if e["reason"] == "InvalidMetadata"],
+        )
+        assert events[0]["type"] == "Warning" and field in events[0]["message"]
+        assert kube.get("deployment", f"statestore-{name}") is None
+
+
+def test_the_webhook_refuses_them_at_apply(
+    kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    config = f"statestore-refusals-{kube.ns}.dapr.io"  # webhook names need three DNS segments
+    start_operator(
+        *(
+            "--webhook-address",
+            "127.0.0.1",
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+        ),
+        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
+    )
+    try:
+        wait_for(
+            "the webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "validatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        for manifest, field, detail in REFUSED:
+            refused = kube.cluster.kubectl(
+                "apply", "-n", kube.ns, "-f", "-", input=json.dumps(manifest), check=False
+            )
+            assert refused.returncode != 0, manifest
+            assert field in refused.stderr and detail in refused.stderr, refused.stderr
+            assert kube.get("components.dapr.io", manifest["metadata"]["name"]) is None
+        # A misspelt optional name is let through (Dapr ignores unknown names), with a warning.
+        warned = kube.apply(
+            component("typo", "state.sqlite", connectionString=":memory:", tabelName="orders")
+        )
+        assert "'tabelName'" in warned.stderr and "did you mean 'tableName'?" in warned.stderr
+    finally:
+        kube.cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
+        )
