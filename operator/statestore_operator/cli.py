@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=8,
+        default=64,
         help="Components reconciled at once (default %(default)s); more events queue, deduplicated",
     )
     pods = p.add_argument_group("state API pod resources (empty: not set)")

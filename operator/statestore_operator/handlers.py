@@ -30,7 +30,7 @@ class Options:
     pods: render.PodSettings
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     resync_seconds: float = 60.0
-    workers: int = 8  # reconciliations at once
+    workers: int = 64  # reconciliations at once
     app_id_label: str = access.DEFAULT_APP_ID_LABEL
     webhook_address: str | None = None
     webhook_host: str | None = None
