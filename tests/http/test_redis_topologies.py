@@ -64,6 +64,11 @@ async def test_cluster_spreads_keys_over_every_primary(
     for i, k in enumerate(keys):
         got = await api.get(f"{STATE}/{k}")
         assert (got.status_code, got.json()) == (200, i)
+    bulk = await api.post(f"{STATE}/bulk", json={"keys": keys})
+    assert bulk.status_code == 200, bulk.text
+    assert sorted((item["key"], item["data"]) for item in bulk.json()) == sorted(
+        (k, i) for i, k in enumerate(keys)
+    )
     # Each primary holds some of them (keys are stored as "myapp||<key>").
     held = [len(local_keys(node, f"myapp||{base}-*")) for node in redis_cluster_set.nodes]
     assert sum(held) == len(keys)
