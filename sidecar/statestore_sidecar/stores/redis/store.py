@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -71,6 +72,9 @@ def _unavailable(exc: BaseException) -> bool:
         | rex.SlotNotCoveredError,
     )
 
+
+# Keys per pipeline of a bulk get.
+_BULK_BATCH = 5000
 
 # Replies meaning the server is (for now) unable to serve, not that the request is wrong.
 _UNAVAILABLE_REPLIES = ("LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
@@ -363,13 +367,13 @@ class RedisStore:
         if not unique:
             return {}
 
-        async def bulk(client: redis.asyncio.Redis) -> dict[str, Item]:
+        async def bulk(batch: Sequence[str], client: redis.asyncio.Redis) -> dict[str, Item]:
             async with client.pipeline(transaction=False) as pipe:
-                for key in unique:
+                for key in batch:
                     pipe.hmget(key, ["data", "version", "exp"])
                 replies = await pipe.execute(raise_on_error=False)
             found: dict[str, Item] = {}
-            for key, reply in zip(unique, replies, strict=True):
+            for key, reply in zip(batch, replies, strict=True):
                 if isinstance(reply, Exception):
                     raise reply
                 item = self._item(reply)
@@ -377,7 +381,12 @@ class RedisStore:
                     found[key] = item
             return found
 
-        return await self._call(bulk)
+        # In batches, each within the call timeout: a pipeline of 100,000 keys (slower still on a
+        # Cluster, where redis-py splits it by node) can take longer than one call may.
+        found: dict[str, Item] = {}
+        for start in range(0, len(unique), _BULK_BATCH):
+            found.update(await self._call(functools.partial(bulk, unique[start : start + _BULK_BATCH])))
+        return found
 
     # -- writes --------------------------------------------------------------------------------------
     def _ttl_ms(self, ttl: int | None) -> int:
