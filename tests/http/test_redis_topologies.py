@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,13 +26,11 @@ pytestmark = pytest.mark.backends
 STATE = "/v1.0/state/store"
 TX = "/v1.0/state/store/transaction"
 
-MakeApi = Callable[..., object]
+MakeApi = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 async def open_api(make_api: MakeApi, backend: str, metadata: dict[str, str]) -> httpx.AsyncClient:
-    client = await make_api({"store": ComponentUnderTest(backend, "state.redis", metadata)})  # type: ignore[operator]
-    assert isinstance(client, httpx.AsyncClient)
-    return client
+    return await make_api({"store": ComponentUnderTest(backend, "state.redis", metadata)})
 
 
 def upsert(key: str, value: object) -> dict[str, object]:
