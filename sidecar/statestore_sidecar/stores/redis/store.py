@@ -372,20 +372,31 @@ class RedisStore:
                 for key in batch:
                     pipe.hmget(key, ["data", "version", "exp"])
                 replies = await pipe.execute(raise_on_error=False)
-            found: dict[str, Item] = {}
-            for key, reply in zip(batch, replies, strict=True):
-                if isinstance(reply, Exception):
-                    raise reply
-                item = self._item(reply)
-                if item is not None:
-                    found[key] = item
-            return found
+            return self._found(batch, replies)
 
-        # In batches, each within the call timeout: a pipeline of 100,000 keys (slower still on a
-        # Cluster, where redis-py splits it by node) can take longer than one call may.
+        async def bulk_by_slot(groups: list[list[str]], client: redis.asyncio.Redis) -> dict[str, Item]:
+            replies = await topology.cluster_hmget(client, groups)
+            return self._found([key for group in groups for key in group], replies)
+
+        # In batches, each within the call timeout: a pipeline of 100,000 keys can take longer than
+        # one call may.
         found: dict[str, Item] = {}
+        if self._cluster:
+            for groups in topology.slot_batches(unique, _BULK_BATCH):
+                found.update(await self._call(functools.partial(bulk_by_slot, groups)))
+            return found
         for start in range(0, len(unique), _BULK_BATCH):
             found.update(await self._call(functools.partial(bulk, unique[start : start + _BULK_BATCH])))
+        return found
+
+    def _found(self, keys: Sequence[str], replies: Sequence[Any]) -> dict[str, Item]:
+        found: dict[str, Item] = {}
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            item = self._item(reply)
+            if item is not None:
+                found[key] = item
         return found
 
     # -- writes --------------------------------------------------------------------------------------
