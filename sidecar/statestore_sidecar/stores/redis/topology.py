@@ -9,7 +9,8 @@
   dropped, and a write that reaches a demoted primary (READONLY) drops its connection, so requests
   reach the new primary without a restart once Sentinel has promoted it.
 * Cluster: the seed nodes in `redisHost` give the slot map; every command goes to the primary of its
-  key's slot, following MOVED/ASK redirects and reloading the map when a node fails.
+  key's slot, following MOVED/ASK redirects and reloading the map when a node fails. A bulk get
+  reads each slot's keys with one script call (`cluster_hmget`).
 """
 
 from __future__ import annotations
