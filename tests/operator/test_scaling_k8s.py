@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, wait_for
+from operator_testing import Kube, Operator, start_with_webhook, wait_for, webhook_configurations
 
 pytestmark = pytest.mark.k8s
 
@@ -202,3 +204,22 @@ def test_bad_annotation_is_reported_with_an_event_and_not_deployed(
     assert events[0]["type"] == "Warning" and words in events[0]["message"]
     assert kube.get("deployment", "statestore-bad") is None
     assert kube.get("pvc", "statestore-bad") is None
+
+
+def test_webhook_refuses_a_bad_annotation(kube: Kube, start_operator: Any, tmp_path: Path) -> None:
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
+    try:
+        wait_for(
+            "the webhook configuration",
+            lambda: "validatingwebhookconfiguration" in webhook_configurations(kube, config),
+        )
+        bad = component("notes", "state.sqlite", replicas="3")
+        refused = kube.cluster.kubectl("apply", "-n", kube.ns, "-f", "-", input=json.dumps(bad), check=False)
+        assert refused.returncode != 0
+        assert f"{A}replicas" in refused.stderr and "exactly one replica" in refused.stderr
+        assert kube.get("components.dapr.io", "notes") is None
+        kube.apply(component("notes", "state.sqlite", **{"storage-size": "3Gi"}))
+        kube.wait_condition("notes", "Validated", "True", "Valid")
+    finally:
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)

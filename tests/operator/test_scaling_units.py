@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from statestore_operator import admission, render, scaling, validation
+from statestore_operator import admission, naming, render, scaling, validation
 from statestore_sidecar.validation import Persistence, parse
 
 SETTINGS = {
@@ -106,7 +106,7 @@ def test_replicas_annotation_overrides_the_default_and_a_budget_comes_with_more_
     assert pdb is not None and pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"] == {
         "maxUnavailable": 1,
-        "selector": {"matchLabels": render.naming.selector_labels("store")},
+        "selector": {"matchLabels": naming.selector_labels("store")},
     }
     assert pdb["metadata"]["ownerReferences"] == [OWNER]
 
