@@ -13,9 +13,9 @@ import pytest
 from image_testing import OPERATOR_IMAGE, SIDECAR_IMAGE, UID, Container, run
 
 from fixtures.k8s import ControlPlane
-from fixtures.operator_process import wait_for
-from fixtures.sidecar import free_port
 from fixtures.walkthrough import ROOT, check_walkthrough, make_run_args
+from statestore_testing.ports import free_port
+from statestore_testing.waiting import WaitTimeout, wait_for
 
 pytestmark = [pytest.mark.images, pytest.mark.usefixtures("images")]
 
@@ -73,7 +73,7 @@ def test_sidecar_image_serves_the_walkthrough(tmp_path: Path) -> None:
 
 def _conditions(cluster: ControlPlane, namespace: str, name: str) -> dict[str, dict[str, Any]]:
     body = cluster.kubectl_json("get", "components.dapr.io", name, "-n", namespace)
-    status: dict[str, Any] = body.get("status") or {}  # type: ignore[assignment]
+    status: dict[str, Any] = body.get("status") or {}
     return {c["type"]: c for c in status.get("conditions") or []}
 
 
@@ -121,10 +121,10 @@ def test_operator_image_validates_the_examples(
 
             try:
                 wait_for(f"{name}: Validated=True", validated, timeout=120)
-            except pytest.fail.Exception:
+            except WaitTimeout:
                 pytest.fail(f"{_conditions(k8s_cluster, namespace, name)}\n{container.logs()}")
             deployment = k8s_cluster.kubectl_json("get", "deployment", f"statestore-{name}", "-n", namespace)
-            pod = deployment["spec"]["template"]["spec"]  # type: ignore[index]
+            pod = deployment["spec"]["template"]["spec"]
             assert pod["containers"][0]["image"] == SIDECAR_IMAGE
         assert answers(f"http://127.0.0.1:{liveness}/healthz", 200)
         assert "Traceback" not in container.logs(), container.logs()
