@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, start_with_webhook, wait_for, webhook_configurations
+from operator_testing import ROOT, Kube, Operator, start_with_webhook, wait_for, webhook_configurations
 
 pytestmark = pytest.mark.k8s
 
@@ -223,3 +224,20 @@ def test_webhook_refuses_a_bad_annotation(kube: Kube, start_operator: Any, tmp_p
     finally:
         for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
             kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
+
+
+def test_documented_example_and_the_shipped_sqlite_example(kube: Kube, operator: Operator) -> None:
+    text = (ROOT / "docs" / "operator.md").read_text()
+    (block,) = re.findall(r"<!-- tested: scaling-component -->\n```yaml\n(.*?)```", text, re.S)
+    kube.apply(block)
+    kube.wait_condition("orders", "Validated", "True", "Valid")
+    hpa = kube.must_get("hpa", "statestore-orders")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+    kube.must_get("pdb", "statestore-orders")
+    # examples/statestore.yaml, as shipped: its relative database lands on a claim, not an emptyDir.
+    kube.apply((ROOT / "examples" / "statestore.yaml").read_text())
+    kube.wait_condition("statestore", "Validated", "True", "Valid")
+    assert kube.must_get("pvc", "statestore-statestore")["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    dep = kube.must_get("deployment", "statestore-statestore")
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "statestore-statestore"}
