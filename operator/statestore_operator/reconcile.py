@@ -394,4 +394,5 @@ def decide(
     if deployment is not None:
         status["endpoint"] = naming.endpoint(meta["name"], meta["namespace"])
         status["grpcEndpoint"] = naming.grpc_endpoint(meta["name"], meta["namespace"])
+        status.update(scaling.replica_counts(deployment))
     return Decision(outcome, conflict, status, conditions.transitions(old, new))

@@ -182,6 +182,12 @@ def shape(deployment: dict[str, Any], plan: Plan, *, stopped: bool = False) -> d
     return deployment
 
 
+def replica_counts(deployment: Mapping[str, Any]) -> dict[str, int]:
+    """`replicas` (wanted, by the operator or an autoscaler) and `readyReplicas` for the status."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    return {"replicas": int(spec.get("replicas", 1)), "readyReplicas": int(status.get("readyReplicas", 0))}
+
+
 def _metadata(body: Mapping[str, Any], owner: Mapping[str, Any] | None) -> dict[str, Any]:
     name = body["metadata"]["name"]
     meta: dict[str, Any] = {

@@ -146,6 +146,12 @@ def test_redis_replicas_budget_spread_and_autoscaler(kube: Kube, operator: Opera
     kube.make_pods_ready("cache")
     available = kube.wait_condition("cache", "Available", "True", "Available", timeout=120)
     assert "3/3 replicas available" in available["message"]
+    status = kube.must_get("components.dapr.io", "cache")["status"]
+    assert (status["replicas"], status["readyReplicas"]) == (3, 3)
+    wide = kube.cluster.kubectl("get", "components", "cache", "-n", kube.ns, "-o", "wide").stdout
+    header, row = wide.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    assert (columns["READY-REPLICAS"], columns["REPLICAS"]) == ("3", "3")
 
     annotate(
         kube,

@@ -175,3 +175,12 @@ def test_bad_annotations_are_refused_by_validation_and_admission(
     assert f"statestore.dapr.io/{field}" in outcome.message and words in outcome.message
     verdict = admission.review(b, [])
     assert not verdict.allowed and verdict.message == outcome.message
+
+
+def test_replica_counts_for_the_status() -> None:
+    dep = {"spec": {"replicas": 3}, "status": {"readyReplicas": 2, "replicas": 3}}
+    assert scaling.replica_counts(dep) == {"replicas": 3, "readyReplicas": 2}
+    assert scaling.replica_counts({"spec": {"replicas": 1}, "status": {}}) == {
+        "replicas": 1,
+        "readyReplicas": 0,
+    }
