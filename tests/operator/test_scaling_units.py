@@ -184,3 +184,15 @@ def test_replica_counts_for_the_status() -> None:
         "replicas": 1,
         "readyReplicas": 0,
     }
+
+
+def test_default_replicas_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from statestore_operator import cli
+
+    assert cli.parser().parse_args([]).default_replicas == 1
+    assert cli.parser().parse_args(["--default-replicas", "3"]).default_replicas == 3
+    for bad in ("0", "101", "two"):
+        with pytest.raises(SystemExit) as exited:
+            cli.parser().parse_args(["--default-replicas", bad])
+        assert exited.value.code == 2
+        assert "is not a whole number from 1 to 100" in capsys.readouterr().err
