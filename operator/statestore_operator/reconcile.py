@@ -8,6 +8,8 @@ what it wants with what is there; repeating it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import socket
 import time
@@ -19,7 +21,7 @@ from typing import Any
 from . import access, actors, conditions, metrics, naming, render
 from .conditions import Condition
 from .kube import JSON, ApiError, Client
-from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
+from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store, keys_to_read
 
 log = logging.getLogger("statestore.operator")
 
@@ -170,12 +172,21 @@ class Reconciler:
         if first.token is not None and not first.token.generated:
             names.append(first.token.secret)
         secrets: dict[str, set[str] | None] = {}
+        data: dict[str, Mapping[str, Any]] = {}
         for secret in names:
             if secret not in secrets:
                 # GET by name in the Component's own namespace: no list, no other namespace.
                 found = await self.client.get("Secret", namespace, secret)
-                secrets[secret] = None if found is None else set((found.get("data") or {}).keys())
-        return check(body, secrets)
+                data[secret] = (found or {}).get("data") or {}
+                secrets[secret] = None if found is None else set(data[secret].keys())
+        # The encryption keys are the only values read: a key of the wrong length is refused here,
+        # not by a crash-looping pod. The values go to validation only (never logged or stored).
+        read = {
+            item: _secret_text(data[ref.name][ref.key])
+            for item, ref in keys_to_read(first.component).items()
+            if ref.key in data.get(ref.name, {})
+        }
+        return check(body, secrets, read)
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):
@@ -325,3 +336,11 @@ def decide(
     if deployment is not None:
         status["endpoint"] = naming.endpoint(meta["name"], meta["namespace"])
     return Decision(outcome, conflict, status, conditions.transitions(old, new))
+
+
+def _secret_text(encoded: object) -> str:
+    """A Secret's data value as text; what is not base64 UTF-8 comes out as is, for validation to refuse."""
+    try:
+        return base64.b64decode(str(encoded), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return str(encoded)

@@ -8,10 +8,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .components import Validated
+from .components import Validated, encryption_keys
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, Store, StoreError
+from .stores.encrypted import encrypted
 
 log = logging.getLogger("statestore.runtime")
 
@@ -36,7 +37,9 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        self.store: Store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        # Encryption wraps the store, so every backend gets it and no route knows of it.
+        self.store: Store = encrypted(store, encryption_keys(validated), component.name)
         self.ready = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None
