@@ -207,7 +207,7 @@ def validate(component: Component, values: Mapping[str, str], *, opaque: Collect
     try:
         encryption.check_refs({i.name: i.secret.name if i.secret else None for i in component.metadata})
     except encryption.KeyRuleError as exc:
-        raise component.error(exc.reason, exc.item) from None
+        raise component.error(str(exc), exc.item) from None
     hidden: frozenset[str] = frozenset()
     if opaque:
         schema, values, hidden = _without_opaque(schema, values, opaque)

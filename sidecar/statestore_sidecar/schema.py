@@ -81,6 +81,21 @@ IGNORED_KEYS = frozenset(
     for k in ("outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState")
 )
 
+# The names of Dapr's built-in Azure AD (Microsoft Entra ID) authentication profile, refused (never
+# ignored) by the stores that document it: they only take effect with it, and it is not implemented.
+AZURE_AD_PROFILE: Mapping[str, str] = {
+    name: "Microsoft Entra ID (Azure AD) authentication is not implemented"
+    for name in (
+        "azureClientId",
+        "azureTenantId",
+        "azureClientSecret",
+        "azureCertificate",
+        "azureCertificateFile",
+        "azureCertificatePassword",
+        "azureEnvironment",
+    )
+}
+
 
 class MetadataError(ValueError):
     """A metadata value is missing or malformed; `field` names the metadata item."""

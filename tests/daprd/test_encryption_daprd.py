@@ -190,7 +190,7 @@ def test_query_over_an_encrypted_store_is_refused_as_daprd_refuses_it(tmp_path: 
     metadata = {"connectionString": str(tmp_path / "state.db")}
     app_id = "enc-query"
     with servers(
-        tmp_path, "query", "state.sqlite", metadata, app_id, {"primaryEncryptionKey": "key1"}
+        tmp_path, "query", "state.sqlite", metadata, app_id, keys={"primaryEncryptionKey": "key1"}
     ) as run:
         assert (
             httpx.post(f"{run.ours}/v1.0/state/{STORE}", json=[{"key": "k", "value": {"n": 1}}]).status_code
@@ -210,7 +210,7 @@ def test_daprd_http_saves_go_text_not_json_and_ours_reads_the_same_bytes(tmp_pat
     its quotes); ours returns exactly what daprd returns for such a record (docs/state-api.md)."""
     metadata = {"connectionString": str(tmp_path / "state.db")}
     with servers(
-        tmp_path, "http", "state.sqlite", metadata, "enc-http", {"primaryEncryptionKey": "key1"}
+        tmp_path, "http", "state.sqlite", metadata, "enc-http", keys={"primaryEncryptionKey": "key1"}
     ) as run:
         daprd_state = f"{run.daprd_http}/v1.0/state/{STORE}"
         assert (

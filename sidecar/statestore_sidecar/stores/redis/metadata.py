@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...schema import Field, Kind, MetadataError, Resolved, StoreSchema
+from ...schema import AZURE_AD_PROFILE, Field, Kind, MetadataError, Resolved, StoreSchema
 from ..base import Feature
 
 
@@ -73,6 +73,7 @@ SCHEMA = StoreSchema(
     features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}),
     check=check,
     unsupported={
+        **AZURE_AD_PROFILE,
         "failover": "Redis Sentinel failover is not implemented; point redisHost at the primary",
         "sentinelMasterName": "Redis Sentinel is not implemented",
         "sentinelUsername": "Redis Sentinel is not implemented",
