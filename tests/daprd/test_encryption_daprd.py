@@ -205,9 +205,10 @@ def test_query_over_an_encrypted_store_is_refused_as_daprd_refuses_it(tmp_path: 
     )
 
 
-def test_daprd_http_saves_go_text_not_json_and_ours_reads_the_same_bytes(tmp_path: Path) -> None:
-    """daprd 1.14's HTTP save encrypts Go's rendering of the decoded value (`map[...]`, a string without
-    its quotes); ours returns exactly what daprd returns for such a record (docs/state-api.md)."""
+def test_daprd_encrypts_go_text_and_ours_reads_the_same_bytes(tmp_path: Path) -> None:
+    """daprd 1.14's HTTP saves encrypt Go's rendering of the decoded value (`map[...]`, a string without
+    its quotes), its gRPC transactions that of the bytes; ours returns exactly what daprd returns for
+    such a record (docs/state-api.md)."""
     metadata = {"connectionString": str(tmp_path / "state.db")}
     with servers(
         tmp_path, "http", "state.sqlite", metadata, "enc-http", keys={"primaryEncryptionKey": "key1"}
@@ -222,6 +223,21 @@ def test_daprd_http_saves_go_text_not_json_and_ours_reads_the_same_bytes(tmp_pat
         for key, shown in (("o", b"map[a:1]"), ("s", b"hi")):
             assert httpx.get(f"{daprd_state}/{key}").content == shown
             assert run.ours_get(key).content == shown
+        # Its gRPC transactions encrypt Go's text of the value's bytes; its HTTP bulk get answers nothing.
+        (done,) = go_client(
+            [
+                {
+                    "op": "transaction",
+                    "store": STORE,
+                    "operations": [{"operation": "upsert", "key": "t", "value": "hi"}],
+                }
+            ],
+            address=run.daprd_grpc,
+        )
+        assert done["ok"], done
+        assert httpx.get(f"{daprd_state}/t").content == b"[34 104 105 34]" == run.ours_get("t").content
+        bulk = httpx.post(f"{daprd_state}/bulk", json={"keys": ["s"]})
+        assert (bulk.status_code, bulk.content) == (200, b"")
         # Ours writes the JSON value itself, which daprd's HTTP reads then return as JSON.
         assert (
             httpx.post(f"{run.ours}/v1.0/state/{STORE}", json=[{"key": "j", "value": {"a": 1}}]).status_code
