@@ -39,7 +39,15 @@ class StoreHandle:
         )
         store = create_store(self.type, StoreConfig(component.name, validated.metadata))
         # Encryption wraps the store, so every backend gets it and no route knows of it.
-        self.store: Store = encrypted(store, encryption_keys(validated), component.name)
+        keys = encryption_keys(validated)
+        self.store: Store = encrypted(store, keys, component.name)
+        if keys is not None:
+            log.info(
+                "state store %s: values are encrypted (primary key from secret %s%s)",
+                self.name,
+                keys.primary.name,
+                f", secondary from secret {keys.secondary.name}" if keys.secondary else "",
+            )
         self.ready = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None

@@ -145,6 +145,21 @@ def exchange(run: Servers, raw: Callable[[str], bytes], tag: str, key_name: str)
             assert run.daprd_get(key) == ours.content  # the same bytes from both servers
             assert_sealed(raw(key), key_name, value)
             written[key] = ours.content
+    # A transaction through ours is encrypted too.
+    tx_key = f"ours-{tag}-tx"
+    operations = [
+        {"operation": "upsert", "request": {"key": tx_key, "value": {"tx": tag}}},
+        {"operation": "delete", "request": {"key": f"ours-{tag}-flag"}},
+    ]
+    assert (
+        httpx.post(f"{run.ours}/v1.0/state/{STORE}/transaction", json={"operations": operations}).status_code
+        == 204
+    )
+    assert run.daprd_get(tx_key) == run.ours_get(tx_key).content == b'{"tx":"%s"}' % tag.encode()
+    assert_sealed(raw(tx_key), key_name, {"tx": tag})
+    assert run.ours_get(f"ours-{tag}-flag").status_code == 204
+    del written[f"ours-{tag}-flag"]
+    written[tx_key] = run.ours_get(tx_key).content
     bulk = httpx.post(f"{run.ours}/v1.0/state/{STORE}/bulk", json={"keys": list(written)})
     assert {item["key"]: item["data"] for item in bulk.json()} == {
         k: json.loads(v) for k, v in written.items()
@@ -183,6 +198,8 @@ def test_each_reads_what_the_other_encrypted_across_a_rotation(
             "could not decrypt data for state store store: the value was encrypted with key 'key1'"
             in old.json()["message"]
         )
+        bulk = httpx.post(f"{run.ours}/v1.0/state/{STORE}/bulk", json={"keys": list(before)})
+        assert bulk.status_code == 500 and bulk.json()["errorCode"] == "ERR_STATE_BULK_GET"
 
 
 def test_query_over_an_encrypted_store_is_refused_as_daprd_refuses_it(tmp_path: Path) -> None:
