@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
+from fixtures.sidecar import sidecar
 from fixtures.stores import ComponentUnderTest, open_store
 from statestore_sidecar import query as q
+from statestore_sidecar.components import secret_env_var
 from statestore_sidecar.encryption import Key, KeyRuleError, Keys, check_refs, parse_key
 from statestore_sidecar.schema import Resolved
 from statestore_sidecar.stores import StoreConfig
@@ -49,10 +54,11 @@ def test_sealed_values_are_daprd_form_and_fresh_each_time() -> None:
 @pytest.mark.parametrize(
     ("stored", "why"),
     [
-        (b"plain text", "encryption key name not found on record"),
+        (b"plain text", "the value is not encrypted"),
+        (b'{"a":"x||key1"}', "the value is not encrypted"),
         (b"abc||", "encryption key name not found on record"),
         (b"abc||key9", "the value was encrypted with key 'key9', which is neither"),
-        (b"not base64!||key1", "the value is not base64"),
+        (b"abc||key1", "the value is not base64"),
         (b"AAAA||key1", "the value is too short"),
         (DAPRD_SEALED.replace(b"va9a", b"va9b"), "message authentication failed"),
     ],
@@ -155,3 +161,35 @@ def test_key_naming_rules(given: dict[str, str | None], item: str, why: str) -> 
 
 def test_key_naming_rules_accept_two_secrets() -> None:
     check_refs({"primaryEncryptionKey": "new", "secondaryEncryptionKey": "old", "other": None})
+
+
+def test_turning_encryption_on_leaves_older_values_unreadable_with_a_clear_error(tmp_path: Path) -> None:
+    """Through the server: what was stored in plain text before stays so, and reads say why."""
+    db = tmp_path / "state.db"
+    items = [{"name": "connectionString", "value": str(db)}]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(manifest(items)))
+    with sidecar(["--app-id", "app", "--resources-path", str(plain)]) as url:
+        assert httpx.post(f"{url}/v1.0/state/store", json=[{"key": "k", "value": 1}]).status_code == 204
+    keyed = tmp_path / "keyed.yaml"
+    ref = {"name": "primaryEncryptionKey", "secretKeyRef": {"name": "enc", "key": "key"}}
+    keyed.write_text(yaml.safe_dump(manifest([*items, ref])))
+    env = {secret_env_var("enc", "key"): KEY1.material.hex()}
+    with sidecar(["--app-id", "app", "--resources-path", str(keyed)], env) as url:
+        old = httpx.get(f"{url}/v1.0/state/store/k")
+        assert old.status_code == 500 and old.json() == {
+            "errorCode": "ERR_STATE_GET",
+            "message": "fail to get k from state store store: could not decrypt data for state store store:"
+            " the value is not encrypted",
+        }
+        assert httpx.post(f"{url}/v1.0/state/store", json=[{"key": "k", "value": 2}]).status_code == 204
+        assert httpx.get(f"{url}/v1.0/state/store/k").json() == 2
+
+
+def manifest(items: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "store"},
+        "spec": {"type": "state.sqlite", "version": "v1", "metadata": items},
+    }

@@ -13,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 SEPARATOR = b"||"
 NONCE_BYTES = 12  # Go's cipher.NewGCM nonce size
 QUERY_REFUSED = "cannot query encrypted store"  # daprd's words
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
 class EncryptedStore:
@@ -61,7 +63,10 @@ class EncryptedStore:
         if not stored:
             return stored  # daprd returns an empty value as it is
         cut = stored.rfind(SEPARATOR)
-        name = stored[cut + len(SEPARATOR) :] if cut >= 0 else b""
+        if cut < 0 or not _BASE64.fullmatch(stored, 0, cut):
+            # Most likely stored before encryption was turned on: turning it on re-encrypts nothing.
+            raise self._unreadable("the value is not encrypted")
+        name = stored[cut + len(SEPARATOR) :]
         if not name:
             raise self._unreadable("encryption key name not found on record")
         cipher = self._ciphers.get(name)
