@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from operator_testing import Kube, Operator, rendered_pod, wait_for
+from operator_testing import Kube, Operator, rendered_pod
 
 from fixtures.backends import RedisServer
+from statestore_testing.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
@@ -48,7 +49,10 @@ def encrypted_redis(name: str, redis_server: RedisServer) -> dict[str, Any]:
 
 
 def documented(name: str) -> str:
-    (body,) = [b for key, _, b in TESTED.findall((ROOT / "docs" / "security.md").read_text()) if key == name]
+    found: list[str] = [
+        body for key, _, body in TESTED.findall((ROOT / "docs" / "security.md").read_text()) if key == name
+    ]
+    (body,) = found
     return body
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -166,13 +167,13 @@ def test_key_naming_rules_accept_two_secrets() -> None:
 def test_turning_encryption_on_leaves_older_values_unreadable_with_a_clear_error(tmp_path: Path) -> None:
     """Through the server: what was stored in plain text before stays so, and reads say why."""
     db = tmp_path / "state.db"
-    items = [{"name": "connectionString", "value": str(db)}]
+    items: list[dict[str, Any]] = [{"name": "connectionString", "value": str(db)}]
     plain = tmp_path / "plain.yaml"
     plain.write_text(yaml.safe_dump(manifest(items)))
     with sidecar(["--app-id", "app", "--resources-path", str(plain)]) as url:
         assert httpx.post(f"{url}/v1.0/state/store", json=[{"key": "k", "value": 1}]).status_code == 204
     keyed = tmp_path / "keyed.yaml"
-    ref = {"name": "primaryEncryptionKey", "secretKeyRef": {"name": "enc", "key": "key"}}
+    ref: dict[str, Any] = {"name": "primaryEncryptionKey", "secretKeyRef": {"name": "enc", "key": "key"}}
     keyed.write_text(yaml.safe_dump(manifest([*items, ref])))
     env = {secret_env_var("enc", "key"): KEY1.material.hex()}
     with sidecar(["--app-id", "app", "--resources-path", str(keyed)], env) as url:
@@ -186,7 +187,7 @@ def test_turning_encryption_on_leaves_older_values_unreadable_with_a_clear_error
         assert httpx.get(f"{url}/v1.0/state/store/k").json() == 2
 
 
-def manifest(items: list[dict[str, object]]) -> dict[str, object]:
+def manifest(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": "dapr.io/v1alpha1",
         "kind": "Component",
