@@ -26,7 +26,7 @@ import redis
 
 from fixtures.daprd import DaprComponent, Daprd
 from fixtures.go_client import go_client
-from fixtures.sidecar import sidecar
+from fixtures.sidecar import run_cli, sidecar
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.backends
@@ -261,3 +261,27 @@ def test_daprd_encrypts_go_text_and_ours_reads_the_same_bytes(tmp_path: Path) ->
             == 204
         )
         assert httpx.get(f"{daprd_state}/j").json() == {"a": 1}
+
+
+def test_a_key_daprd_ignores_is_refused_by_ours(tmp_path: Path) -> None:
+    """Given as a plain value in a Component naming no secret store, daprd ignores the key and stores
+    plain text; ours refuses the same Component, naming the item (exit 1, one line)."""
+    db = tmp_path / "state.db"
+    component = DaprComponent(
+        STORE, "state.sqlite", {"connectionString": str(db), "primaryEncryptionKey": KEYS["key1"]}
+    )
+    with Daprd([component], tmp_path / "daprd", app_id="plain") as daprd:
+        assert (
+            httpx.post(
+                f"{daprd.http_url}/v1.0/state/{STORE}", json=[{"key": "k", "value": "visible"}]
+            ).status_code
+            == 204
+        )
+    assert sqlite_raw(str(db), "plain")("k") == b'"visible"'
+    path = tmp_path / "ours.yaml"
+    path.write_text(component.manifest())
+    done = run_cli(["--resources-path", str(path), "--metrics-port", "0"])
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert "component 'store': metadata 'primaryEncryptionKey': must be a secretKeyRef" in line
+    assert KEYS["key1"] not in line
