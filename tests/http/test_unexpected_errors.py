@@ -4,22 +4,23 @@ message `internal error (<type>)`: never a traceback, a driver's text or a hang 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
 from fixtures.backends import RedisServer
 from fixtures.stores import ComponentUnderTest
 
+if TYPE_CHECKING:
+    from conftest import MakeApi
+
 pytestmark = pytest.mark.backends
 
 
 async def test_a_row_written_by_another_client_that_cannot_be_read_is_an_internal_error(
-    redis_server: RedisServer, redis_metadata: dict[str, str], make_api: Callable[..., object]
+    redis_server: RedisServer, redis_metadata: dict[str, str], make_api: MakeApi
 ) -> None:
-    api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})  # type: ignore[operator]
-    assert isinstance(api, httpx.AsyncClient)
+    api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})
     key = uuid.uuid4().hex
     # Another client stores a hash of the store's layout whose expiry is not a number.
     redis_server.command("HSET", f"myapp||{key}", "data", '"v"', "version", "1", "exp", "soon")

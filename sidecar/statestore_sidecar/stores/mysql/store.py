@@ -1,9 +1,10 @@
-"""`state.mysql`: state in a MySQL or MariaDB table, through an aiomysql connection pool.
+"""`state.mysql`: state in a table of a MySQL-protocol server (tested against MariaDB only: Debian ships
+no Oracle MySQL server), through an aiomysql connection pool.
 
 Table layout (schema and table created if missing): `id VARBINARY(2048) PRIMARY KEY` (the key's
 UTF-8 bytes: compared byte for byte, trailing spaces significant, ordered by code point), `value
 LONGBLOB` (the exact bytes given), `doc JSON` (the same value when it is JSON, else NULL; MariaDB
-keeps JSON as checked LONGTEXT, MySQL as binary JSON: both work), `etag` (a UUID per write),
+keeps JSON as checked LONGTEXT; MySQL would keep binary JSON, untested), `etag` (a UUID per write),
 `insertdate`, `updatedate`, `expires_at BIGINT` (Unix milliseconds on the server's clock; NULL:
 never expires).
 
