@@ -335,6 +335,7 @@ def decide(
     }
     if deployment is not None:
         status["endpoint"] = naming.endpoint(meta["name"], meta["namespace"])
+        status["grpcEndpoint"] = naming.grpc_endpoint(meta["name"], meta["namespace"])
     return Decision(outcome, conflict, status, conditions.transitions(old, new))
 
 

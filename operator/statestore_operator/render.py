@@ -191,6 +191,8 @@ def deployment(
             app,
             "--dapr-http-port",
             str(naming.HTTP_PORT),
+            "--dapr-grpc-port",
+            str(naming.GRPC_PORT),
             "--metrics-port",
             str(naming.METRICS_PORT),
             "--log-level",
@@ -202,6 +204,7 @@ def deployment(
         "env": env,
         "ports": [
             {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
         ],
         # Ready only while the backend answers; alive as long as the process serves HTTP.
@@ -268,7 +271,16 @@ def service(body: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": _metadata(body),
         "spec": {
             "selector": naming.selector_labels(body["metadata"]["name"]),
-            "ports": [{"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": naming.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
 
@@ -289,7 +301,8 @@ def token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
 def network_policy(
     body: Mapping[str, Any], app_id_label: str = access.DEFAULT_APP_ID_LABEL
 ) -> dict[str, Any] | None:
-    """Ingress to the API port of a scoped Component's pods, only from pods of its scopes (None: unscoped).
+    """Ingress to the API ports (HTTP and gRPC) of a scoped Component's pods, only from pods of its
+    scopes (None: unscoped).
 
     Same namespace only (a podSelector without a namespaceSelector). The metrics port is not admitted:
     whoever scrapes it adds a NetworkPolicy of their own (policies are additive).
@@ -313,7 +326,10 @@ def network_policy(
                             }
                         }
                     ],
-                    "ports": [{"protocol": "TCP", "port": naming.HTTP_PORT}],
+                    "ports": [
+                        {"protocol": "TCP", "port": naming.HTTP_PORT},
+                        {"protocol": "TCP", "port": naming.GRPC_PORT},
+                    ],
                 }
             ],
         },

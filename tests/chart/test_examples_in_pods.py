@@ -61,7 +61,8 @@ def test_example_serves_in_its_rendered_pod(example: str, tmp_path: Path) -> Non
                 (local / key).write_text(text)
         mounts[mount["mountPath"]] = local
     args = [str(mounts.get(a, a)) for a in container["args"]]
-    args = _without(args, "--dapr-http-port", "--metrics-port")  # the helper picks free local ports
+    # A pod has its own network namespace; locally the helper picks free ports instead.
+    args = _without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
     env = {"NAMESPACE": "default"}
     assert all(e["name"] == "NAMESPACE" for e in container["env"]), "examples must not need Secrets"
     # The image's WORKDIR is read-only in the pod; a pod that sets workingDir gets that volume.

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.k8s import ControlPlane
 from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
-from fixtures.sidecar import free_port
+from fixtures.sidecar import Sidecar, free_port
 
 __all__ = [
     "CRD",
@@ -242,12 +242,19 @@ def without(args: list[str], *flags: str) -> list[str]:
 
 @contextlib.contextmanager
 def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
+    """`rendered_server`'s base URL."""
+    with rendered_server(kube, component, workdir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidecar]:
     """Run the container the operator rendered for `component` as a local process, the way the kubelet
-    would (its command, args and resolved env, the ConfigMap as files); yield its base URL.
+    would (its command, args and resolved env, the ConfigMap as files); yield the running server.
 
     A pod has its own network namespace; locally the server gets free loopback ports instead.
     """
-    from fixtures.sidecar import sidecar
+    from fixtures.sidecar import sidecar_process
 
     deploy = kube.must_get("deployment", f"statestore-{component}")
     cm = kube.must_get("configmap", f"statestore-{component}")
@@ -262,6 +269,6 @@ def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
         (folder / key).write_text(text)
     assert container["command"] == ["statestore-sidecar"]
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
-    args = without(args, "--dapr-http-port", "--metrics-port")
-    with sidecar(args, container_env(kube, container["env"])) as url:
-        yield url
+    args = without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
+    with sidecar_process(args, container_env(kube, container["env"])) as server:
+        yield server

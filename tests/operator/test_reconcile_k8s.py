@@ -52,6 +52,7 @@ def test_valid_component_gets_configmap_deployment_service(kube: Kube, operator:
     body = kube.must_get("components.dapr.io", "cache")
     uid = body["metadata"]["uid"]
     assert body["status"]["endpoint"] == f"http://statestore-cache.{kube.ns}.svc:3500"
+    assert body["status"]["grpcEndpoint"] == f"statestore-cache.{kube.ns}.svc:50001"
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
 
     cm = kube.must_get("configmap", "statestore-cache")
@@ -96,6 +97,8 @@ def test_valid_component_gets_configmap_deployment_service(kube: Kube, operator:
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/statestore/components", "/tmp"}
     assert svc["spec"]["ports"][0]["name"] == "http" and svc["spec"]["ports"][0]["port"] == 3500
+    grpc_port = svc["spec"]["ports"][1]
+    assert (grpc_port["name"], grpc_port["port"], grpc_port["appProtocol"]) == ("grpc", 50001, "grpc")
 
     kube.make_pods_ready("cache")
     kube.wait_condition("cache", "Available", "True", "Available")
