@@ -3,7 +3,8 @@ a key rotation, on the same SQLite file or Redis server.
 
 daprd reads its keys from a local file secret store (`auth.secretStore`); ours reads the same
 `secretKeyRef`s from the environment variables the operator injects into its pods. daprd writes over
-gRPC (the official Go SDK), whose SaveState encrypts the value's bytes as sent; ours writes over HTTP.
+gRPC (the official Go SDK), whose SaveState encrypts the value's bytes as sent; ours writes over HTTP
+(saves and a transaction) and gRPC, and every value is read through both servers' gRPC and ours' HTTP.
 Values at rest are checked in the SQLite file and the Redis hash directly.
 """
 
@@ -26,7 +27,7 @@ import redis
 
 from fixtures.daprd import DaprComponent, Daprd
 from fixtures.go_client import go_client
-from fixtures.sidecar import run_cli, sidecar
+from fixtures.sidecar import run_cli, sidecar_process
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.backends
@@ -51,14 +52,23 @@ class Servers:
     daprd_http: str
     daprd_grpc: str
     ours: str
+    ours_grpc: str
 
     def ours_get(self, key: str) -> httpx.Response:
         return httpx.get(f"{self.ours}/v1.0/state/{STORE}/{key}")
 
     def daprd_get(self, key: str) -> bytes:
-        (result,) = go_client([{"op": "get", "store": STORE, "key": key}], address=self.daprd_grpc)
-        assert result["ok"] and result["found"], result
-        return str(result["data"]).encode()
+        return grpc_get(self.daprd_grpc, key)
+
+    def ours_grpc_get(self, key: str) -> bytes:
+        return grpc_get(self.ours_grpc, key)
+
+
+def grpc_get(address: str, key: str) -> bytes:
+    """A value's bytes through the official Go SDK's GetState."""
+    (result,) = go_client([{"op": "get", "store": STORE, "key": key}], address=address)
+    assert result["ok"] and result["found"], result
+    return str(result["data"]).encode()
 
 
 @contextlib.contextmanager
@@ -80,11 +90,11 @@ def servers(
     env = {secret_env_var(secret, key): KEYS[secret] for secret, key in refs.values()}
     with (
         Daprd(components, workdir / "daprd", app_id=app_id) as daprd,
-        sidecar(
+        sidecar_process(
             ["--app-id", app_id, "--resources-path", str(ours_file)], env, log=workdir / "ours.log"
-        ) as url,
+        ) as ours,
     ):
-        yield Servers(daprd.http_url, daprd.grpc_address, url)
+        yield Servers(daprd.http_url, daprd.grpc_address, ours.url, ours.grpc_address)
 
 
 def sqlite_raw(path: str, app_id: str) -> Callable[[str], bytes]:
@@ -143,8 +153,18 @@ def exchange(run: Servers, raw: Callable[[str], bytes], tag: str, key_name: str)
             assert ours.status_code == 200, ours.text
             assert json.loads(ours.content) == value
             assert run.daprd_get(key) == ours.content  # the same bytes from both servers
+            assert run.ours_grpc_get(key) == ours.content
             assert_sealed(raw(key), key_name, value)
             written[key] = ours.content
+    # Ours' gRPC SaveState encrypts as daprd's does.
+    grpc_key = f"ours-{tag}-grpc"
+    (saved,) = go_client(
+        [{"op": "save", "store": STORE, "key": grpc_key, "value": {"via": "grpc"}}], address=run.ours_grpc
+    )
+    assert saved["ok"], saved
+    assert run.daprd_get(grpc_key) == run.ours_get(grpc_key).content == b'{"via":"grpc"}'
+    assert_sealed(raw(grpc_key), key_name, {"via": "grpc"})
+    written[grpc_key] = b'{"via":"grpc"}'
     # A transaction through ours is encrypted too.
     tx_key = f"ours-{tag}-tx"
     operations = [
