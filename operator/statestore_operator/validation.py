@@ -66,7 +66,7 @@ def keys_to_read(component: Component) -> dict[str, SecretRef]:
     return {
         item.name: item.secret
         for item in component.metadata
-        if item.secret is not None and item.name in ENCRYPTION_KEYS and item.value in (None, "")
+        if item.secret is not None and item.name in ENCRYPTION_KEYS
     }
 
 
@@ -103,8 +103,14 @@ def check(
         component = parse(body)
     except ComponentError as exc:
         return _failure(exc)
+    # Secret-backed values replace literal ones (as in daprd), so neither they nor envRefs are judged,
+    # except the values in `read`.
     read = read or {}
-    opaque = [item.name for item in component.metadata if item.value in (None, "") and item.name not in read]
+    opaque = [
+        item.name
+        for item in component.metadata
+        if (item.value in (None, "") or item.secret is not None) and item.name not in read
+    ]
     values = {item.name: read.get(item.name, item.value or "") for item in component.metadata}
     try:
         validated = validate(component, values, opaque=opaque)
@@ -149,7 +155,7 @@ def check(
                 )
         for item in component.metadata:
             ref = item.secret
-            if ref is None or item.value not in (None, ""):
+            if ref is None:
                 continue
             found = secrets.get(ref.name)
             if found is None:
@@ -161,7 +167,8 @@ def check(
                     item.name,
                     component=component,
                 )
-            if ref.key not in found:
+            if ref.key not in found and item.value in (None, "") and item.env is None:
+                # With a literal value (or an envRef) to fall back on, a missing key is not an error.
                 return Outcome(
                     False,
                     SECRET_KEY_NOT_FOUND,
