@@ -8,6 +8,8 @@ what it wants with what is there; repeating it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import logging
 import socket
@@ -20,7 +22,7 @@ from typing import Any
 from . import access, actors, conditions, fallback, metrics, naming, render, scaling
 from .conditions import Condition
 from .kube import JSON, ApiError, Client, path_of
-from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
+from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store, keys_to_read
 
 log = logging.getLogger("statestore.operator")
 
@@ -341,7 +343,14 @@ class Reconciler:
                 # GET by name in the Component's own namespace: no list, no other namespace.
                 found[secret] = await self.client.get("Secret", namespace, secret)
         keys = {n: None if s is None else set((s.get("data") or {}).keys()) for n, s in found.items()}
-        return check(body, keys), found
+        # The encryption keys are the only values read: a key of the wrong length is refused here,
+        # not by a crash-looping pod. The values go to validation only (never logged or stored).
+        read: dict[str, str] = {}
+        for item, ref in keys_to_read(first.component).items():
+            data = (found.get(ref.name) or {}).get("data") or {}
+            if ref.key in data:
+                read[item] = _secret_text(data[ref.key])
+        return check(body, keys, read), found
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):
@@ -511,3 +520,11 @@ def decide(
         status["grpcEndpoint"] = naming.grpc_endpoint(meta["name"], meta["namespace"])
         status.update(scaling.replica_counts(deployment))
     return Decision(outcome, conflict, status, conditions.transitions(old, new))
+
+
+def _secret_text(encoded: object) -> str:
+    """A Secret's data value as text; what is not base64 UTF-8 comes out as is, for validation to refuse."""
+    try:
+        return base64.b64decode(str(encoded), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return str(encoded)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import encryption
 from .stores.base import Feature
 
 # The longest metadata value accepted (certificates and JSON settings included); longer is refused.
@@ -79,12 +80,30 @@ class StoreSchema:
 COMMON_FIELDS: tuple[Field, ...] = (
     Field("keyPrefix", default="appid"),  # appid, name, namespace, none or a custom prefix
     Field("actorStateStore", Kind.BOOL, default=False),
+    # daprd's state encryption (hex AES keys from secrets; see encryption.py).
+    Field(encryption.PRIMARY, check=encryption.parse_key),
+    Field(encryption.SECONDARY, check=encryption.parse_key),
 )
 # Keys Dapr accepts on every transactional store for its outbox; we accept and ignore them.
 IGNORED_KEYS = frozenset(
     k.lower()
     for k in ("outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState")
 )
+
+# The names of Dapr's built-in Azure AD (Microsoft Entra ID) authentication profile, refused (never
+# ignored) by the stores that document it: they only take effect with it, and it is not implemented.
+AZURE_AD_PROFILE: Mapping[str, str] = {
+    name: "Microsoft Entra ID (Azure AD) authentication is not implemented"
+    for name in (
+        "azureClientId",
+        "azureTenantId",
+        "azureClientSecret",
+        "azureCertificate",
+        "azureCertificateFile",
+        "azureCertificatePassword",
+        "azureEnvironment",
+    )
+}
 
 
 class MetadataError(ValueError):

@@ -7,10 +7,12 @@ without touching it, and importing them loads no database driver.
 from __future__ import annotations
 
 from .components import Component, ComponentError, SecretRef, Validated, parse, secret_env_var, validate
+from .encryption import NAMES as ENCRYPTION_KEYS
 from .schema import Persistence, is_truthy
 from .stores import UnknownStoreType, schema_for
 
 __all__ = [
+    "ENCRYPTION_KEYS",
     "Component",
     "ComponentError",
     "Persistence",
