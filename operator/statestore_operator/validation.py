@@ -14,13 +14,14 @@ from statestore_sidecar.validation import (
     ENCRYPTION_KEYS,
     Component,
     ComponentError,
+    Persistence,
     SecretRef,
     Validated,
     parse,
     validate,
 )
 
-from . import access
+from . import access, scaling
 
 # Reasons of the Validated condition (CamelCase, as metav1.Condition wants).
 VALID = "Valid"
@@ -32,6 +33,7 @@ UNSUPPORTED_VERSION = "UnsupportedVersion"
 UNSUPPORTED_SECRET_STORE = "UnsupportedSecretStore"
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+INVALID_ANNOTATION = "InvalidAnnotation"
 
 # The secret store a Component names when its secretKeyRefs are Kubernetes Secrets.
 KUBERNETES_SECRET_STORE = "kubernetes"
@@ -132,6 +134,10 @@ def check(
         access.scopes(body)
     except access.AccessError as exc:
         return Outcome(False, INVALID_SPEC, str(exc), exc.field, component=component)
+    try:
+        plan = scaling.plan(body, component)
+    except scaling.ScalingError as exc:
+        return Outcome(False, INVALID_ANNOTATION, str(exc), exc.field, component=component)
     if secrets is not None:
         if token is not None and not token.generated:
             found = secrets.get(token.secret)
@@ -176,9 +182,11 @@ def check(
                     item.name,
                     component=component,
                 )
+    # An in-memory store is valid, but whoever reads the condition learns what that costs.
+    note = [scaling.MEMORY_NOTE] if plan.persistence is Persistence.MEMORY else []
     warnings = validated.warnings
     if warnings:
-        return Outcome(
-            True, VALID_WITH_WARNINGS, "; ".join(warnings), "", warnings, component, validated, token
-        )
-    return Outcome(True, VALID, "the Component is valid", "", (), component, validated, token)
+        message = "; ".join([*warnings, *note])
+        return Outcome(True, VALID_WITH_WARNINGS, message, "", warnings, component, validated, token)
+    message = "; ".join(["the Component is valid", *note])
+    return Outcome(True, VALID, message, "", (), component, validated, token)

@@ -34,6 +34,14 @@ class Kind(enum.Enum):
     JSON = "json"
 
 
+class Persistence(enum.Enum):
+    """Where a store keeps its data, which decides how a cluster may run its servers."""
+
+    NETWORK = "network"  # a database server: any number of state API replicas share it
+    LOCAL_FILES = "local-files"  # files beside the server: one writer, on a persistent volume
+    MEMORY = "memory"  # the server's own memory: one replica, lost on every restart
+
+
 @dataclass(frozen=True, slots=True)
 class Field:
     name: str
@@ -56,6 +64,7 @@ class StoreSchema:
     fields: tuple[Field, ...]
     features: frozenset[Feature]
     versions: tuple[str, ...] = ("v1",)
+    persistence: Persistence = Persistence.NETWORK
     # Keys Dapr documents for this store that we deliberately do not implement: refused, never ignored.
     unsupported: Mapping[str, str] = field(default_factory=dict)
     # Rules across fields, run on the resolved values (fields not given are their defaults, None for
