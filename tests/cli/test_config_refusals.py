@@ -68,6 +68,10 @@ ACROSS: list[tuple[str, dict[str, str], str]] = [
     ("state.redis", {"queryIndexes": '{"name": "x"}'}, "queryIndexes"),
     ("state.mysql", {"connectionString": "u:p@tcp(localhost:3306)/?tls=custom"}, "connectionString"),
     ("state.sqlite", {"tableName": "t", "metadataTableName": "t"}, "metadataTableName"),
+    ("state.redis", {"failover": "true"}, "sentinelMasterName"),
+    ("state.redis", {"sentinelMasterName": "mymaster"}, "sentinelMasterName"),
+    ("state.redis", {"sentinelUsername": "u"}, "sentinelUsername"),
+    ("state.redis", {"sentinelPassword": "p"}, "sentinelPassword"),
 ]
 
 
@@ -97,6 +101,10 @@ FREE_TEXT = {
     ("state.redis", "clientKey"),
     ("state.redis", "redisPassword"),
     ("state.redis", "redisUsername"),
+    # Redis Sentinel's settings (in the rules across fields: they need failover: true).
+    ("state.redis", "sentinelMasterName"),
+    ("state.redis", "sentinelUsername"),
+    ("state.redis", "sentinelPassword"),
 }
 
 
