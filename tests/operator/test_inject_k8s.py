@@ -84,7 +84,7 @@ def injecting(kube: Kube, start_operator: Callable[..., Operator], tmp_path: Pat
             kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
-def sidecar_of(body: dict[str, Any]) -> dict[str, Any]:
+def sidecar_of(body: dict[str, Any]) -> Any:
     (sidecar,) = [c for c in body["spec"].get("initContainers") or [] if c["name"] == "statestore"]
     return sidecar
 
