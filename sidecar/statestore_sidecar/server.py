@@ -32,7 +32,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from . import __version__, logs
+from . import __version__, logs, reload
 from .app import Service, create_app
 from .components import Validated
 from .drain import Drain
@@ -60,19 +60,25 @@ def _metrics_on(args: argparse.Namespace) -> bool:
 
 
 def _services(args: argparse.Namespace, settings: Settings) -> list[Service]:
-    """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0."""
+    """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0; the
+    resources' watcher unless --reload-seconds is 0."""
+    services: list[Service] = []
+    reload_seconds = float(getattr(args, "reload_seconds", 0) or 0)
+    if reload_seconds > 0 and args.resources_path:
+        services.append(functools.partial(reload.watch, paths=args.resources_path, interval=reload_seconds))
     if not args.dapr_grpc_port:
-        return []
+        return services
     from .grpc_api import grpc_service  # grpcio costs ~30 MB of memory: only when it serves
 
     return [
+        *services,
         functools.partial(
             grpc_service,
             host=args.dapr_listen_addresses,
             port=args.dapr_grpc_port,
             token=settings.api_token,
             shared_port=_workers(args) > 1,
-        )
+        ),
     ]
 
 
