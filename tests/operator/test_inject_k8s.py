@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +48,8 @@ def pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 INJECT = {"statestore.dapr.io/inject": "true"}
+DOC = Path(__file__).resolve().parents[2] / "docs" / "operator.md"
+DOCUMENTED = re.compile(r"<!-- tested: (\S+) -->\n```yaml\n(.*?)```", re.S)
 
 
 @pytest.fixture
@@ -173,23 +176,10 @@ def test_named_stores_warn_when_missing(kube: Kube, injecting: Operator) -> None
     assert bad.returncode != 0 and "not a port number" in bad.stderr
 
 
-def test_deployment_pods_take_the_workload_name_as_app_id(kube: Kube, injecting: Operator) -> None:
+def test_documented_deployment_pods_take_the_workload_name_as_app_id(kube: Kube, injecting: Operator) -> None:
     kube.apply(component("carts", ["shop"]))
-    kube.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "shop"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "shop"}},
-                "template": {
-                    "metadata": {"labels": {"app": "shop"}, "annotations": INJECT},
-                    "spec": pod("x")["spec"],
-                },
-            },
-        }
-    )
+    (manifest,) = [body for key, body in DOCUMENTED.findall(DOC.read_text()) if key == "sidecar-deployment"]
+    kube.apply(manifest)
 
     def shop_pod() -> dict[str, Any] | None:
         items = kube.cluster.kubectl_json("get", "pods", "-n", kube.ns, "-l", "app=shop").get("items") or []
