@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resync-seconds", type=float, default=60.0, help="re-check every Component this often (default 60)"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=64,
+        help="Components reconciled at once (default %(default)s); more events queue, deduplicated",
+    )
     pods = p.add_argument_group("state API pod resources (empty: not set)")
     pods.add_argument("--pod-cpu-request", type=quantity, default="50m", help="default %(default)s")
     pods.add_argument("--pod-memory-request", type=quantity, default="64Mi", help="default %(default)s")
@@ -157,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    if args.workers < 1:
+        print("statestore-operator: error: --workers must be at least 1", file=sys.stderr)
+        return 2
     if not access.is_label_key(args.app_id_label):
         print(
             f"statestore-operator: error: --app-id-label {args.app_id_label!r} is not a label key",
@@ -181,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
+        workers=args.workers,
         app_id_label=args.app_id_label,
         webhook_address=args.webhook_address,
         webhook_host=args.webhook_host,

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from . import naming
+from . import metrics, naming
 
 JSON = dict[str, Any]
 
@@ -90,6 +90,7 @@ class Client:
             session = await self._open(renew=attempt == 1)
             data = None if body is None else json.dumps(body)
             headers = {"Content-Type": content_type} if body is not None else {}
+            metrics.API_REQUESTS.labels(method).inc()
             async with session.request(
                 method, self._server + path, data=data, headers=headers, params=params
             ) as response:
@@ -136,6 +137,26 @@ class Client:
             if exc.status == 404:  # deleted meanwhile
                 return None
             raise
+
+    async def patch_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> JSON | None:
+        """Merge-patch a Component's annotations (None removes one); None if it is gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path_of(naming.KIND, namespace, name),
+                body={"metadata": {"annotations": dict(annotations)}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def discovery(self) -> JSON | None:
+        """The APIResourceList of the Component's group version (None: not served)."""
+        return await self.request("GET", f"/apis/{naming.API_VERSION}")
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         await self.request(

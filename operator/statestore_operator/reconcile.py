@@ -8,6 +8,7 @@ what it wants with what is there; repeating it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import access, actors, conditions, metrics, naming, render
+from . import access, actors, conditions, fallback, metrics, naming, render
 from .conditions import Condition
 from .kube import JSON, ApiError, Client
 from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
@@ -48,16 +49,44 @@ class Reconciler:
         self.pods = pods
         self.app_id_label = app_id_label
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The resourceVersion our last status patch of each Component produced.
+        self._status_versions: dict[tuple[str, str], str] = {}
+        # What the last full pass of each Component concluded (for Deployment-only refreshes).
+        self._seen: dict[tuple[str, str], _Seen] = {}
+        # False where Dapr's own CRD is installed: conditions then go into annotations (fallback.py).
+        self.status_subresource = True
+        self._told_no_status: set[tuple[str, str]] = set()
+
+    async def refresh_status_support(self) -> bool:
+        """Look up (discovery) whether Components have a status subresource; log when that changes."""
+        found = fallback.has_status_subresource(await self.client.discovery())
+        if not found and self.status_subresource:
+            log.warning("%s", fallback.NO_STATUS_MESSAGE)
+        elif found and not self.status_subresource:
+            log.info("the components.dapr.io CRD now has a status subresource: conditions go to .status")
+            self._told_no_status.clear()
+        self.status_subresource = found
+        return found
+
+    def is_own_status_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a Component watch event shows exactly the object our last status patch wrote."""
+        return (
+            resource_version is not None and self._status_versions.get((namespace, name)) == resource_version
+        )
 
     def _lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
-    async def reconcile(self, namespace: str, name: str) -> None:
-        """Reconcile one Component by name (serialised per Component across all triggers)."""
+    async def reconcile(self, namespace: str, name: str, full: bool = True) -> None:
+        """Reconcile one Component by name (serialised per Component across all triggers).
+
+        `full=False` (its Deployment changed) only refreshes the conditions from the Deployment, as long
+        as the Component is unchanged since the last full pass; otherwise it is a full pass.
+        """
         started = time.monotonic()
         try:
             async with self._lock(namespace, name):
-                await self._reconcile(namespace, name)
+                await self._reconcile(namespace, name, full)
         except Exception:
             metrics.RECONCILE_TOTAL.labels(CONTROLLER, "error").inc()
             metrics.RECONCILE_ERRORS.labels(CONTROLLER).inc()
@@ -67,16 +96,37 @@ class Reconciler:
         finally:
             metrics.RECONCILE_TIME.labels(CONTROLLER).observe(time.monotonic() - started)
 
-    async def _reconcile(self, namespace: str, name: str) -> None:
+    async def _reconcile(self, namespace: str, name: str, full: bool = True) -> None:
         # Read the Component fresh: an event's body may predate the status we wrote last.
         body = await self.client.get(naming.KIND, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self._status_versions.pop((namespace, name), None)
+            self._seen.pop((namespace, name), None)
+            self._locks.pop((namespace, name), None)
             return
         if not is_state_store(body):
             # Only reached through a leftover Deployment: the type was changed away from state.*.
             await self._forget(body)
             return
-        outcome = await self._validate(body)
+        key = (namespace, name)
+        if not self.status_subresource:
+            # What .status would hold lives in annotations; decide() compares against that.
+            body = {**body, "status": fallback.status_of(body)}
+            if key not in self._told_no_status:
+                self._told_no_status.add(key)
+                await self._post(body, "Warning", fallback.NO_STATUS_REASON, fallback.NO_STATUS_MESSAGE)
+        seen = self._seen.get(key)
+        if not full and seen is not None and seen.version == body["metadata"].get("resourceVersion"):
+            # Only the Deployment moved: two GETs instead of every child, Secret and list. A Deployment
+            # that is gone or was edited (a new generation) takes the full pass below.
+            current = None
+            if seen.blocked is None:
+                current = await self.client.get("Deployment", namespace, naming.child_name(name))
+            if seen.blocked is not None or _generation(current) == seen.deployment_generation:
+                version = await self._report(body, seen.outcome, seen.conflict, current, seen.blocked)
+                self._seen[key] = dataclasses.replace(seen, version=version)
+                return
+        outcome, secrets = await self._validate(body)
         conflict = await self._actor_conflict(body) if outcome.ok else None
         deployment: JSON | None
         blocked: Blocked | None = None
@@ -86,7 +136,9 @@ class Reconciler:
                 await self._ensure(body, render.config_map(body))
                 token_uid = ""
                 if outcome.token is not None and outcome.token.generated:
-                    token_uid = str((await self._ensure_token_secret(body))["metadata"]["uid"])
+                    generated = await self._ensure_token_secret(body)
+                    token_uid = str(generated["metadata"]["uid"])
+                    secrets[generated["metadata"]["name"]] = generated
                 # The policy before the pods, so a scoped Component's pods never run unprotected.
                 policy = render.network_policy(body, self.app_id_label)
                 if policy is not None:
@@ -100,6 +152,7 @@ class Reconciler:
                         replicas=replicas,
                         token=outcome.token,
                         token_secret_uid=token_uid,
+                        secrets=secrets,
                     ),
                 )
                 await self._ensure(body, render.service(body))
@@ -110,6 +163,21 @@ class Reconciler:
         else:
             # An invalid spec is not rolled out: pods of the last good one (if any) keep serving.
             deployment = await self.client.get("Deployment", namespace, naming.child_name(name))
+        version = await self._report(body, outcome, conflict, deployment, blocked)
+        self._seen[key] = _Seen(version, outcome, conflict, blocked, _generation(deployment))
+
+    async def _report(
+        self,
+        body: Mapping[str, Any],
+        outcome: Outcome,
+        conflict: str | None,
+        deployment: JSON | None,
+        blocked: Blocked | None,
+    ) -> str:
+        """Write the conditions (and post Events) if they changed; the Component's resourceVersion after."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        key = (namespace, name)
+        version = str(body["metadata"].get("resourceVersion", ""))
         decision = decide(
             body,
             outcome,
@@ -119,12 +187,36 @@ class Reconciler:
             blocked=None if blocked is None else str(blocked),
             blocked_reason=conditions.REASON_NOT_OWNED if blocked is None else blocked.reason,
         )
-        if decision.status != {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}:
-            await self.client.patch_status(namespace, name, decision.status)
+        if self.status_subresource and fallback.has_annotations(body):
+            version = (
+                await self._remember(
+                    key, await self.client.patch_annotations(namespace, name, fallback.annotations_for(None))
+                )
+                or version
+            )
+        if self.status_subresource:
+            current = {k: v for k, v in (body.get("status") or {}).items() if k in decision.status}
+            stale = decision.status != current
+        else:
+            patch = fallback.annotations_for(decision.status)
+            stale = not render.is_subset(patch, body["metadata"].get("annotations") or {})
+        if stale:
+            if self.status_subresource:
+                written = await self.client.patch_status(namespace, name, decision.status)
+            else:
+                written = await self.client.patch_annotations(namespace, name, patch)
+            version = await self._remember(key, written) or version
             for cond in decision.changed:
                 await self._event(
                     body, cond, warnings=bool(outcome.warnings) and cond.type == conditions.VALIDATED
                 )
+        return version
+
+    async def _remember(self, key: tuple[str, str], written: JSON | None) -> str:
+        version = str((written or {}).get("metadata", {}).get("resourceVersion") or "")
+        if version:
+            self._status_versions[key] = version
+        return version
 
     async def _forget(self, body: Mapping[str, Any]) -> None:
         """Delete what we made for a Component that is no longer a state store, and our status.
@@ -137,6 +229,10 @@ class Reconciler:
             await self._delete_owned(body, kind)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
+        if fallback.has_annotations(body):
+            await self.client.patch_annotations(
+                meta["namespace"], meta["name"], fallback.annotations_for(None)
+            )
 
     async def _delete_owned(self, body: Mapping[str, Any], kind: str) -> None:
         """Delete the Component's child of this kind, if there is one and it is ours."""
@@ -161,21 +257,22 @@ class Reconciler:
                 # RBAC without `delete`: leave it (deleting the Component still collects it).
                 log.warning("cannot delete %s %s: %s", kind, name, exc)
 
-    async def _validate(self, body: Mapping[str, Any]) -> Outcome:
+    async def _validate(self, body: Mapping[str, Any]) -> tuple[Outcome, dict[str, JSON | None]]:
+        """The verdict, and the referenced Secrets as read now (for the secrets hash of the pods)."""
         first = check(body, None)
         if first.component is None:
-            return first
+            return first, {}
         namespace = body["metadata"]["namespace"]
         names = [item.secret.name for item in first.component.metadata if item.secret is not None]
         if first.token is not None and not first.token.generated:
             names.append(first.token.secret)
-        secrets: dict[str, set[str] | None] = {}
+        found: dict[str, JSON | None] = {}
         for secret in names:
-            if secret not in secrets:
+            if secret not in found:
                 # GET by name in the Component's own namespace: no list, no other namespace.
-                found = await self.client.get("Secret", namespace, secret)
-                secrets[secret] = None if found is None else set((found.get("data") or {}).keys())
-        return check(body, secrets)
+                found[secret] = await self.client.get("Secret", namespace, secret)
+        keys = {n: None if s is None else set((s.get("data") or {}).keys()) for n, s in found.items()}
+        return check(body, keys), found
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):
@@ -247,7 +344,9 @@ class Reconciler:
         return await self.client.apply(desired)
 
     async def _event(self, body: Mapping[str, Any], cond: Condition, *, warnings: bool) -> None:
-        kind, reason, message = conditions.event_for(cond, warnings)
+        await self._post(body, *conditions.event_for(cond, warnings))
+
+    async def _post(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
         stamp = now()
         event = {
@@ -275,6 +374,21 @@ class Reconciler:
             await self.client.create(event)
         except Exception as exc:  # an Event is a courtesy: never fail a reconciliation for it
             log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A full pass's conclusions, valid while the Component keeps this resourceVersion."""
+
+    version: str
+    outcome: Outcome
+    conflict: str | None
+    blocked: Blocked | None
+    deployment_generation: int | None
+
+
+def _generation(obj: Mapping[str, Any] | None) -> int | None:
+    return None if obj is None else int(obj["metadata"].get("generation", 0))
 
 
 class Blocked(Exception):
@@ -315,7 +429,8 @@ def decide(
     available = conditions.availability(deployment)
     if blocked:
         available = Condition(conditions.AVAILABLE, "False", blocked_reason, blocked)
-    ready = conditions.readiness(validated, available, conflict)
+    ignore_errors = outcome.component is not None and outcome.component.ignore_errors
+    ready = conditions.readiness(validated, available, conflict, ignore_errors=ignore_errors)
     new = [validated, available, ready]
     old = list((body.get("status") or {}).get("conditions") or [])
     status: dict[str, Any] = {

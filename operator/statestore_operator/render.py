@@ -19,7 +19,7 @@ import yaml
 
 from statestore_sidecar.validation import Component, UnknownStoreType, canonical_type, secret_env_var
 
-from . import access, naming, quantities
+from . import access, naming, quantities, rotation
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
@@ -112,13 +112,18 @@ def _secret_env(component: Component) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     for item in component.metadata:
         ref = item.secret
-        if ref is None or item.value not in (None, ""):
+        if ref is None:
             continue
         var = secret_env_var(ref.name, ref.key)
         if var in seen:
             continue
         seen.add(var)
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        selector: dict[str, Any] = {"name": ref.name, "key": ref.key}
+        if item.value not in (None, "") or item.env is not None:
+            # As daprd: the Secret's value replaces the literal one (or the envRef) when the key
+            # exists, and the pods start without it (keeping the literal) when it does not.
+            selector["optional"] = True
+        env.append({"name": var, "valueFrom": {"secretKeyRef": selector}})
     return env
 
 
@@ -159,7 +164,9 @@ def deployment(
     replicas: int = 1,
     token: access.TokenSource | None = None,
     token_secret_uid: str = "",
+    secrets: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
+    """The Deployment; `secrets` (the referenced Secrets as read, by name) feeds the secrets hash."""
     name = body["metadata"]["name"]
     app = app_id(body)
     secret_env = [*_secret_env(component), *_token_env(token)]
@@ -171,6 +178,9 @@ def deployment(
         *secret_env,
     ]
     digest = config_hash(config_map(body), secret_env, app, token_secret_uid)
+    annotations = {naming.CONFIG_HASH_ANNOTATION: digest}
+    if secrets_hash := rotation.secrets_digest(secret_env, secrets or {}):
+        annotations[rotation.SECRETS_HASH_ANNOTATION] = secrets_hash
     mounts: list[dict[str, Any]] = [
         {"name": "components", "mountPath": COMPONENTS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -243,7 +253,7 @@ def deployment(
             "template": {
                 "metadata": {
                     "labels": naming.labels(name),
-                    "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": pods.drain_seconds + STOP_SECONDS,

@@ -83,7 +83,8 @@ def check(
         component = parse(body)
     except ComponentError as exc:
         return _failure(exc)
-    opaque = [item.name for item in component.metadata if item.value in (None, "")]
+    # Secret-backed values replace literal ones (as in daprd), so neither they nor envRefs are judged.
+    opaque = [item.name for item in component.metadata if item.value in (None, "") or item.secret is not None]
     values = {item.name: item.value or "" for item in component.metadata}
     try:
         validated = validate(component, values, opaque=opaque)
@@ -128,7 +129,7 @@ def check(
                 )
         for item in component.metadata:
             ref = item.secret
-            if ref is None or item.value not in (None, ""):
+            if ref is None:
                 continue
             found = secrets.get(ref.name)
             if found is None:
@@ -140,7 +141,8 @@ def check(
                     item.name,
                     component=component,
                 )
-            if ref.key not in found:
+            if ref.key not in found and item.value in (None, "") and item.env is None:
+                # With a literal value (or an envRef) to fall back on, a missing key is not an error.
                 return Outcome(
                     False,
                     SECRET_KEY_NOT_FOUND,

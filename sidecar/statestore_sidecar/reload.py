@@ -110,22 +110,32 @@ class Reloader:
         if not change:
             log.info("resources changed, state stores unchanged")
             return
+        stores = runtime.stores
+
+        def give_up(handle: StoreHandle) -> None:  # ignoreErrors: as Runtime.build's handles do
+            if stores.get(handle.name) is handle:
+                del stores[handle.name]
+
         try:
             fresh = {
-                name: StoreHandle(wanted[name], app_id=settings.app_id, namespace=settings.namespace)
+                name: StoreHandle(
+                    wanted[name], app_id=settings.app_id, namespace=settings.namespace, on_give_up=give_up
+                )
                 for name in (*change.added, *change.changed)
             }
         except Exception as exc:  # a store that cannot even be built: keep what serves now
             log.error("reload failed, the previous configuration keeps serving: %s", exc)
             return
-        old = runtime.stores
-        stores = {name: fresh.get(name) or old[name] for name in wanted}
+        # No await from here to the end of the swap: a request sees the old or the new set, never a mix.
+        old = {name: stores[name] for name in (*change.removed, *change.changed) if name in stores}
+        for name in change.removed:
+            stores.pop(name, None)
+        stores.update(fresh)
         for handle in fresh.values():
             handle.start()
-        runtime.stores = stores  # one assignment: a request sees the old or the new set, never a mix
         self.fingerprints = {n: fingerprint(v) for n, v in wanted.items()}
-        for name in (*change.removed, *change.changed):
-            self._retire(old[name])
+        for handle in old.values():
+            self._retire(handle)
         log.info(
             "state stores reloaded: added %s, removed %s, re-initialised %s",
             list(change.added),

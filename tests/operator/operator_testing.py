@@ -218,7 +218,14 @@ def container_env(kube: Kube, env: list[dict[str, Any]]) -> dict[str, str]:
             resolved[item["name"]] = item.get("value", "")
         elif "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            data = kube.must_get("secret", ref["name"])["data"]
+            secret = (
+                kube.get("secret", ref["name"])
+                if ref.get("optional")
+                else kube.must_get("secret", ref["name"])
+            )
+            data = (secret or {}).get("data") or {}
+            if ref["key"] not in data and ref.get("optional"):
+                continue  # the kubelet leaves an optional variable out
             resolved[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             resolved[item["name"]] = kube.ns
