@@ -4,15 +4,14 @@ serves concurrent load without a single failed request."""
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from pathlib import Path
 
 import httpx
 
 from fixtures.operator_process import wait_for
 from fixtures.sidecar import sidecar_process
+from statestore_testing.volumes import project
 
 
 def store(name: str, ctype: str = "state.in-memory", **metadata: str) -> str:
@@ -21,23 +20,6 @@ def store(name: str, ctype: str = "state.in-memory", **metadata: str) -> str:
         f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n"
         f"spec:\n  type: {ctype}\n  version: v1\n  metadata:\n{items}"
     )
-
-
-def project(folder: Path, files: dict[str, str]) -> None:
-    """Write `files` as the kubelet projects a ConfigMap: top-level symlinks into `..data`."""
-    version = folder / f"..{uuid.uuid4().hex[:8]}"
-    version.mkdir()
-    for name, text in files.items():
-        (version / name).write_text(text)
-    tmp = folder / "..data_tmp"
-    tmp.symlink_to(version.name)
-    os.replace(tmp, folder / "..data")
-    for link in folder.iterdir():
-        if not link.name.startswith("..") and link.name not in files:
-            link.unlink()
-    for name in files:
-        if not (folder / name).is_symlink():
-            (folder / name).symlink_to(f"..data/{name}")
 
 
 class Load(threading.Thread):

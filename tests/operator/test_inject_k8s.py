@@ -20,6 +20,7 @@ from dapr.conf import settings
 from operator_testing import Kube, Operator, container_env, wait_for, without
 
 from fixtures.sidecar import BIN, free_port
+from statestore_testing.volumes import project
 
 pytestmark = pytest.mark.k8s
 
@@ -228,9 +229,8 @@ def test_injected_container_serves_the_sdk_on_the_loopback_ports(
     (mount,) = [m for m in sidecar["volumeMounts"] if m["name"] == "statestore-components"]
     (volume,) = [v for v in body["spec"]["volumes"] if v["name"] == "statestore-components"]
     folder = tmp_path / "components"
-    folder.mkdir()
-    for key, text in kube.must_get("configmap", volume["configMap"]["name"])["data"].items():
-        (folder / key).write_text(text)
+    config = volume["configMap"]["name"]
+    project(folder, kube.must_get("configmap", config)["data"])  # as the kubelet mounts it
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in sidecar["args"]]
     args = [*without(args, "--metrics-port"), "--metrics-port", "0", "--dapr-listen-addresses", "127.0.0.1"]
     app_env = {e["name"]: e["value"] for e in body["spec"]["containers"][0]["env"]}
@@ -253,6 +253,21 @@ def test_injected_container_serves_the_sdk_on_the_loopback_ports(
                 assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}
                 assert [c.name for c in client.get_metadata().registered_components] == ["orders"]
                 assert client.get_metadata().application_id == "web"
+                # A Component scoped to the app later: its ConfigMap is rendered again, the kubelet
+                # updates the mounted files, and the running sidecar serves it without a restart.
+                kube.apply(component("later", ["web"]))
+                data = wait_for(
+                    "the new Component in the ConfigMap",
+                    lambda: d if "later.yaml" in (d := kube.must_get("configmap", config)["data"]) else None,
+                )
+                project(folder, data)
+                wait_for(
+                    "the sidecar serving the new store",
+                    lambda: len(client.get_metadata().registered_components) == 2,
+                )
+                client.save_state("later", "l-1", "v")
+                assert client.get_state("later", "l-1").data == b"v"
+                assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}  # untouched
         finally:
             for name, value in saved.items():
                 setattr(settings, name, value)
