@@ -25,6 +25,7 @@ APP_ID_ANNOTATION = naming.APP_ID_ANNOTATION
 STORES_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/stores"
 HTTP_PORT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/http-port"
 GRPC_PORT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/grpc-port"
+METRICS_PORT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/metrics-port"
 INJECTED_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/injected"
 TOKEN_SECRET_ANNOTATION = access.API_TOKEN_SECRET_ANNOTATION
 APP_ID_LABEL = f"{naming.ANNOTATION_PREFIX}/sidecar-app-id"  # on the per-app-id ConfigMaps
@@ -54,6 +55,7 @@ class Request:
     grpc_port: int
     stores: tuple[str, ...] = ()  # empty: every state Component whose scopes admit the app id
     token: access.TokenSource | None = None
+    metrics_port: int = naming.METRICS_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +124,12 @@ def request(pod: Mapping[str, Any]) -> Request:
         raise InjectError(f"app id {app[:80]!r} is not a valid label value (letters, digits, '-', '_', '.')")
     http_port = _port(annotations, HTTP_PORT_ANNOTATION, naming.HTTP_PORT)
     grpc_port = _port(annotations, GRPC_PORT_ANNOTATION, naming.GRPC_PORT)
-    if http_port == grpc_port:
-        raise InjectError(f"annotations {HTTP_PORT_ANNOTATION!r} and {GRPC_PORT_ANNOTATION!r} name one port")
-    if naming.METRICS_PORT in (http_port, grpc_port):
-        raise InjectError(f"port {naming.METRICS_PORT} is the sidecar's metrics port")
+    metrics_port = _port(annotations, METRICS_PORT_ANNOTATION, naming.METRICS_PORT)
+    if len({http_port, grpc_port, metrics_port}) < 3:
+        raise InjectError(
+            f"annotations {HTTP_PORT_ANNOTATION!r}, {GRPC_PORT_ANNOTATION!r} and {METRICS_PORT_ANNOTATION!r} "
+            f"must name three different ports (got {http_port}, {grpc_port}, {metrics_port})"
+        )
     stores = tuple(s.strip() for s in str(annotations.get(STORES_ANNOTATION, "")).split(",") if s.strip())
     token = None
     if TOKEN_SECRET_ANNOTATION in annotations:
@@ -135,7 +139,7 @@ def request(pod: Mapping[str, Any]) -> Request:
             )
         except access.AccessError as exc:
             raise InjectError(str(exc)) from None
-    return Request(app, http_port, grpc_port, tuple(sorted(set(stores))), token)
+    return Request(app, http_port, grpc_port, tuple(sorted(set(stores))), token, metrics_port)
 
 
 def applies(component: Mapping[str, Any], app_id: str) -> bool:
@@ -257,13 +261,14 @@ def sidecar_container(
         ("--app-id", req.app_id),
         ("--dapr-http-port", str(req.http_port)),
         ("--dapr-grpc-port", str(req.grpc_port)),
+        ("--metrics-port", str(req.metrics_port)),
     ):
         args[args.index(flag) + 1] = value
     container["args"] = args
     container["ports"] = [
         {"name": _RENAMED_PORTS["http"], "containerPort": req.http_port, "protocol": "TCP"},
         {"name": _RENAMED_PORTS["grpc"], "containerPort": req.grpc_port, "protocol": "TCP"},
-        {"name": _RENAMED_PORTS["metrics"], "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+        {"name": _RENAMED_PORTS["metrics"], "containerPort": req.metrics_port, "protocol": "TCP"},
     ]
     for probe in ("readinessProbe", "livenessProbe"):
         container[probe] = _rename_ports(container[probe])

@@ -11,6 +11,7 @@ import httpx
 
 from fixtures.operator_process import wait_for
 from fixtures.sidecar import sidecar_process
+from statestore_sidecar import reload
 from statestore_testing.volumes import project
 
 
@@ -98,3 +99,19 @@ def test_changed_components_take_effect_without_a_restart(tmp_path: Path) -> Non
     text = log.read_text()
     assert "added ['added'], removed [], re-initialised ['moving']" in text
     assert "added [], removed ['added'], re-initialised ['moving']" in text
+
+
+def test_digest_sees_a_symlink_swap_and_ignores_other_files(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    project(folder, {"a.yaml": store("a")})
+    first = reload.digest([str(folder)])
+    (folder / "notes.txt").write_text("not a Component")
+    assert reload.digest([str(folder)]) == first
+    project(folder, {"a.yaml": store("a", keyPrefix="none")})  # same name, new contents
+    assert reload.digest([str(folder)]) != first
+
+
+def test_plan() -> None:
+    change = reload.plan({"a": "1", "b": "1", "c": "1"}, {"a": "1", "b": "2", "d": "1"})
+    assert (change.added, change.removed, change.changed) == (("d",), ("c",), ("b",))
+    assert not reload.plan({"a": "1"}, {"a": "1"})

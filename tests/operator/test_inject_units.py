@@ -85,12 +85,22 @@ def test_annotations_choose_app_id_ports_stores_and_token() -> None:
                 "statestore.dapr.io/app-id": "cart",
                 "statestore.dapr.io/http-port": "3600",
                 "statestore.dapr.io/grpc-port": "50002",
+                "statestore.dapr.io/metrics-port": "9191",
                 "statestore.dapr.io/stores": "b, a",
                 "statestore.dapr.io/api-token-secret": "tok/value",
             }
         )
     )
     assert (req.app_id, req.http_port, req.grpc_port, req.stores) == ("cart", 3600, 50002, ("a", "b"))
+    assert req.metrics_port == 9191
+    container, _ = inject.sidecar_container("ns", req, inject.select([], "cart"), PODS, native=True)
+    assert {p["containerPort"] for p in container["ports"]} == {3600, 50002, 9191}
+    args = container["args"]
+    assert [args[args.index(f) + 1] for f in ("--dapr-http-port", "--dapr-grpc-port", "--metrics-port")] == [
+        "3600",
+        "50002",
+        "9191",
+    ]
     assert req.token is not None and (req.token.secret, req.token.key) == ("tok", "value")
 
 
@@ -98,7 +108,8 @@ def test_annotations_choose_app_id_ports_stores_and_token() -> None:
     ("annotations", "message"),
     [
         ({"statestore.dapr.io/http-port": "http"}, "not a port number"),
-        ({"statestore.dapr.io/grpc-port": "3500"}, "name one port"),
+        ({"statestore.dapr.io/grpc-port": "3500"}, "three different ports"),
+        ({"statestore.dapr.io/metrics-port": "50001"}, "three different ports"),
         ({"statestore.dapr.io/app-id": "not an id!"}, "not a valid label value"),
         ({"statestore.dapr.io/api-token-secret": "Bad_Name"}, "api-token-secret"),
     ],
