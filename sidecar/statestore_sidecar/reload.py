@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .components import ComponentError, Validated
 from .resources import load_stores
@@ -77,16 +77,15 @@ def plan(current: Mapping[str, str], wanted: Mapping[str, str]) -> Plan:
 
 
 class Reloader:
-    def __init__(self, core: StateCore, paths: Sequence[str], interval: float) -> None:
+    def __init__(
+        self, core: StateCore, paths: Sequence[str], interval: float, initial: Sequence[Validated]
+    ) -> None:
         self.core = core
         self.paths = list(paths)
         self.interval = interval
+        # Files changed between the server's load and this digest are seen at the next change only.
         self.seen = digest(self.paths)
-        settings = core.runtime.settings
-        self.fingerprints = {
-            v.component.name: fingerprint(v)
-            for v in _quiet_load(self.paths, settings.app_id, settings.namespace) or []
-        }
+        self.fingerprints = {v.component.name: fingerprint(v) for v in initial}
         self.retiring: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -162,17 +161,13 @@ class Reloader:
                 await task
 
 
-def _quiet_load(paths: Sequence[str], app_id: str, namespace: str | None) -> list[Validated] | None:
-    try:
-        return load_stores(paths, app_id, namespace)
-    except (ComponentError, OSError, ValueError):
-        return None
-
-
 @contextlib.asynccontextmanager
-async def watch(core: StateCore, *, paths: Sequence[str], interval: float, **_: Any) -> AsyncIterator[None]:
-    """A service of the app (see `create_app`): reload on change while it serves."""
-    reloader = Reloader(core, paths, interval)
+async def watch(
+    core: StateCore, *, paths: Sequence[str], interval: float, initial: Sequence[Validated]
+) -> AsyncIterator[None]:
+    """A service of the app (see `create_app`): reload on change while it serves; `initial` is what
+    the server loaded at start."""
+    reloader = Reloader(core, paths, interval, initial)
     task = asyncio.get_running_loop().create_task(reloader.run())
     try:
         yield

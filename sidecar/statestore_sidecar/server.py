@@ -59,13 +59,17 @@ def _metrics_on(args: argparse.Namespace) -> bool:
     return bool(args.enable_metrics and args.metrics_port)
 
 
-def _services(args: argparse.Namespace, settings: Settings) -> list[Service]:
+def _services(args: argparse.Namespace, settings: Settings, validated: list[Validated]) -> list[Service]:
     """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0; the
     resources' watcher unless --reload-seconds is 0."""
     services: list[Service] = []
     reload_seconds = float(getattr(args, "reload_seconds", 0) or 0)
     if reload_seconds > 0 and args.resources_path:
-        services.append(functools.partial(reload.watch, paths=args.resources_path, interval=reload_seconds))
+        services.append(
+            functools.partial(
+                reload.watch, paths=args.resources_path, interval=reload_seconds, initial=validated
+            )
+        )
     if not args.dapr_grpc_port:
         return services
     from .grpc_api import grpc_service  # grpcio costs ~30 MB of memory: only when it serves
@@ -90,7 +94,7 @@ def build_app(
     args: argparse.Namespace, validated: list[Validated], namespace: str | None, drain: Drain | None = None
 ) -> ASGIApp:
     settings = settings_from(args, namespace)
-    app = create_app(Runtime.build(settings, validated, drain), _services(args, settings))
+    app = create_app(Runtime.build(settings, validated, drain), _services(args, settings, validated))
     if _metrics_on(args):
         from .metrics import MetricsMiddleware
 
