@@ -135,6 +135,8 @@ def test_env_ref_and_mixed_items_behave_as_in_dapr(kube: Kube, operator: Operato
     assert {"from_secret", "meta_literal"} <= tables and "from_value" not in tables
     assert keys == [f"{kube.ns}||k"]  # keyPrefix: the pod's NAMESPACE variable
     # A missing Secret is still an error, as for Dapr's operator.
-    mixed = [{"name": "keyPrefix", "value": "name", "secretKeyRef": {"name": "nope", "key": "k"}}]
+    mixed: list[dict[str, Any]] = [
+        {"name": "keyPrefix", "value": "name", "secretKeyRef": {"name": "nope", "key": "k"}}
+    ]
     kube.apply(component("nosecret", "state.in-memory", mixed))
     kube.wait_condition("nosecret", "Validated", "False", "SecretNotFound")
