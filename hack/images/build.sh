@@ -21,8 +21,9 @@ IMAGE_BASE=${IMAGE_BASE:-}
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-# python3 is 3.11 in bookworm; python3-venv brings ensurepip, which the build stage uses for pip.
-BASE_PACKAGES=python3,python3-venv,ca-certificates
+# python3 is 3.11 in bookworm; python3-venv brings ensurepip, which the build stage uses for pip;
+# libstdc++6 is what grpcio's compiled core links against.
+BASE_PACKAGES=python3,python3-venv,ca-certificates,libstdc++6
 HOST_CA=${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
 CACHE=${STATESTORE_CACHE:-$HOME/.cache/statestore-operator}/images
 export CONTAINERS_CONF=$ROOT/hack/images/containers.conf
