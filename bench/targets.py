@@ -104,7 +104,7 @@ class RedisDirect:
         self.value = value
 
     async def get(self, i: int) -> int:
-        data, _version, _exp = await self.client.hmget(stored_key(i), ["data", "version", "exp"])
+        data, _version = await self.client.hmget(stored_key(i), ["data", "version"])
         return 200 if data is not None else 204
 
     async def save(self, i: int) -> int:

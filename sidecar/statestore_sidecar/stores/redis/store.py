@@ -1,7 +1,9 @@
 """`state.redis`: state in a single Redis node (Redis 6+), through redis-py's asyncio client.
 
-Each item is a hash `{data, version[, exp]}` under its stored key, like Dapr's Redis store writes it
-(`exp` is our addition: the absolute expiry in Unix milliseconds, so `ttlExpireTime` can be reported).
+Each item is a hash `{data, version}` under its stored key, as daprd's Redis store writes it, and its
+expiry is the key's own (daprd's EXPIRE): `ttlExpireTime` is read from the key's remaining TTL, so
+expiries written by daprd are reported, and a daprd rewrite never leaves a stale one behind. A
+`first-write` field daprd may leave in the hash is ignored and removed by our next write.
 
 * Every write goes through one Lua script (EVALSHA, falling back to EVAL after a restart), which
   first checks every operation's etag against the state the earlier operations leave, then applies
@@ -23,6 +25,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -243,20 +246,24 @@ class RedisStore:
 
     # -- reads ---------------------------------------------------------------------------------------
     @staticmethod
-    def _item(reply: Sequence[Any]) -> Item | None:
-        data, version, exp = reply
+    def _item(fields: Sequence[Any], pttl: Any, now: float) -> Item | None:
+        """The item from HMGET data version and the key's PTTL (milliseconds; negative: none)."""
+        data, version = fields
         if data is None or version is None:
             return None
-        return Item(data, version.decode(), int(exp) / 1000.0 if exp else None)
+        remaining = int(pttl)
+        return Item(data, version.decode(), now + remaining / 1000.0 if remaining >= 0 else None)
 
     async def get(self, key: str) -> Item | None:
         async def get(client: redis.asyncio.Redis) -> Item | None:
-            return self._item(await self._hot_hmget(client, key))
+            fields, pttl = await self._hot_hmget(client, key)
+            return self._item(fields, pttl, time.time())
 
         return await self._call(get)
 
-    async def _hot_hmget(self, client: redis.asyncio.Redis, key: str) -> Any:
-        """HMGET on a connection kept from the last call, past redis-py's per-command machinery.
+    async def _hot_hmget(self, client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
+        """HMGET and PTTL, pipelined on a connection kept from the last call, past redis-py's
+        per-command machinery.
 
         Profiles of a GET put 45% of its CPU in redis-py's client layer around the one command:
         the blocking pool's condition and timeout, retry and deprecation wrappers, connection
@@ -269,21 +276,38 @@ class RedisStore:
         pool = client.connection_pool
         conn = self._spare.pop() if self._spare else await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_command("HMGET", key, "data", "version", "exp")
-            reply = await conn.read_response()
+            await conn.send_packed_command(
+                conn.pack_commands([("HMGET", key, "data", "version"), ("PTTL", key)])
+            )
+            refused: rex.ResponseError | None = None
+            try:
+                fields = await conn.read_response()
+            except rex.ResponseError as exc:  # e.g. WRONGTYPE: PTTL's reply is still to be read
+                refused = exc
+            pttl = await conn.read_response()
+            if refused is not None:
+                raise refused
         except rex.ResponseError:
             await self._keep(conn, pool)  # the server answered: the connection is in a clean state
             raise
         except Exception:
             await conn.disconnect()
             await pool.release(conn)
-            return await client.hmget(key, ["data", "version", "exp"])
+            return await self._hmget_pttl(client, key)
         except BaseException:  # cancelled mid-command: a reply may still be on its way
             await conn.disconnect()
             await pool.release(conn)
             raise
         await self._keep(conn, pool)
-        return reply
+        return fields, pttl
+
+    @staticmethod
+    async def _hmget_pttl(client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hmget(key, ["data", "version"])
+            pipe.pttl(key)
+            fields, pttl = await pipe.execute()
+        return fields, pttl
 
     async def _keep(self, conn: Any, pool: Any) -> None:
         if self._client is None:  # closed meanwhile: the pool has disconnected it
@@ -301,13 +325,17 @@ class RedisStore:
         async def bulk(client: redis.asyncio.Redis) -> dict[str, Item]:
             async with client.pipeline(transaction=False) as pipe:
                 for key in unique:
-                    pipe.hmget(key, ["data", "version", "exp"])
+                    pipe.hmget(key, ["data", "version"])
+                    pipe.pttl(key)
                 replies = await pipe.execute(raise_on_error=False)
+            now = time.time()
             found: dict[str, Item] = {}
-            for key, reply in zip(unique, replies, strict=True):
-                if isinstance(reply, Exception):
-                    raise reply
-                item = self._item(reply)
+            for i, key in enumerate(unique):
+                fields, pttl = replies[2 * i], replies[2 * i + 1]
+                for reply in (fields, pttl):
+                    if isinstance(reply, Exception):
+                        raise reply
+                item = self._item(fields, pttl, now)
                 if item is not None:
                     found[key] = item
             return found
