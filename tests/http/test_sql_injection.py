@@ -53,7 +53,7 @@ async def database_rows(backend: str, metadata: dict[str, str], server: Any) -> 
         conn = await asyncpg.connect(server.connection_string(form="url"))
         try:
             return {
-                row["key"]: bytes(row["value"])
+                row["key"]: row["value"].encode()  # jsonb, as text
                 for row in await conn.fetch(f'SELECT key, value FROM "{table}"')
             }
         finally:
