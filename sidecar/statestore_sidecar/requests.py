@@ -15,6 +15,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from .raw_values import RawValue
 from .stores.base import Concurrency, DeleteRequest, SetRequest, StoreError
 
 TTL_MAX = 2**31 - 1
@@ -61,7 +62,12 @@ MAX_VALUE_DEPTH = 254
 
 
 def encode_value(value: Any) -> bytes:
-    """A decoded value as compact JSON; Malformed when it cannot be written back."""
+    """A value's JSON: its text as sent (a RawValue), else the decoded value as compact JSON;
+    Malformed when it cannot be stored."""
+    if isinstance(value, RawValue):
+        if len(value.text) > 2 * MAX_VALUE_DEPTH:  # shorter text cannot nest that deep
+            encode_value(value.value)
+        return value.text
     try:
         return orjson.dumps(value)
     except TypeError as exc:
