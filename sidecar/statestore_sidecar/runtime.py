@@ -36,7 +36,9 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        self.store: Store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        self.store: Store = create_store(
+            self.type, StoreConfig(component.name, validated.metadata, component.version)
+        )
         self.ready = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None

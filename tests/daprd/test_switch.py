@@ -63,7 +63,7 @@ class Case:
     daprd_reports_ttl: bool = True  # daprd 1.14's Redis store never reports ttlExpireTime
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgresql", "mysql"])
+@pytest.fixture(params=["sqlite", "redis", "postgresql", "postgresql-v2", "mysql"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     backend: str = request.param
     if backend == "sqlite":
@@ -74,6 +74,14 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
         redis: RedisServer = request.getfixturevalue("redis_server")
         metadata = {"redisHost": redis.address, "redisPassword": redis.password}
         return Case(backend, DaprComponent(STORE, "state.redis", metadata), daprd_reports_ttl=False)
+    if backend == "postgresql-v2":
+        pg2: PostgresServer = request.getfixturevalue("postgres_server")
+        metadata = {
+            "connectionString": pg2.connection_string(),
+            "tablePrefix": unique_name("p") + "_",
+            "metadataTableName": unique_name("meta"),
+        }
+        return Case(backend, DaprComponent(STORE, "state.postgresql", metadata, version="v2"))
     if backend == "postgresql":
         pg: PostgresServer = request.getfixturevalue("postgres_server")
         metadata = {
@@ -112,7 +120,8 @@ def write_through_ours_store(component: DaprComponent, key: str, value: bytes) -
     """What our gRPC API stores for bytes: written through the store the server runs."""
 
     async def write() -> None:
-        config = StoreConfig(component.name, resolve(schema_for(component.type), dict(component.metadata)))
+        schema = schema_for(component.type, component.version)
+        config = StoreConfig(component.name, resolve(schema, dict(component.metadata)), component.version)
         store = create_store(component.type, config)
         await store.init()
         try:

@@ -49,22 +49,33 @@ async def _convert_old_layout(conn: asyncpg.Connection, table: str, table_name: 
     await conn.execute(f"DROP INDEX IF EXISTS {schema}{index}")
 
 
+async def _lock_and_level(conn: asyncpg.Connection, m: str, level_key: str) -> int:
+    """In the caller's transaction: take the migration locks, then read the level under `level_key`.
+
+    Our replicas queue on an advisory lock (so none races another's CREATE TABLE), then all
+    servers, daprd included, on the row lock daprd takes.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"statestore-migrate:{m}")
+    await conn.execute(f"CREATE TABLE IF NOT EXISTS {m} (key text NOT NULL PRIMARY KEY, value text NOT NULL)")
+    await conn.execute(f"INSERT INTO {m} (key, value) VALUES ('lock', 'lock') ON CONFLICT (key) DO NOTHING")
+    await conn.execute(f"SELECT value FROM {m} WHERE key = 'lock' FOR UPDATE")
+    stored = await conn.fetchval(f"SELECT value FROM {m} WHERE key = $1", level_key)
+    return int(stored) if stored is not None and stored.isdigit() else 0
+
+
+async def _set_level(conn: asyncpg.Connection, m: str, level_key: str, level: int) -> None:
+    await conn.execute(
+        f"INSERT INTO {m} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        level_key,
+        str(level),
+    )
+
+
 async def migrate(conn: asyncpg.Connection, table: str, metadata_table: str, table_name: str) -> None:
     """Bring `table` to daprd's level 2 layout, holding daprd's migration lock."""
     m = metadata_table
     async with conn.transaction():
-        # Our replicas queue on an advisory lock (so none races another's CREATE TABLE), then all
-        # servers, daprd included, on the row lock daprd takes.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"statestore-migrate:{m}")
-        await conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {m} (key text NOT NULL PRIMARY KEY, value text NOT NULL)"
-        )
-        await conn.execute(
-            f"INSERT INTO {m} (key, value) VALUES ('lock', 'lock') ON CONFLICT (key) DO NOTHING"
-        )
-        await conn.execute(f"SELECT value FROM {m} WHERE key = 'lock' FOR UPDATE")
-        stored = await conn.fetchval(f"SELECT value FROM {m} WHERE key = 'migrations'")
-        level = int(stored) if stored is not None and stored.isdigit() else 0
+        level = await _lock_and_level(conn, m, "migrations")
         columns = await _columns(conn, table)
         if columns.keys() >= _OLD_COLUMNS and columns["value"] == "bytea":
             await _convert_old_layout(conn, table, table_name)
@@ -83,15 +94,41 @@ async def migrate(conn: asyncpg.Connection, table: str, metadata_table: str, tab
                 f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS expiredate TIMESTAMP WITH TIME ZONE"
             )
         if level < LEVEL:
-            await conn.execute(
-                f"INSERT INTO {m} (key, value) VALUES ('migrations', $1) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                str(LEVEL),
-            )
+            await _set_level(conn, m, "migrations", LEVEL)
         columns = await _columns(conn, table)
     missing = _REQUIRED_COLUMNS - columns.keys()
     if missing or columns.get("value") != "jsonb":
         raise StoreError(
             f"table {table_name} exists but does not have daprd's state.postgresql layout "
             f"(no column {', '.join(sorted(missing)) or 'value of type jsonb'}); choose another tableName"
+        )
+
+
+_V2_COLUMNS = frozenset({"key", "value", "etag", "created_at", "updated_at", "expires_at"})
+
+
+async def migrate_v2(
+    conn: asyncpg.Connection, table: str, metadata_table: str, table_name: str, prefix: str
+) -> None:
+    """daprd's v2 migration 1: the state table and its `expires_at` index."""
+    level_key = f"migrations-state-v2-{prefix}"
+    async with conn.transaction():
+        level = await _lock_and_level(conn, metadata_table, level_key)
+        columns = await _columns(conn, table)
+        if not columns:
+            await conn.execute(
+                f"CREATE TABLE {table} (key text NOT NULL PRIMARY KEY, value bytea NOT NULL, "
+                "etag uuid NOT NULL DEFAULT gen_random_uuid(), "
+                "created_at timestamp with time zone NOT NULL DEFAULT now(), "
+                "updated_at timestamp with time zone, expires_at timestamp with time zone)"
+            )
+            await conn.execute(f"CREATE INDEX ON {table} (expires_at)")
+            columns = await _columns(conn, table)
+        if level < 1:
+            await _set_level(conn, metadata_table, level_key, 1)
+    missing = _V2_COLUMNS - columns.keys()
+    if missing or columns.get("value") != "bytea":
+        raise StoreError(
+            f"table {table_name} exists but does not have daprd's state.postgresql v2 layout "
+            f"(no column {', '.join(sorted(missing)) or 'value of type bytea'}); choose another tablePrefix"
         )

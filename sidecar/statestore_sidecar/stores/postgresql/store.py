@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import query as q
 from .. import StoreConfig
@@ -69,15 +69,22 @@ def _count(status: str) -> int:
 
 
 class PostgresStore:
+    """daprd's v1 layout; `v2.PostgresV2Store` overrides the hooks marked "layout"."""
+
     features: frozenset[Feature] = SCHEMA.features
+    # layout: the expiry column, and the metadata row that claims a cleanup turn
+    expiry_column = "expiredate"
+    live = LIVE
 
     def __init__(self, config: StoreConfig) -> None:
         md = config.metadata
         self._name = config.name
         self.params = parse_connection_string(md["connectionString"])
-        self.table = quote_table(md["tableName"])
+        table_name = self.table_name_of(md)
+        self.table = quote_table(table_name)
         self.metadata_table = quote_table(md["metadataTableName"])
-        self._table_name: str = md["tableName"].lower()
+        self._table_name: str = table_name.lower()
+        self.cleanup_key = "last-cleanup"
         self._timeout: float = md["timeout"]
         self._cleanup_interval: float = md["cleanupInterval"]
         self._max_conns: int = md["maxConns"] or self.params.pool_max or max(4, os.cpu_count() or 1)
@@ -90,7 +97,11 @@ class PostgresStore:
         self._cleaner = Cleaner(self._name, self._cleanup_interval, self.cleanup_expired)
         self._sql = self._statements()
 
-    def _statements(self) -> dict[str, str]:
+    @staticmethod
+    def table_name_of(md: Any) -> str:  # layout
+        return str(md["tableName"])
+
+    def _statements(self) -> dict[str, str]:  # layout
         t = self.table
         columns = "key, value, isbinary, expiredate"
         values = f"$1, $2::jsonb, $3, {_EXPIRY}"
@@ -233,7 +244,7 @@ class PostgresStore:
         await self._call(self._migrate, retries=3)
         self._cleaner.start()
 
-    async def _migrate(self, conn: asyncpg.Connection) -> None:
+    async def _migrate(self, conn: asyncpg.Connection) -> None:  # layout
         await migrations.migrate(conn, self.table, self.metadata_table, self._table_name)
 
     async def close(self) -> None:
@@ -260,15 +271,17 @@ class PostgresStore:
         async def clean(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 claimed = await conn.execute(
-                    f"INSERT INTO {self.metadata_table} (key, value) VALUES ('last-cleanup', now()::text) "
+                    f"INSERT INTO {self.metadata_table} (key, value) VALUES ($2, now()::text) "
                     f"ON CONFLICT (key) DO UPDATE SET value = excluded.value "
                     f"WHERE {self.metadata_table}.value::timestamptz < now() - make_interval(secs => $1)",
                     interval,
+                    self.cleanup_key,
                 )
                 if _count(claimed) == 0:
                     return 0
                 deleted = await conn.execute(
-                    f"DELETE FROM {self.table} WHERE expiredate IS NOT NULL AND expiredate <= now()"
+                    f"DELETE FROM {self.table} WHERE {self.expiry_column} IS NOT NULL "
+                    f"AND {self.expiry_column} <= now()"
                 )
                 return _count(deleted)
 
@@ -281,9 +294,13 @@ class PostgresStore:
 
         async def get(conn: asyncpg.Connection) -> Item | None:
             row = await conn.fetchrow(self._sql["get"], key)
-            return None if row is None else Item(stored_bytes(row[0], row[1]), row[2], row[3])
+            return None if row is None else self._item(row, 0)
 
         return await self._call(get)
+
+    @staticmethod
+    def _item(row: asyncpg.Record, at: int) -> Item:  # layout: what "get" selects, from `at`
+        return Item(stored_bytes(row[at], row[at + 1]), row[at + 2], row[at + 3])
 
     async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
         unique = [k for k in dict.fromkeys(keys) if "\x00" not in k]  # keys with NUL are never stored
@@ -292,7 +309,7 @@ class PostgresStore:
 
         async def bulk(conn: asyncpg.Connection) -> dict[str, Item]:
             rows = await conn.fetch(self._sql["bulk_get"], unique)
-            return {r[0]: Item(stored_bytes(r[1], r[2]), r[3], r[4]) for r in rows}
+            return {r[0]: self._item(r, 1) for r in rows}
 
         return await self._call(bulk)
 
@@ -320,11 +337,15 @@ class PostgresStore:
         args: tuple[object, ...] = (op.key,)
         if isinstance(op, SetRequest):
             ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
-            doc = json_doc(op.value)
-            args = (op.key, *(binary_doc(op.value) if doc is None else (doc, False)), ttl)
+            args = (op.key, *self._value_args(op.value), ttl)
         if op.etag:
             args += (op.etag,)
         step.check(_count(await conn.execute(self._sql[step.statement.value], *args)))
+
+    @staticmethod
+    def _value_args(value: bytes) -> tuple[object, ...]:  # layout: the value's statement parameters
+        doc = json_doc(value)
+        return binary_doc(value) if doc is None else (doc, False)
 
     async def set(self, request: SetRequest) -> None:
         await self._call(lambda conn: self._apply(conn, request))
@@ -356,4 +377,8 @@ class PostgresStore:
 
 
 def create(config: StoreConfig) -> PostgresStore:
+    if config.version == "v2":
+        from .v2 import PostgresV2Store
+
+        return PostgresV2Store(config)
     return PostgresStore(config)
