@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3500
 
-.PHONY: run test lint format unit venv backends k8s-binaries daprd go-client cluster cluster-down clean bench
+.PHONY: run test lint format unit venv backends k8s-binaries daprd go-client images cluster cluster-down clean bench
 
 # A virtualenv with the project and its test tools; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -21,15 +21,19 @@ run: venv
 	mkdir -p .data
 	$(BIN)/statestore-sidecar --resources-path examples --app-id myapp --dapr-http-port $(PORT) --metrics-port 0
 
-## Everything the tests need (database servers, Kubernetes binaries, daprd, the Go SDK client), then
-## lint and the whole suite.
-test: venv backends k8s-binaries daprd go-client lint
+## Everything the tests need (database servers, Kubernetes binaries, daprd, the Go SDK client, the
+## images), then lint and the whole suite.
+test: venv backends k8s-binaries daprd go-client images lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy: the packages, then the shared fixtures, then each test folder on its own (a folder's helper
+# modules are imported by plain name, as pytest puts the folder on sys.path).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy tests/conftest.py tests/fixtures
+	for dir in $(filter-out tests/fixtures/,$(wildcard tests/*/)); do MYPYPATH=$$dir $(BIN)/mypy $$dir || exit 1; done
 
 format: venv
 	$(BIN)/ruff check --fix .
@@ -37,7 +41,7 @@ format: venv
 
 ## Fast tests of pure logic and the embedded stores only: nothing but Python needed.
 unit: venv
-	$(BIN)/python -m pytest -m "not backends and not k8s and not helm" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not backends and not k8s and not helm and not images" $(PYTEST_ARGS)
 
 backends:
 	bash hack/backends/install.sh
@@ -48,6 +52,10 @@ bench: venv backends
 
 k8s-binaries:
 	bash hack/k8s/build.sh
+
+## Both images with podman (installed if missing), from a Debian base bootstrapped here, or IMAGE_BASE=<image>.
+images:
+	bash hack/images/build.sh
 
 ## A lean daprd, the reference the tests hold the server to, built once and cached (docs/daprd.md).
 daprd:

@@ -76,7 +76,7 @@ def _census(cluster: ControlPlane) -> dict[str, int]:
     components = cluster.kubectl_json("get", "components.dapr.io", "-A")
     validated = ready = 0
     names: set[tuple[str, str]] = set()
-    items: list[dict[str, Any]] = components.get("items") or []  # type: ignore[assignment]
+    items: list[dict[str, Any]] = components.get("items") or []
     for item in items:
         meta = item["metadata"]
         names.add((meta["namespace"], meta["name"]))

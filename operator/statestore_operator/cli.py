@@ -23,6 +23,12 @@ def quantity(text: str) -> str:
     return text
 
 
+def _drain_seconds(text: str) -> int:
+    if not text.isdigit() or int(text) > 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 0 to 3600")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="statestore-operator",
@@ -45,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image-pull-policy", default="IfNotPresent", choices=["Always", "IfNotPresent", "Never"])
     p.add_argument("--pod-log-level", default="info", help="--log-level of the state API pods")
+    p.add_argument(
+        "--pod-drain-seconds",
+        type=_drain_seconds,
+        default=5,
+        help="how long a stopping state API pod keeps serving while not ready (default 5; its "
+        f"terminationGracePeriodSeconds is this plus {render.STOP_SECONDS})",
+    )
     p.add_argument(
         "--resync-seconds", type=float, default=60.0, help="re-check every Component this often (default 60)"
     )
@@ -150,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image=args.image,
             image_pull_policy=args.image_pull_policy,
             log_level=args.pod_log_level,
+            drain_seconds=args.pod_drain_seconds,
             resources=resources(args),
         ),
         namespaces=tuple(args.namespace),

@@ -25,6 +25,8 @@ COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
 COMPONENT_FILE = "component.yaml"
 CONTAINER = "statestore"
+# After the drain: time for the requests in flight to finish and the stores to close, before SIGKILL.
+STOP_SECONDS = 25
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class PodSettings:
     image: str
     image_pull_policy: str = "IfNotPresent"
     log_level: str = "info"
+    # On SIGTERM the server fails readiness and keeps serving this long (--drain-seconds), while
+    # clients and proxies learn that the pod is going; the grace period covers that and the stop.
+    drain_seconds: int = 5
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -191,6 +196,8 @@ def deployment(
             "--log-level",
             pods.log_level,
             "--log-as-json",
+            "--drain-seconds",
+            str(pods.drain_seconds),
         ],
         "env": env,
         "ports": [
@@ -236,6 +243,7 @@ def deployment(
                     "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
                 },
                 "spec": {
+                    "terminationGracePeriodSeconds": pods.drain_seconds + STOP_SECONDS,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, errors, keys
 from . import query as q
+from .drain import Drain
 from .errors import ApiError
 from .openapi import ROUTE_DOCS
 from .raw_values import attach_to_save, attach_to_transaction
@@ -369,6 +370,8 @@ class StateApi:
         wanted = request.query_params.get("appid")
         if wanted and wanted != self.app_id:
             raise errors.app_id_mismatch()
+        if self.runtime.drain.draining:  # stopping: take this replica out of the Service's endpoints
+            raise errors.not_ready(["shutting down"])
         failing = await self.runtime.unhealthy()
         if failing:
             raise errors.not_ready([f"state store {name}" for name in failing])
@@ -509,15 +512,20 @@ class StateRoutes:
 class Transport:
     """Pure ASGI middleware: normalises the path, enforces `dapr-api-token`, serves the hot routes."""
 
-    def __init__(self, app: ASGIApp, token: str | None, routes: StateRoutes | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, routes: StateRoutes | None = None, drain: Drain | None = None
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.routes = routes
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.drain is not None and self.drain.draining:
+            send = _closing(send)
         raw = scope.get("raw_path") or scope["path"].encode()
         cleaned = clean_path(raw.decode("latin-1")).encode("latin-1")
         if cleaned != raw:
@@ -537,6 +545,18 @@ class Transport:
                 await self.routes.serve(handler, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _closing(send: Send) -> Send:
+    """While draining: `Connection: close` on every answer, so kept connections move to another replica
+    now rather than be closed under a request when this one stops."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 async def _send_plain(send: Send, status: int, text: str) -> None:
@@ -622,4 +642,4 @@ def create_app(runtime: Runtime) -> ASGIApp:
                 openapi_extra=doc.get("extra"),
                 response_class=Response,
             )
-    return Transport(app, runtime.settings.api_token, StateRoutes(api))
+    return Transport(app, runtime.settings.api_token, StateRoutes(api), runtime.drain)

@@ -62,8 +62,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-as-json", action="store_true", help="write logs as JSON lines")
     p.add_argument("--max-body-size", type=_size, default=4 << 20, help="request body limit (default 4Mi)")
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port (default 1)")
+    p.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=0.0,
+        help="on SIGTERM, fail readiness but keep serving this long before stopping (default 0; "
+        "one server process only)",
+    )
     p.add_argument("--version", action="version", version=f"statestore-sidecar {__version__}")
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 3600 seconds")
+    return value
 
 
 def _bool(text: str) -> bool:
@@ -92,7 +109,10 @@ def load_stores(paths: Sequence[str], app_id: str, namespace: str | None) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.drain_seconds and args.workers > 1:
+        p.error("--drain-seconds needs a single server process (--workers 1)")
     logs.configure(args.log_level, args.log_as_json, args.app_id)
     namespace = os.environ.get("NAMESPACE") or None
     try:

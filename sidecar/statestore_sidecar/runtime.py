@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .components import Validated
+from .drain import Drain
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, Store, StoreError
@@ -113,14 +114,15 @@ class Runtime:
     settings: Settings
     stores: Mapping[str, StoreHandle]
     extended: dict[str, str] = field(default_factory=dict)
+    drain: Drain = field(default_factory=Drain)
 
     @classmethod
-    def build(cls, settings: Settings, validated: list[Validated]) -> Runtime:
+    def build(cls, settings: Settings, validated: list[Validated], drain: Drain | None = None) -> Runtime:
         handles = {
             v.component.name: StoreHandle(v, app_id=settings.app_id, namespace=settings.namespace)
             for v in validated
         }
-        return cls(settings, handles)
+        return cls(settings, handles, drain=drain or Drain())
 
     async def start(self) -> None:
         for handle in self.stores.values():

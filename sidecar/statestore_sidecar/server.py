@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -27,6 +29,7 @@ from starlette.types import ASGIApp
 from . import __version__, logs
 from .app import create_app
 from .components import Validated
+from .drain import Drain
 from .runtime import Runtime, Settings
 
 log = logging.getLogger("statestore.sidecar")
@@ -49,8 +52,10 @@ def _metrics_on(args: argparse.Namespace) -> bool:
     return bool(args.enable_metrics and args.metrics_port)
 
 
-def build_app(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> ASGIApp:
-    app = create_app(Runtime.build(settings_from(args, namespace), validated))
+def build_app(
+    args: argparse.Namespace, validated: list[Validated], namespace: str | None, drain: Drain | None = None
+) -> ASGIApp:
+    app = create_app(Runtime.build(settings_from(args, namespace), validated, drain))
     if _metrics_on(args):
         from .metrics import MetricsMiddleware
 
@@ -86,6 +91,34 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         # Nothing reads the client address, so X-Forwarded-* need not be parsed on every request.
         "proxy_headers": False,
     }
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, stopped by the drain: SIGTERM begins it, the listeners close when it expires.
+
+    SIGINT (Ctrl-C) and a second SIGTERM stop at once, as before. Stopping closes the listening
+    sockets and idle connections, then waits for the requests in flight (uvicorn's shutdown).
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self._announced = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self.drain.draining and self.drain.grace_seconds > 0:
+            self.drain.begin()  # plain assignments: safe in a signal handler
+            return
+        self.drain.hurry()
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain.draining and not self._announced:
+            self._announced = True
+            log.info("stopping: not ready; serving for %gs more", self.drain.remaining())
+        if self.drain.expired():
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 @contextlib.contextmanager
@@ -128,10 +161,11 @@ def serve(args: argparse.Namespace, validated: list[Validated], namespace: str |
                 **_uvicorn_options(args),
             )
         return 0
-    app = build_app(args, validated, namespace)
+    drain = Drain(args.drain_seconds)
+    app = build_app(args, validated, namespace, drain)
     if _metrics_on(args):
         from .metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port, args.dapr_listen_addresses)
-    uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(args))).run()
+    DrainingServer(uvicorn.Config(app, **_uvicorn_options(args)), drain).run()
     return 0

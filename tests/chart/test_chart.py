@@ -128,6 +128,7 @@ def test_values_schema_is_enforced(home: Path) -> None:
         {"stateApi": {"resources": {"requests": {"cpu": "lots"}}}},
         {"stateApi": {"resources": {"requests": {"gpu": "1"}}}},
         {"stateApi": {"appIdLabel": "not a label"}},
+        {"stateApi": {"drainSeconds": -1}},
         {"watchNamespaces": "team-a"},
         {"webhook": {"timeoutSeconds": 60}},
         {"no-such-value": 1},
@@ -185,11 +186,14 @@ def test_state_api_values(home: Path) -> None:
     values = {
         "stateApi": {
             "appIdLabel": "example.com/app",
+            "drainSeconds": 20,
             "resources": {"requests": {"cpu": "250m", "memory": 128}, "limits": {"cpu": 1, "memory": "1Gi"}},
         }
     }
     parsed = cli.parser().parse_args(operator_container(render(home, values))["args"])
     assert parsed.app_id_label == "example.com/app"
+    assert parsed.pod_drain_seconds == 20
+    assert cli.parser().parse_args(operator_container(render(home, {}))["args"]).pod_drain_seconds == 5
     assert cli.resources(parsed) == {
         "requests": {"cpu": "250m", "memory": "128"},
         "limits": {"cpu": "1", "memory": "1Gi"},

@@ -140,10 +140,10 @@ def test_install_upgrade_keeps_the_generated_certificate(
         chart_cluster.kubectl("get", "clusterrolebinding", fullname, f"{fullname}-discovery")
         secret = chart_cluster.kubectl_json("get", "secret", f"{fullname}-webhook-tls", "-n", namespace)
         config = chart_cluster.kubectl_json("get", "validatingwebhookconfiguration", config_name)
-        ca_bundle = config["webhooks"][0]["clientConfig"]["caBundle"]  # type: ignore[index]
-        assert ca_bundle == secret["data"]["ca.crt"]  # type: ignore[index]
+        ca_bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+        assert ca_bundle == secret["data"]["ca.crt"]
         deployment = chart_cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
-        checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"]  # type: ignore[index]
+        checksum = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/webhook-cert"]
 
         helm(
             "upgrade",
@@ -159,9 +159,9 @@ def test_install_upgrade_keeps_the_generated_certificate(
         after = chart_cluster.kubectl_json("get", "secret", f"{fullname}-webhook-tls", "-n", namespace)
         assert after["data"] == secret["data"], "helm upgrade must not regenerate the certificate"
         config = chart_cluster.kubectl_json("get", "validatingwebhookconfiguration", config_name)
-        assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca_bundle  # type: ignore[index]
+        assert config["webhooks"][0]["clientConfig"]["caBundle"] == ca_bundle
         deployment = chart_cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
-        template_ = deployment["spec"]["template"]  # type: ignore[index]
+        template_ = deployment["spec"]["template"]
         assert template_["metadata"]["annotations"]["checksum/webhook-cert"] == checksum
         assert "--resync-seconds=30" in template_["spec"]["containers"][0]["args"]
 
@@ -177,11 +177,11 @@ def test_install_upgrade_keeps_the_generated_certificate(
             kubeconfig=chart_cluster.kubeconfig,
         )
         rotated = chart_cluster.kubectl_json("get", "secret", f"{fullname}-webhook-tls", "-n", namespace)
-        assert rotated["data"]["ca.crt"] != secret["data"]["ca.crt"]  # type: ignore[index]
+        assert rotated["data"]["ca.crt"] != secret["data"]["ca.crt"]
         config = chart_cluster.kubectl_json("get", "validatingwebhookconfiguration", config_name)
-        assert config["webhooks"][0]["clientConfig"]["caBundle"] == rotated["data"]["ca.crt"]  # type: ignore[index]
+        assert config["webhooks"][0]["clientConfig"]["caBundle"] == rotated["data"]["ca.crt"]
         deployment = chart_cluster.kubectl_json("get", "deployment", fullname, "-n", namespace)
-        annotations = deployment["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["checksum/webhook-cert"] != checksum, "the operator restarts with the new cert"
     assert (
         chart_cluster.kubectl("get", "validatingwebhookconfiguration", config_name, check=False).returncode
@@ -382,7 +382,7 @@ def _check_operator(cluster: ControlPlane, operator: ChartOperator, watched: str
             )
         # What the operator rendered for it, with the chart's --image.
         deployment = cluster.kubectl_json("get", "deployment", f"statestore-{name}", "-n", watched)
-        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[index]
+        image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
         assert image == "ghcr.io/statestore-operator/statestore-sidecar:0.1.0"
         cluster.kubectl("get", "service,configmap", f"statestore-{name}", "-n", watched)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 import pytest
@@ -17,6 +17,8 @@ APP_ID = "myapp"
 STORE = "store"
 
 Components = Mapping[str, ComponentUnderTest]
+# make_api(stores, **settings): a client of a runtime serving those stores.
+MakeApi = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 def runtime_for(stores: Components, **settings: object) -> Runtime:
@@ -40,7 +42,7 @@ async def open_client(runtime: Runtime) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def make_api() -> AsyncIterator[Callable[..., object]]:
+async def make_api() -> AsyncIterator[MakeApi]:
     """Build clients for custom runtimes; everything is closed at the end of the test."""
     runtimes: list[Runtime] = []
     clients: list[httpx.AsyncClient] = []
@@ -60,8 +62,6 @@ async def make_api() -> AsyncIterator[Callable[..., object]]:
 
 
 @pytest.fixture
-async def api(component: ComponentUnderTest, make_api: Callable[..., object]) -> httpx.AsyncClient:
+async def api(component: ComponentUnderTest, make_api: MakeApi) -> httpx.AsyncClient:
     """The state API with one store named `store` of the backend under test, app id `myapp`."""
-    client = await make_api({STORE: component})  # type: ignore[operator]
-    assert isinstance(client, httpx.AsyncClient)
-    return client
+    return await make_api({STORE: component})

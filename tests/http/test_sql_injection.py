@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import asyncpg
@@ -21,6 +20,9 @@ import pytest
 
 from fixtures.backends import MariaDBServer, PostgresServer
 from fixtures.stores import ComponentUnderTest
+
+if TYPE_CHECKING:
+    from conftest import MakeApi
 
 STATE = "/v1.0/state/store"
 QUERY = "/v1.0-alpha1/state/store/query"
@@ -77,7 +79,7 @@ async def database_rows(backend: str, metadata: dict[str, str], server: Any) -> 
     ],
 )
 async def test_hostile_text_is_stored_as_data_and_the_table_survives(
-    backend: str, request: pytest.FixtureRequest, make_api: Callable[..., Any]
+    backend: str, request: pytest.FixtureRequest, make_api: MakeApi
 ) -> None:
     metadata: dict[str, str] = dict(request.getfixturevalue(f"{backend}_metadata"))
     server = request.getfixturevalue(SERVERS[backend]) if backend in SERVERS else None
@@ -92,7 +94,9 @@ async def test_hostile_text_is_stored_as_data_and_the_table_survives(
     bystander_etag = (await api.get(f"{STATE}/{base}-bystander")).headers["etag"]
 
     # Hostile keys and values saved; deletes with hostile ETags; a transaction of hostile keys.
-    items = [{"key": f"{base}-{i}{text}", "value": {"v": text}} for i, text in enumerate(texts)]
+    items: list[dict[str, Any]] = [
+        {"key": f"{base}-{i}{text}", "value": {"v": text}} for i, text in enumerate(texts)
+    ]
     assert (await api.post(STATE, json=items)).status_code == 204
     for item, text in zip(items, texts, strict=True):
         r = await api.delete(f"{STATE}/{quote(item['key'], safe='')}", headers={"if-match": text})

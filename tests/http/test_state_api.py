@@ -6,12 +6,16 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
 
 from fixtures.stores import ComponentUnderTest
+
+if TYPE_CHECKING:
+    from conftest import MakeApi
 
 STATE = "/v1.0/state/store"
 QUERY = "/v1.0-alpha1/state/store/query"
@@ -210,8 +214,8 @@ async def test_unknown_concurrency_and_consistency_are_store_errors(api: httpx.A
     assert ok.status_code == 204
 
 
-async def test_body_over_the_limit_is_refused(make_api: object, component: object) -> None:
-    api = await make_api({"store": component}, max_body_size=1024)  # type: ignore[operator]
+async def test_body_over_the_limit_is_refused(make_api: MakeApi, component: ComponentUnderTest) -> None:
+    api = await make_api({"store": component}, max_body_size=1024)
     r = await api.post(STATE, json=[{"key": "big", "value": "x" * 2000}])
     assert error(r)[:2] == (400, "ERR_MALFORMED_REQUEST")
     assert "too large" in r.json()["message"]
@@ -317,7 +321,8 @@ async def test_bulk_get(api: httpx.AsyncClient, k: str) -> None:
 
 
 async def test_bulk_get_edge_cases(api: httpx.AsyncClient) -> None:
-    for body in ({}, {"keys": []}, {"keys": None}):
+    bodies: tuple[dict[str, Any], ...] = ({}, {"keys": []}, {"keys": None})
+    for body in bodies:
         r = await api.post(f"{STATE}/bulk", json=body)
         assert r.status_code == 200 and r.json() == []
     r = await api.post(f"{STATE}/bulk", content=b"{nope")
@@ -457,8 +462,9 @@ async def test_transaction_errors(api: httpx.AsyncClient, k: str) -> None:
         f"{STATE}/transaction", json={"operations": [{"operation": "upsert", "request": {"value": 3}}]}
     )
     assert error(r)[:2] == (400, "ERR_MALFORMED_REQUEST")
-    for body in ({}, {"operations": []}):
-        assert (await api.post(f"{STATE}/transaction", json=body)).status_code == 204
+    empties: tuple[dict[str, Any], ...] = ({}, {"operations": []})
+    for empty in empties:
+        assert (await api.post(f"{STATE}/transaction", json=empty)).status_code == 204
 
 
 # --- query ----------------------------------------------------------------------------------
@@ -472,7 +478,7 @@ async def test_query(api: httpx.AsyncClient, component: ComponentUnderTest, k: s
         assert body["message"] == "state store does not support querying"
         assert body["details"][1]["reason"] == "DAPR_STATE_QUERYING_NOT_SUPPORTED"
         return
-    people = [
+    people: list[dict[str, Any]] = [
         {"key": f"{k}-{i}", "value": {"person": {"org": org, "id": i}, "state": st}}
         for i, (org, st) in enumerate(
             [("Dev Ops", "CA"), ("Hardware", "WA"), ("Dev Ops", "WA"), ("Finance", "NY"), ("Dev Ops", "CA")]

@@ -4,23 +4,24 @@ message `internal error (<type>)`: never a traceback, a driver's text or a hang 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 import redis
 
 from fixtures.backends import RedisServer
 from fixtures.stores import ComponentUnderTest
 
+if TYPE_CHECKING:
+    from conftest import MakeApi
+
 pytestmark = pytest.mark.backends
 
 
 async def test_a_row_written_by_another_client_that_cannot_be_read_is_an_internal_error(
-    redis_server: RedisServer, redis_metadata: dict[str, str], make_api: Callable[..., object]
+    redis_server: RedisServer, redis_metadata: dict[str, str], make_api: MakeApi
 ) -> None:
-    api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})  # type: ignore[operator]
-    assert isinstance(api, httpx.AsyncClient)
+    api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})
     key = uuid.uuid4().hex
     # Another client stores a hash of the store's layout whose version is not UTF-8 text.
     client = redis.Redis(host=redis_server.host, port=redis_server.port, password=redis_server.password)

@@ -10,11 +10,10 @@ import base64
 import json
 import ssl
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -196,31 +195,32 @@ def test_deployment_gets_a_replicaset(k8s_cluster: ControlPlane, namespace: str)
 def test_deleting_an_owner_garbage_collects_its_dependents(k8s_cluster: ControlPlane, namespace: str) -> None:
     k8s_cluster.kubectl("create", "configmap", "owner", "-n", namespace, "--from-literal=a=b")
     owner_uid = get_json(k8s_cluster, "-n", namespace, "configmap/owner")["metadata"]["uid"]
-    k8s_cluster.apply(
-        {
+
+    def dependent(name: str, uid: str) -> dict[str, Any]:
+        owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+        return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {
-                "name": "dependent",
-                "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner_uid}
-                ],
-            },
+            "metadata": {"name": name, "ownerReferences": [owner]},
             "data": {"x": "y"},
-        },
-        namespace=namespace,
-    )
-    # A dependent of a live owner survives (the GC has to look, not just delete everything).
-    time.sleep(1)
+        }
+
+    def gone(name: str) -> Callable[[], bool]:
+        def probe() -> bool:
+            r = k8s_cluster.kubectl("get", "configmap", name, "-n", namespace, check=False)
+            return r.returncode != 0 and "NotFound" in r.stderr
+
+        return probe
+
+    k8s_cluster.apply(dependent("dependent", owner_uid), namespace=namespace)
+    # An orphan (its owner's uid exists nowhere), created after it: once the GC has collected the
+    # orphan it has looked at both, and the dependent of a live owner must have survived.
+    k8s_cluster.apply(dependent("orphan", str(uuid.uuid4())), namespace=namespace)
+    wait_for("the garbage collector to delete the orphan", gone("orphan"))
     assert get_json(k8s_cluster, "-n", namespace, "configmap/dependent")["data"] == {"x": "y"}
 
     k8s_cluster.kubectl("delete", "configmap", "owner", "-n", namespace, "--cascade=background")
-
-    def gone() -> bool:
-        r = k8s_cluster.kubectl("get", "configmap", "dependent", "-n", namespace, check=False)
-        return r.returncode != 0 and "NotFound" in r.stderr
-
-    wait_for("the garbage collector to delete the dependent", gone)
+    wait_for("the garbage collector to delete the dependent", gone("dependent"))
 
 
 def _raw_get(cluster: ControlPlane, path: str, token: str) -> int:

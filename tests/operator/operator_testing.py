@@ -19,6 +19,23 @@ from fixtures.k8s import ControlPlane
 from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
 from fixtures.sidecar import free_port
 
+__all__ = [
+    "CRD",
+    "IMAGE",
+    "ROOT",
+    "Kube",
+    "Operator",
+    "WaitTimeout",
+    "container_env",
+    "no_change",
+    "reconciled",
+    "reconciles",
+    "rendered_pod",
+    "settled",
+    "wait_for",
+    "without",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "components.dapr.io.yaml"
 IMAGE = "example.test/statestore-sidecar:test"
@@ -107,7 +124,7 @@ class Kube:
         data = self.cluster.kubectl_json(
             "get", "events", "-n", self.ns, "--field-selector", f"involvedObject.name={name}"
         )
-        items: list[dict[str, Any]] = data.get("items") or []  # type: ignore[assignment]
+        items: list[dict[str, Any]] = data.get("items") or []
         return items
 
     def make_pods_ready(self, component: str) -> None:
@@ -120,7 +137,7 @@ class Kube:
             data = self.cluster.kubectl_json(
                 "get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={component}"
             )
-            return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]  # type: ignore[union-attr]
+            return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]
 
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for pod in wait_for(f"pods of {component}", pods):

@@ -208,7 +208,7 @@ TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
 def documented(doc: str, name: str) -> str:
     found = [body for key, _lang, body in TESTED.findall((ROOT / "docs" / doc).read_text()) if key == name]
     assert len(found) == 1, f"docs/{doc} has no single `<!-- tested: {name} -->` block"
-    return found[0]
+    return str(found[0])
 
 
 def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:

@@ -49,6 +49,10 @@ REFUSED: list[tuple[dict[str, Any], str, str]] = [
 ]
 
 
+def warnings_of(kube: Kube, name: str, reason: str) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: [e for e in kube.events(name) if e["reason"] == reason]
+
+
 def test_refused_settings_are_reported_with_an_event(kube: Kube, operator: Operator) -> None:
     for manifest, _, _ in REFUSED:
         kube.apply(manifest)
@@ -56,10 +60,7 @@ def test_refused_settings_are_reported_with_an_event(kube: Kube, operator: Opera
         name = manifest["metadata"]["name"]
         cond = kube.wait_condition(name, "Validated", "False", "InvalidMetadata")
         assert field in cond["message"] and detail in cond["message"], cond
-        events = wait_for(
-            "a Warning event",
-            lambda name=name: [e for e in kube.events(name) if e["reason"] == "InvalidMetadata"],
-        )
+        events = wait_for("a Warning event", warnings_of(kube, name, "InvalidMetadata"))
         assert events[0]["type"] == "Warning" and field in events[0]["message"]
         assert kube.get("deployment", f"statestore-{name}") is None
 

@@ -35,13 +35,13 @@ def owned_objects(kube: Kube) -> list[dict[str, Any]]:
     data = kube.cluster.kubectl_json(
         "get", ",".join(KINDS), "-n", kube.ns, "-l", "app.kubernetes.io/managed-by=statestore-operator"
     )
-    items: list[dict[str, Any]] = data.get("items") or []  # type: ignore[assignment]
+    items: list[dict[str, Any]] = data.get("items") or []
     return items
 
 
 def components(kube: Kube) -> dict[str, dict[str, Any]]:
     data = kube.cluster.kubectl_json("get", "components.dapr.io", "-n", kube.ns)
-    return {c["metadata"]["name"]: c for c in data.get("items") or []}  # type: ignore[union-attr]
+    return {c["metadata"]["name"]: c for c in data.get("items") or []}
 
 
 def converged(kube: Kube, expected: dict[str, bool]) -> bool:

@@ -40,7 +40,7 @@ def body(
     }
 
 
-REDIS = [
+REDIS: list[dict[str, Any]] = [
     {"name": "redisHost", "value": "r:6379"},
     {"name": "redisPassword", "secretKeyRef": {"name": "auth", "key": "pw"}},
 ]
@@ -108,7 +108,10 @@ def test_bad_version_and_missing_type() -> None:
 
 
 def test_unknown_keys_are_warnings_even_when_secret_backed() -> None:
-    md = [{"name": "colour", "value": "blue"}, {"name": "shade", "secretKeyRef": {"name": "s"}}]
+    md: list[dict[str, Any]] = [
+        {"name": "colour", "value": "blue"},
+        {"name": "shade", "secretKeyRef": {"name": "s"}},
+    ]
     outcome = check(body(ctype="state.in-memory", metadata=md), None)
     assert outcome.ok and outcome.reason == "UnknownMetadata"
     assert "'colour'" in outcome.message and "'shade'" in outcome.message
@@ -306,3 +309,21 @@ def test_blocked_by_a_foreign_object() -> None:
     ready = d.status["conditions"][2]
     assert (ready["status"], ready["reason"]) == ("False", "NameInUse")
     assert "endpoint" not in d.status
+
+
+def test_pods_drain_before_they_stop() -> None:
+    from statestore_operator import cli as operator_cli
+    from statestore_sidecar import cli as sidecar_cli
+
+    b = body(metadata=REDIS)
+    args = operator_cli.parser().parse_args(["--pod-drain-seconds", "12"])
+    pods = render.PodSettings(image="x", drain_seconds=args.pod_drain_seconds)
+    spec = render.deployment(b, parse(b), pods)["spec"]["template"]["spec"]
+    container = _container(render.deployment(b, parse(b), pods))
+    # The server drains as told, and the kubelet waits for the drain and the stop before SIGKILL.
+    assert sidecar_cli.parser().parse_args(container["args"]).drain_seconds == 12
+    assert spec["terminationGracePeriodSeconds"] == 12 + render.STOP_SECONDS
+    assert operator_cli.parser().parse_args([]).pod_drain_seconds == 5
+    for bad in ("-1", "1.5", "3601"):
+        with pytest.raises(SystemExit):
+            operator_cli.parser().parse_args(["--pod-drain-seconds", bad])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_testing import IMAGE, Kube, Operator, no_change, reconciled, reconciles, settled, wait_for
 
+from fixtures.sidecar import free_port
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.k8s
@@ -214,6 +217,10 @@ def test_secret_created_later_is_picked_up(kube: Kube, operator: Operator) -> No
     kube.must_get("deployment", "statestore-cache")
 
 
+def absent(kube: Kube, kind: str, name: str) -> Callable[[], bool]:
+    return lambda: kube.get(kind, name) is None
+
+
 def _template_hash(kube: Kube) -> str:
     deploy = kube.must_get("deployment", "statestore-cache")
     return str(deploy["spec"]["template"]["metadata"]["annotations"]["statestore.dapr.io/config-hash"])
@@ -275,7 +282,7 @@ def test_delete_collects_everything(kube: Kube, operator: Operator) -> None:
         kube.must_get(kind, "statestore-mem")
     kube.cluster.kubectl("delete", "components.dapr.io", "mem", "-n", kube.ns, "--wait=true", "--timeout=30s")
     for kind in ("configmap", "deployment", "service"):
-        wait_for(f"{kind} to be garbage-collected", lambda k=kind: kube.get(k, "statestore-mem") is None)
+        wait_for(f"{kind} to be garbage-collected", absent(kube, kind, "statestore-mem"))
 
 
 def test_other_component_types_are_ignored(kube: Kube, operator: Operator) -> None:
@@ -361,16 +368,15 @@ def test_actor_store_conflict_without_webhook(kube: Kube, operator: Operator) ->
     kube.wait_condition("second", "Ready", "True", "Available")
 
 
-def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Any) -> None:
-    from fixtures.sidecar import free_port
-
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test)."""
     cert, key = kube.cluster.ca.issue(
         tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
     )
     chain = tmp_path / "chain.crt"
     chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
     config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
-    start_operator(
+    operator = start_operator(
         "--webhook-address",
         "127.0.0.1",
         "--webhook-host",
@@ -384,13 +390,21 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
         "--webhook-config-name",
         config,
     )
+    return operator, config
+
+
+def webhook_configurations(kube: Kube, name: str) -> list[str]:
+    """Which of the two kinds of webhook configuration named `name` exist."""
+    kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]
+
+
+def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Path) -> None:
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
     try:
         wait_for(
             "the webhook configuration",
-            lambda: (
-                kube.cluster.kubectl("get", "validatingwebhookconfiguration", config, check=False).returncode
-                == 0
-            ),
+            lambda: "validatingwebhookconfiguration" in webhook_configurations(kube, config),
         )
         kube.apply(actor("first"))
         kube.wait_condition("first", "Validated", "True")
@@ -410,9 +424,38 @@ def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_pat
         # Other types pass untouched.
         kube.apply(component("bus", "pubsub.redis", []))
     finally:
-        kube.cluster.kubectl(
-            "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
-        )
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
+
+
+def webhooks_in(kube: Kube, kind: str, name: str) -> list[str]:
+    return [hook["name"] for hook in kube.cluster.kubectl_json("get", kind, name).get("webhooks") or []]
+
+
+def test_graceful_exit_empties_the_webhook_configurations(
+    kube: Kube, start_operator: Any, tmp_path: Path
+) -> None:
+    operator, config = start_with_webhook(kube, start_operator, tmp_path)
+    both = ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"]
+    bad = component(
+        "bad", "state.redis", [{"name": "redisHost", "value": "h:1"}, {"name": "redisDB", "value": "x"}]
+    )
+    try:
+        wait_for("both webhook configurations", lambda: webhook_configurations(kube, config) == both)
+        assert webhooks_in(kube, "validatingwebhookconfiguration", config)  # the validating webhook
+        refused = kube.cluster.kubectl("apply", "-n", kube.ns, "-f", "-", input=json.dumps(bad), check=False)
+        assert refused.returncode != 0 and "'redisDB'" in refused.stderr
+        assert operator.proc is not None
+        process = operator.proc
+        operator.stop()  # SIGTERM, then waits for the exit
+        assert process.returncode == 0, operator.output()[-3000:]
+        # Emptied before the process exited: no webhook is left for the API server to call (with
+        # failurePolicy Fail, a dead one would refuse every Component).
+        assert [webhooks_in(kube, kind, config) for kind in both] == [[], []]
+        kube.apply(bad)  # admitted now; the operator would report it when it runs again
+    finally:
+        for kind in both:
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) -> None:
@@ -421,7 +464,7 @@ def test_type_changed_away_from_state_cleans_up(kube: Kube, operator: Operator) 
     kube.must_get("deployment", "statestore-mem")
     kube.apply(component("mem", "pubsub.in-memory", []))
     for kind in ("configmap", "deployment", "service"):
-        wait_for(f"{kind} to be deleted", lambda k=kind: kube.get(k, "statestore-mem") is None)
+        wait_for(f"{kind} to be deleted", absent(kube, kind, "statestore-mem"))
     wait_for("the status to be removed", lambda: "status" not in kube.must_get("components.dapr.io", "mem"))
 
 

@@ -291,7 +291,7 @@ def _compare(left: Any, right: Any) -> int | None:
         loose = (float(left) > float(right)) - (float(left) < float(right))
         return exact if exact == loose else None
     if isinstance(left, str):
-        return (left > right) - (left < right)
+        return int(left > right) - int(left < right)
     return 0 if left == right else None
 
 
@@ -357,7 +357,7 @@ def _reference_cases(test: Any) -> Any:
 def test_query(api: Api, component: Any) -> None:
     seed = [{"key": f"doc-{i}", "value": v} for i, v in enumerate(SEED)]
     assert api.request("POST", STATE, json=seed).status_code == 204
-    stored = {item["key"]: expected(item["value"]) for item in seed}
+    stored: dict[str, Any] = {str(item["key"]): expected(item["value"]) for item in seed}
     # docs/state-api.md: PostgreSQL's jsonb cannot hold NUL, so such values are never query results there.
     searched = {
         key: doc

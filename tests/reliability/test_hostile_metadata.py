@@ -184,7 +184,7 @@ def sql_interpolations(tree: ast.AST) -> list[tuple[str, str, str, int]]:
     for node in ast.walk(tree):
         if not isinstance(node, ast.JoinedStr):
             continue
-        literal = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+        literal = "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
         if not _SQL.search(literal):
             continue
         for i, part in enumerate(node.values):
@@ -194,8 +194,8 @@ def sql_interpolations(tree: ast.AST) -> list[tuple[str, str, str, int]]:
                 found.append(
                     (
                         ast.unparse(part.value),
-                        before.value if isinstance(before, ast.Constant) else "",
-                        after.value if isinstance(after, ast.Constant) else "",
+                        str(before.value) if isinstance(before, ast.Constant) else "",
+                        str(after.value) if isinstance(after, ast.Constant) else "",
                         node.lineno,
                     )
                 )

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from fixtures.stores import read_before_expiry
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
@@ -34,8 +35,10 @@ from statestore_sidecar.stores.base import (
     SetRequest,
     StoreError,
 )
+from statestore_sidecar.stores.memory import metadata as memory_metadata
 from statestore_sidecar.stores.memory import store as memory
 from statestore_sidecar.stores.sqlite import functions
+from statestore_sidecar.stores.sqlite import metadata as sqlite_metadata
 from statestore_sidecar.stores.sqlite import store as sq
 from statestore_sidecar.stores.sqlite.dialect import build_query, prefix_end
 
@@ -46,7 +49,7 @@ def js(value: object) -> bytes:
 
 @asynccontextmanager
 async def open_store(metadata: Mapping[str, str], name: str = "sqlite") -> AsyncIterator[sq.SQLiteStore]:
-    store = sq.create(StoreConfig(name, resolve(sq.SCHEMA, metadata)))
+    store = sq.create(StoreConfig(name, resolve(sqlite_metadata.SCHEMA, metadata)))
     await store.init()
     try:
         yield store
@@ -56,7 +59,7 @@ async def open_store(metadata: Mapping[str, str], name: str = "sqlite") -> Async
 
 @asynccontextmanager
 async def memory_store() -> AsyncIterator[memory.MemoryStore]:
-    store = memory.create(StoreConfig("memory", resolve(memory.SCHEMA, {})))
+    store = memory.create(StoreConfig("memory", resolve(memory_metadata.SCHEMA, {})))
     await store.init()
     try:
         yield store
@@ -82,14 +85,19 @@ def rows(path: Path, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
 
 
 def test_schema_is_registered_with_dapr_names() -> None:
-    assert schema_for("state.sqlite") is sq.SCHEMA
-    assert schema_for("state.sqlite3") is sq.SCHEMA
-    assert sq.SCHEMA.features == {Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}
-    assert not sq.SCHEMA.unsupported
+    assert schema_for("state.sqlite") is sqlite_metadata.SCHEMA
+    assert schema_for("state.sqlite3") is sqlite_metadata.SCHEMA
+    assert sqlite_metadata.SCHEMA.features == {
+        Feature.ETAG,
+        Feature.TRANSACTIONAL,
+        Feature.TTL,
+        Feature.QUERY_API,
+    }
+    assert not sqlite_metadata.SCHEMA.unsupported
 
 
 def test_metadata_defaults_and_aliases() -> None:
-    values = resolve(sq.SCHEMA, {"connectionString": "x.db"})
+    values = resolve(sqlite_metadata.SCHEMA, {"connectionString": "x.db"})
     assert values["tableName"] == "state"
     assert values["metadataTableName"] == "metadata"
     assert values["timeout"] == 20.0
@@ -97,14 +105,14 @@ def test_metadata_defaults_and_aliases() -> None:
     assert values["cleanupInterval"] == 0.0
     assert values["disableWAL"] is False
     aliased = resolve(
-        sq.SCHEMA,
+        sqlite_metadata.SCHEMA,
         {"url": "x.db", "timeoutInSeconds": "30", "cleanupIntervalInSeconds": "5", "disableWAL": "true"},
     )
     assert aliased["connectionString"] == "x.db"
     assert aliased["timeout"] == 30.0
     assert aliased["cleanupInterval"] == 5.0
     assert aliased["disableWAL"] is True
-    assert resolve(sq.SCHEMA, {"url": "x", "busyTimeout": "1m30s"})["busyTimeout"] == 90.0
+    assert resolve(sqlite_metadata.SCHEMA, {"url": "x", "busyTimeout": "1m30s"})["busyTimeout"] == 90.0
 
 
 @pytest.mark.parametrize(
@@ -129,7 +137,7 @@ def test_metadata_defaults_and_aliases() -> None:
 )
 def test_metadata_errors_name_the_field(metadata: dict[str, str], field: str, reason: str) -> None:
     with pytest.raises(MetadataError) as info:
-        resolve(sq.SCHEMA, metadata)
+        resolve(sqlite_metadata.SCHEMA, metadata)
     assert info.value.field == field
     assert reason in str(info.value)
 
@@ -145,7 +153,7 @@ def test_metadata_errors_name_the_field(metadata: dict[str, str], field: str, re
 )
 def test_connection_string_options_that_are_refused(db: Path, suffix: str, message: str) -> None:
     with pytest.raises(MetadataError, match=message) as info:
-        resolve(sq.SCHEMA, {"connectionString": f"file:{db}{suffix}"})
+        resolve(sqlite_metadata.SCHEMA, {"connectionString": f"file:{db}{suffix}"})
     assert info.value.field == "connectionString"
 
 
@@ -185,7 +193,7 @@ async def test_plain_path_with_query_parameters_becomes_a_uri(tmp_path: Path) ->
     ],
 )
 def test_connection_string_forms(cs: str, database: str, uri: bool, in_memory: bool, read_only: bool) -> None:
-    target = sq.parse_connection_string(cs)
+    target = sqlite_metadata.parse_connection_string(cs)
     assert (target.database, target.uri, target.in_memory, target.read_only) == (
         database,
         uri,
@@ -208,7 +216,9 @@ async def test_unopenable_path_is_backend_unavailable(tmp_path: Path) -> None:
     # A file where a folder should be: neither the folder nor the database can be made.
     (tmp_path / "a-file").write_text("")
     store = sq.create(
-        StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": str(tmp_path / "a-file" / "x.db")}))
+        StoreConfig(
+            "s", resolve(sqlite_metadata.SCHEMA, {"connectionString": str(tmp_path / "a-file" / "x.db")})
+        )
     )
     with pytest.raises(BackendUnavailable, match="SQLite database"):
         await store.init()
@@ -219,7 +229,7 @@ async def test_unopenable_path_is_backend_unavailable(tmp_path: Path) -> None:
 
 async def test_a_file_that_is_not_a_database_is_backend_unavailable(db: Path) -> None:
     await asyncio.to_thread(db.write_bytes, b"this is not an SQLite database, just some text " * 100)
-    store = sq.create(StoreConfig("s", resolve(sq.SCHEMA, {"connectionString": str(db)})))
+    store = sq.create(StoreConfig("s", resolve(sqlite_metadata.SCHEMA, {"connectionString": str(db)})))
     with pytest.raises(BackendUnavailable, match="not a database"):
         await store.init()
     await store.close()
@@ -228,7 +238,7 @@ async def test_a_file_that_is_not_a_database_is_backend_unavailable(db: Path) ->
 def test_same_table_for_state_and_metadata_is_refused(db: Path) -> None:
     md = {"connectionString": str(db), "tableName": "t", "metadataTableName": "t"}
     with pytest.raises(MetadataError, match="different tables"):
-        resolve(sq.SCHEMA, md)
+        resolve(sqlite_metadata.SCHEMA, md)
 
 
 # --- files, memory, layout ------------------------------------------------------------------
@@ -336,10 +346,9 @@ async def test_reads_a_database_written_by_dapr(db: Path) -> None:
 
 async def test_expired_rows_are_absent_for_every_etag_rule(db: Path) -> None:
     async with open_store({"connectionString": str(db)}) as store:
-        await store.set(SetRequest("k", js(1), ttl=1))
-        item = await store.get("k")
-        assert item is not None
-        await asyncio.sleep(1.1)
+        item = await read_before_expiry(store, "k", js(1))
+        assert item.expires_at is not None
+        await asyncio.sleep(max(0.0, item.expires_at - time.time()) + 0.1)
         assert rows(db, "SELECT count(*) FROM state") == [(1,)]  # no cleanup configured
         assert await store.get("k") is None
         with pytest.raises(EtagMismatch):
@@ -445,11 +454,11 @@ WORKER = textwrap.dedent(
     import asyncio, sys, orjson
     from statestore_sidecar.schema import resolve
     from statestore_sidecar.stores import StoreConfig
-    from statestore_sidecar.stores.sqlite import store as sq
+    from statestore_sidecar.stores.sqlite import metadata as sqlite_metadata, store as sq
     from statestore_sidecar.stores.base import EtagMismatch, SetRequest
 
     async def main(path, n):
-        store = sq.create(StoreConfig("w", resolve(sq.SCHEMA, {"connectionString": path})))
+        store = sq.create(StoreConfig("w", resolve(sqlite_metadata.SCHEMA, {"connectionString": path})))
         await store.init()
         async def client():
             for _ in range(n):
@@ -539,7 +548,8 @@ async def test_waiting_for_a_lock_ends_at_the_timeout(db: Path) -> None:
 
 async def test_instances_starting_together_on_a_new_file(db: Path) -> None:
     stores = [
-        sq.create(StoreConfig(f"s{i}", resolve(sq.SCHEMA, {"connectionString": str(db)}))) for i in range(6)
+        sq.create(StoreConfig(f"s{i}", resolve(sqlite_metadata.SCHEMA, {"connectionString": str(db)})))
+        for i in range(6)
     ]
     try:
         await asyncio.gather(*(s.init() for s in stores))

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -236,10 +237,10 @@ class ControlPlane:
             raise KubectlError(args, result)
         return result
 
-    def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> dict[str, object]:
+    def kubectl_json(self, *args: str, kubeconfig: Path | None = None) -> dict[str, Any]:
         """``kubectl <args> -o json``, parsed."""
         out = self.kubectl(*args, "-o", "json", kubeconfig=kubeconfig).stdout
-        data: dict[str, object] = json.loads(out)
+        data: dict[str, Any] = json.loads(out)
         return data
 
     def apply(self, manifest: str | Mapping[str, object], *, namespace: str | None = None) -> str:

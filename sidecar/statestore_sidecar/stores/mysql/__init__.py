@@ -1,1 +1,1 @@
-"""`state.mysql`: state in a MySQL or MariaDB table."""
+"""`state.mysql`: state in a table of a MySQL-protocol server (tested against MariaDB only)."""

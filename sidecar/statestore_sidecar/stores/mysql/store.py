@@ -1,8 +1,9 @@
-"""`state.mysql`: state in a MySQL or MariaDB table, through an aiomysql connection pool.
+"""`state.mysql`: state in a table of a MySQL-protocol server (tested against MariaDB only: Debian ships
+no Oracle MySQL server), through an aiomysql connection pool.
 
 The tables are daprd's `state.mysql` layout (`migrations.py`), so daprd and this server share a
 database in either direction: JSON values in `value` (MariaDB keeps JSON text as given; Oracle
-MySQL normalises it), other bytes as a base64 JSON string with `isbinary` set, a UUID `eTag` per
+MySQL would normalise it, untested), other bytes as a base64 JSON string with `isbinary` set, a UUID `eTag` per
 write, `expiredate TIMESTAMP` (whole seconds, rounded up; NULL: never expires; TIMESTAMP ends in
 January 2038, so a TTL reaching past it is refused). A table of this server's earlier layout is
 converted on start.

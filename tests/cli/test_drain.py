@@ -1,0 +1,235 @@
+"""`--drain-seconds`: a server terminated under load answers every request it accepted and loses no
+acknowledged write.
+
+Load runs through a real server process on a SQLite file, on keep-alive connections and on a new
+connection per request. On SIGTERM the server must at once fail readiness, keep accepting and
+answering new requests for the drain period, then stop listening and still finish the request in
+flight at that moment. Afterwards another server on the same file must return every acknowledged
+write, and nothing that was not acknowledged (a write applied but never answered would show there).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fixtures.operator_process import wait_for
+from fixtures.sidecar import BIN, free_port, run_cli, sidecar
+
+COMPONENT = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: store
+spec:
+  type: state.sqlite
+  version: v1
+  metadata:
+    - name: connectionString
+      value: "{db}"
+"""
+CLIENTS = 6
+
+
+@dataclass
+class Client:
+    """One load thread's record: what was acknowledged, what failed and how."""
+
+    name: str
+    keep_alive: bool
+    acked: list[str] = field(default_factory=list)
+    acked_while_draining: int = 0
+    unanswered: list[tuple[str, str]] = field(default_factory=list)
+    refused: int = 0
+    bad: list[str] = field(default_factory=list)
+
+
+class Load:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.draining = threading.Event()
+        self.stop = threading.Event()
+        self.clients = [Client(f"c{i}", keep_alive=i % 2 == 0) for i in range(CLIENTS)]
+        self.threads = [threading.Thread(target=self.run, args=(c,), daemon=True) for c in self.clients]
+
+    def run(self, client: Client) -> None:
+        session = httpx.Client(timeout=30) if client.keep_alive else None
+        n = 0
+        while not self.stop.is_set():
+            key = f"{client.name}-{n}"
+            body = [{"key": key, "value": {"n": n, "by": client.name}}]
+            n += 1
+            try:
+                if session is not None:
+                    r = session.post(f"{self.url}/v1.0/state/store", json=body)
+                else:
+                    r = httpx.post(f"{self.url}/v1.0/state/store", json=body, timeout=30)
+            except httpx.ConnectError:
+                client.refused += 1  # the listener is closed: never accepted
+                if session is not None:
+                    session.close()
+                    session = httpx.Client(timeout=30)
+                continue
+            except httpx.TransportError as exc:
+                # Never accepted by the server: a kept connection it closed as the request went out, or
+                # a connection still in the kernel's accept queue when the listener closed (TCP resets
+                # both). It must not have been applied, which the final read checks.
+                client.unanswered.append((key, repr(exc)))
+                continue
+            if r.status_code == 204 and r.content == b"":
+                client.acked.append(key)
+                if self.draining.is_set():
+                    client.acked_while_draining += 1
+            else:
+                client.bad.append(f"{key}: {r.status_code} {r.text}")
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+
+def listener_closed(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/livez", timeout=5)
+    except httpx.ConnectError:
+        return True
+    except httpx.TransportError:
+        return False
+    return False
+
+
+def slow_body(url: str, started: threading.Event) -> Iterator[bytes]:
+    """A request body sent across the moment the server stops listening."""
+    yield b'[{"key": "slow", '
+    started.set()
+    wait_for("the listener to close", lambda: listener_closed(url), timeout=60, interval=0.05)
+    yield b'"value": "finished after the listener closed"}]'
+
+
+def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    (tmp_path / "c.yaml").write_text(COMPONENT.format(db=db))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "statestore-sidecar"),
+                *("--resources-path", str(tmp_path / "c.yaml")),
+                *("--dapr-http-port", str(port), "--dapr-listen-addresses", "127.0.0.1"),
+                *("--metrics-port", "0", "--drain-seconds", "10"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        ready = lambda: httpx.get(f"{url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
+        wait_for("the server", lambda: _quiet(ready), timeout=30)
+        with Load(url) as load:
+            wait_for("load before the signal", lambda: all(len(c.acked) >= 20 for c in load.clients))
+            proc.send_signal(signal.SIGTERM)
+
+            # Readiness fails at once; liveness still answers.
+            def not_ready() -> httpx.Response | None:
+                try:
+                    r = httpx.get(f"{url}/v1.0/healthz", timeout=5)
+                except httpx.ConnectError:
+                    pytest.fail("the server stopped listening instead of draining")
+                return r if r.status_code != 204 else None
+
+            health = wait_for("readiness to fail", not_ready, timeout=10, interval=0.02)
+            assert health.status_code == 500
+            assert health.json()["errorCode"] == "ERR_HEALTH_NOT_READY"
+            assert httpx.get(f"{url}/livez", timeout=5).status_code == 204
+            load.draining.set()
+            # Answers tell kept connections to go (to another replica), so none is closed under a request.
+            with httpx.Client(timeout=30) as kept:
+                r = kept.get(f"{url}/v1.0/state/store/c0-0")
+                assert r.status_code == 200 and r.headers["connection"] == "close"
+
+            # New requests, on new and on kept connections, are still accepted and answered.
+            wait_for(
+                "writes while draining",
+                lambda: all(c.acked_while_draining >= 3 for c in load.clients),
+                timeout=20,
+            )
+            assert proc.poll() is None, "the server stopped before its drain period"
+
+            # A request in flight when the listener closes is still answered.
+            started = threading.Event()
+            slow = httpx.post(f"{url}/v1.0/state/store", content=slow_body(url, started), timeout=60)
+            assert started.is_set()
+            assert slow.status_code == 204, slow.text
+            proc.wait(60)
+        assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    print(
+        "acknowledged:",
+        sum(len(c.acked) for c in load.clients),
+        "while draining:",
+        sum(c.acked_while_draining for c in load.clients),
+        "refused after stop:",
+        sum(c.refused for c in load.clients),
+        "unanswered (reset, never accepted):",
+        [e for c in load.clients for e in c.unanswered],
+    )
+    for c in load.clients:
+        assert not c.bad, c.bad
+        assert c.refused > 0 or c.unanswered, f"{c.name} never saw the server stop"
+    acked = {k for c in load.clients for k in c.acked} | {"slow"}
+    unanswered = {k for c in load.clients for k, _ in c.unanswered}
+
+    # Another server on the same file: every acknowledged write is there, nothing unanswered is.
+    with sidecar(["--resources-path", str(tmp_path / "c.yaml")]) as again:
+        keys = sorted(acked | unanswered)
+        r = httpx.post(f"{again}/v1.0/state/store/bulk", json={"keys": keys}, timeout=60)
+        found = {e["key"]: e.get("data") for e in r.json()}
+    missing = sorted(k for k in acked if found.get(k) is None)
+    assert not missing, f"{len(missing)} acknowledged writes lost: {missing[:10]}"
+    applied = sorted(k for k in unanswered if found.get(k) is not None)
+    assert not applied, f"writes applied but never answered: {applied}"
+    for c in load.clients:
+        for key in c.acked:
+            assert found[key] == {"n": int(key.rsplit("-", 1)[1]), "by": c.name}
+    assert found["slow"] == "finished after the listener closed"
+
+
+def _quiet(probe: object) -> bool:
+    try:
+        return bool(probe())  # type: ignore[operator]
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--drain-seconds", "-1"], "between 0 and 3600"),
+        (["--drain-seconds", "soon"], "not a number of seconds"),
+        (["--drain-seconds", "5", "--workers", "2"], "needs a single server process"),
+    ],
+)
+def test_bad_drain_flags_are_refused(args: list[str], message: str) -> None:
+    result = run_cli(args)
+    assert result.returncode == 2
+    assert message in result.stderr
