@@ -72,9 +72,8 @@ class PostgresStore:
     """daprd's v1 layout; `v2.PostgresV2Store` overrides the hooks marked "layout"."""
 
     features: frozenset[Feature] = SCHEMA.features
-    # layout: the expiry column, and the metadata row that claims a cleanup turn
+    # layout: the expiry column (the metadata row that claims a cleanup turn is `cleanup_key`)
     expiry_column = "expiredate"
-    live = LIVE
 
     def __init__(self, config: StoreConfig) -> None:
         md = config.metadata

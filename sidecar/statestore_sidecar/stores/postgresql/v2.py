@@ -27,7 +27,6 @@ _EXPIRY = "CASE WHEN $3::integer > 0 THEN now() + make_interval(secs => $3::inte
 class PostgresV2Store(PostgresStore):
     features = SCHEMA_V2.features
     expiry_column = "expires_at"
-    live = LIVE
 
     def __init__(self, config: Any) -> None:
         self.prefix: str = config.metadata["tablePrefix"]
