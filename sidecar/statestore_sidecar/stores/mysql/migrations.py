@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..base import StoreError
+from .metadata import quote_ident
 
 _REQUIRED_COLUMNS = frozenset({"id", "value", "isbinary", "etag", "expiredate"})
 # This server's layout before it adopted daprd's: exact bytes in `value`, JSON in `doc`.
@@ -46,11 +47,12 @@ async def _convert_old_layout(cur: Any, table: str, schema: str, name: str, key_
 
     ETags are kept; expiries are rounded up to whole seconds (TIMESTAMP) and capped at its end.
     """
-    new = f"`{schema}`.`{name}__daprd`"
-    old = f"`{schema}`.`{name}__earlier`"
+    # MySQL names are at most 64 characters long, as `quote_ident` checks.
+    new = f"{quote_ident(schema, 'schemaName')}.{quote_ident(name[:56] + '__daprd', 'tableName')}"
+    old = f"{quote_ident(schema, 'schemaName')}.{quote_ident(name[:54] + '__earlier', 'tableName')}"
     await cur.execute(
         "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-        (schema, f"{name}__daprd"),
+        (schema, f"{name[:56]}__daprd"),
     )
     if (await cur.fetchone())[0]:  # left by a conversion that was interrupted
         await cur.execute(f"DROP TABLE {new}")
@@ -84,7 +86,8 @@ async def migrate(
             "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = %s", (schema,)
         )
         if not (await cur.fetchone())[0]:
-            await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{schema}` CHARACTER SET utf8mb4")
+            quoted_schema = quote_ident(schema, "schemaName")
+            await cur.execute(f"CREATE DATABASE IF NOT EXISTS {quoted_schema} CHARACTER SET utf8mb4")
         await cur.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
         )

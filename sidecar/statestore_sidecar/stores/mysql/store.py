@@ -53,6 +53,7 @@ T = TypeVar("T")
 
 # TIMESTAMP's last second (2038-01-19T03:14:07Z): expiries must come before it.
 _TIMESTAMP_END = 2_147_483_647
+_MAX_KEY = 255  # characters of daprd's `id VARCHAR(255)`
 # Connection errors: can't connect, server gone away, lost connection, too many connections,
 # shutdown in progress, server shutdown, access denied handled apart.
 _UNAVAILABLE_CODES = frozenset({1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 2002, 2003, 2006, 2013, 2055})
@@ -319,6 +320,11 @@ class MySQLStore:
         step = writes.step(op)
         args: tuple[Any, ...] = (op.key,)
         if isinstance(op, SetRequest):
+            if len(op.key) > _MAX_KEY:
+                raise StoreError(
+                    f"the key is too long for the MySQL table ({len(op.key)} characters with its prefix; "
+                    f"daprd's id column holds at most {_MAX_KEY})"
+                )
             ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
             if ttl is not None and time.time() + ttl + 1 >= _TIMESTAMP_END:
                 raise StoreError(

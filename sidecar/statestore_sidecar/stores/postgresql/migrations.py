@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..base import StoreError
+from .metadata import quote_table
 
 if TYPE_CHECKING:
     import asyncpg
@@ -44,9 +45,9 @@ async def _convert_old_layout(conn: asyncpg.Connection, table: str, table_name: 
         "ELSE to_jsonb(translate(encode(value, 'base64'), E'\\n', '')) END), "
         "ALTER COLUMN isbinary DROP DEFAULT, DROP COLUMN doc, DROP COLUMN etag"
     )
-    index = '"' + table_name.rsplit(".", 1)[-1][:40] + '_expiredate_idx"'
-    schema = table.rsplit(".", 1)[0] + "." if "." in table else ""
-    await conn.execute(f"DROP INDEX IF EXISTS {schema}{index}")
+    schema, _, name = table_name.rpartition(".")
+    index = quote_table((schema + "." if schema else "") + name[:40] + "_expiredate_idx")
+    await conn.execute(f"DROP INDEX IF EXISTS {index}")
 
 
 async def _lock_and_level(conn: asyncpg.Connection, m: str, level_key: str) -> int:
