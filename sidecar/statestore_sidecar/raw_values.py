@@ -95,7 +95,7 @@ def attach_to_save(body: bytes, decoded: Any) -> None:
             return
         for item, (a, _) in zip(decoded, spans, strict=True):
             _attach(s, item, a)
-    except (StopIteration, ValueError, IndexError):
+    except (StopIteration, ValueError, IndexError, RecursionError):  # left as decoded
         return
 
 
@@ -119,5 +119,5 @@ def attach_to_transaction(body: bytes, decoded: Any) -> None:
                 for request_name, (r, _) in _last_spans(s, op_start, "request").items():
                     if request_name in op:
                         _attach(s, op[request_name], r)
-    except (StopIteration, ValueError, IndexError):
+    except (StopIteration, ValueError, IndexError, RecursionError):  # left as decoded
         return

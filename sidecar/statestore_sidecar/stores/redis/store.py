@@ -323,18 +323,29 @@ class RedisStore:
             return {}
 
         async def bulk(client: redis.asyncio.Redis) -> dict[str, Item]:
+            # The fields of every key, then the TTLs of the keys found: most of a large bulk get may
+            # be absent keys, which then cost one command each, not two.
             async with client.pipeline(transaction=False) as pipe:
                 for key in unique:
                     pipe.hmget(key, ["data", "version"])
-                    pipe.pttl(key)
                 replies = await pipe.execute(raise_on_error=False)
+            present = []
+            for key, fields in zip(unique, replies, strict=True):
+                if isinstance(fields, Exception):
+                    raise fields
+                if fields[0] is not None and fields[1] is not None:
+                    present.append((key, fields))
+            if not present:
+                return {}
+            async with client.pipeline(transaction=False) as pipe:
+                for key, _ in present:
+                    pipe.pttl(key)
+                ttls = await pipe.execute(raise_on_error=False)
             now = time.time()
             found: dict[str, Item] = {}
-            for i, key in enumerate(unique):
-                fields, pttl = replies[2 * i], replies[2 * i + 1]
-                for reply in (fields, pttl):
-                    if isinstance(reply, Exception):
-                        raise reply
+            for (key, fields), pttl in zip(present, ttls, strict=True):
+                if isinstance(pttl, Exception):
+                    raise pttl
                 item = self._item(fields, pttl, now)
                 if item is not None:
                     found[key] = item
