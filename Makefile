@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## The state API on port $(PORT), serving examples/ with the embedded SQLite store.
+## The state API on port $(PORT) (gRPC on 50001), serving examples/ with the embedded SQLite store.
 run: venv
 	mkdir -p .data
 	$(BIN)/statestore-sidecar --resources-path examples --app-id myapp --dapr-http-port $(PORT) --metrics-port 0

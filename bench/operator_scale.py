@@ -87,13 +87,28 @@ def _census(cluster: ControlPlane) -> dict[str, int]:
     for kind in ("deployments", "services"):
         listed = cluster.kubectl(
             "get", kind, "-A", "-l", "app.kubernetes.io/managed-by=statestore-operator",
-            "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}",
-        ).stdout.split()  # fmt: skip
+            "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {.status.availableReplicas}{'\\n'}{end}",
+        ).stdout.splitlines()  # fmt: skip
         owned[kind] = len(listed)
+        if kind == "deployments":
+            # Available as the controller-manager sees it: what the operator's Ready must follow.
+            owned["deployments_available"] = sum(line.split(" ")[-1] == "1" for line in listed)
     return {"components": len(names), "validated": validated, "ready": ready, **owned}
 
 
-def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[str, Any]:
+def _api_requests(metrics_port: int) -> dict[str, float]:
+    """The operator's own requests to the API server, by method (its metrics endpoint)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("statestore_operator_api_requests_total{"):
+            method = line.split('method="', 1)[1].split('"', 1)[0]
+            counts[method] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def run(components: int, namespaces: int, poll: float, workdir: Path, extra: list[str]) -> dict[str, Any]:
     cluster = ControlPlane(workdir / "k8s", kwok=True)
     began = time.monotonic()
     cluster.start()
@@ -105,7 +120,7 @@ def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[st
         names = [f"bench-{i:02d}" for i in range(namespaces)]
         for ns in names:
             cluster.kubectl("create", "namespace", ns)
-        liveness = free_port()
+        liveness, metrics_port = free_port(), free_port()
         log = (workdir / "operator.log").open("wb")
         operator = subprocess.Popen(
             [
@@ -114,9 +129,12 @@ def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[st
                 "--image",
                 IMAGE,
                 "--metrics-port",
-                "0",
+                str(metrics_port),
+                "--metrics-address",
+                "127.0.0.1",
                 "--liveness",
                 f"http://127.0.0.1:{liveness}/healthz",
+                *extra,
             ],
             env=cluster.env(),
             stdout=log,
@@ -139,6 +157,8 @@ def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[st
             time.sleep(0.2)
         idle = Usage.sample([operator.pid])
         result["operator_idle_rss_mb"] = round(idle.rss / 2**20, 1)
+        requests_before = _api_requests(metrics_port)
+        result["load_average_before"] = os.getloadavg()
 
         per_ns = components // namespaces
         started = time.monotonic()
@@ -169,7 +189,13 @@ def run(components: int, namespaces: int, poll: float, workdir: Path) -> dict[st
                 raise RuntimeError("statestore-operator exited during the run")
             time.sleep(poll)
         busy = Usage.sample([operator.pid])
+        requests = _api_requests(metrics_port)
+        spent = {m: int(n - requests_before.get(m, 0)) for m, n in requests.items()}
         result.update(
+            operator_args=extra,
+            load_average_after=os.getloadavg(),
+            operator_api_requests=spent,
+            operator_api_requests_per_component=round(sum(spent.values()) / max(total, 1), 1),
             components=total,
             namespaces=namespaces,
             validated_and_created_s=created_at,
@@ -197,13 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespaces", type=int, default=10)
     p.add_argument("--poll", type=float, default=2.0, help="seconds between two census of the cluster")
     p.add_argument("--json", type=Path, help="also write the figures (and the timeline) here")
+    p.add_argument(
+        "operator_args", nargs="*", help="extra statestore-operator flags (after --), e.g. -- --workers 16"
+    )
     args = p.parse_args(argv)
     if not OPERATOR.exists():
         print(f"{OPERATOR} not found: install the project (make venv)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="statestore-operator-scale-") as tmp:
         os.chmod(tmp, 0o755)
-        result = run(args.components, args.namespaces, args.poll, Path(tmp))
+        result = run(args.components, args.namespaces, args.poll, Path(tmp), args.operator_args)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     summary = {k: v for k, v in result.items() if k != "timeline"}

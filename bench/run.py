@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -49,6 +50,7 @@ from statestore_testing.ports import free_port
 from . import targets as t
 from .load import closed_loop, have_wrk, open_loop, pinned, run_wrk, wrk_script
 from .proc import Usage, core_busy
+from .reference import PATHS, measure_daprd
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +72,7 @@ class Settings:
     workers: int = 1
     use_wrk: bool = True
     smoke: bool = False
+    daprd: bool = True  # daprd measured in the same run (bench/reference.py)
 
 
 @dataclass
@@ -229,6 +232,7 @@ class Sidecar:
         }
         (self.resources / f"{backend.name}.yaml").write_text(yaml.safe_dump(component))
         self.port = free_port()
+        self.grpc_port = free_port()
         self.log = workdir / f"sidecar-{backend.name}.log"
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
@@ -236,7 +240,8 @@ class Sidecar:
     def start(self) -> None:
         command = [
             str(SIDECAR), "--resources-path", str(self.resources), "--app-id", t.APP_ID,
-            "--dapr-http-port", str(self.port), "--dapr-listen-addresses", "127.0.0.1",
+            "--dapr-http-port", str(self.port), "--dapr-grpc-port", str(self.grpc_port),
+            "--dapr-listen-addresses", "127.0.0.1",
             "--metrics-port", str(free_port()), "--log-level", "warn",
         ]  # fmt: skip
         if self.workers != 1:
@@ -433,19 +438,55 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
                     )
                 finally:
                     await api.close()
+                over_grpc = t.Grpc(sidecar.grpc_port, value, settings.connections)
+                try:
+                    # No C load generator speaks gRPC here: its maximum is the Python client's.
+                    runs["grpc"] = await measure(
+                        over_grpc,
+                        op=op,
+                        settings=settings,
+                        server_pids=api_pids,
+                        db_pids=db_pids,
+                        wrk_url=None,
+                        value=value,
+                    )
+                finally:
+                    await over_grpc.close()
                 result["ops"][op] = runs
                 print(f"  {name} {op}: {_line(runs)}", file=sys.stderr, flush=True)
         finally:
             sidecar.stop()
+        if settings.daprd:
+            # After the sidecar has stopped: each has the core to itself.
+            reference = await measure_daprd(
+                backend.component_type,
+                backend.metadata,
+                workdir,
+                ops=OPS,
+                value=value,
+                connections=settings.connections,
+                core=SERVER_CORE,
+                db_pids=db_pids,
+                measure=functools.partial(measure, settings=settings, value=value),
+                wrk=settings.use_wrk and have_wrk(),
+            )
+            for op, runs in reference.items():
+                result["ops"][op].update(runs)
+                d = runs["daprd-http"]
+                print(
+                    f"  {name} {op} daprd: max {d['max']['rate']:.0f} req/s (HTTP)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return result
 
 
 def _line(runs: dict[str, Any]) -> str:
-    d, a = runs["direct"], runs["api"]
+    d, a, g = runs["direct"], runs["api"], runs["grpc"]
     return (
-        f"max {d['max']['rate']:.0f} vs {a['max']['rate']:.0f} req/s; "
-        f"p50 {d['fixed']['p50_ms']:.3f} vs {a['fixed']['p50_ms']:.3f} ms; "
-        f"p99 {d['fixed']['p99_ms']:.3f} vs {a['fixed']['p99_ms']:.3f} ms"
+        f"max {d['max']['rate']:.0f} vs {a['max']['rate']:.0f} (grpc {g['max']['rate']:.0f}) req/s; "
+        f"p50 {d['fixed']['p50_ms']:.3f} vs {a['fixed']['p50_ms']:.3f} ({g['fixed']['p50_ms']:.3f}) ms; "
+        f"p99 {d['fixed']['p99_ms']:.3f} vs {a['fixed']['p99_ms']:.3f} ({g['fixed']['p99_ms']:.3f}) ms"
     )
 
 
@@ -490,7 +531,7 @@ def _fmt(x: float, digits: int = 2) -> str:
 def _memory(path: str, run: dict[str, Any]) -> float:
     # The API: RSS of the largest process (one worker). A database: PSS of its processes, since
     # summing RSS would count PostgreSQL's shared buffers once per backend.
-    return float(run["server_rss_max_mb"] if path == "api" else run["server_pss_mb"])
+    return float(run["server_rss_max_mb"] if path != "direct" else run["server_pss_mb"])
 
 
 def report(results: dict[str, Any]) -> str:
@@ -512,7 +553,7 @@ def report(results: dict[str, Any]) -> str:
     ]
     for backend in results["backends"]:
         for op, runs in backend["ops"].items():
-            for path in ("direct", "api"):
+            for path in ("direct", "api", "grpc", *(p for p in PATHS if p in runs)):
                 r = runs[path]
                 f, m = r["fixed"], r["max"]
                 total = f["requests"] + m["requests"]
@@ -523,19 +564,51 @@ def report(results: dict[str, Any]) -> str:
                     f"{_fmt(f['p50_ms'], 3)} | {_fmt(f['p90_ms'], 3)} | {_fmt(f['p99_ms'], 3)} | "
                     f"{cpu:.3f} | {cpu * s['rate']:.0f} | {_memory(path, r):.1f} | {100 * ok / max(total, 1):.1f}% |"
                 )
-            d, a = runs["direct"], runs["api"]
-            ratio.append(
-                f"| {backend['backend']} | {op.upper()} | {a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
-                f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
-                f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
-                f"{a['fixed']['server_cpu_s_per_1000'] * s['rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
-            )
+            d = runs["direct"]
+            for path in ("api", "grpc"):
+                a = runs[path]
+                ratio.append(
+                    f"| {backend['backend']} | {op.upper()}{' (gRPC)' if path == 'grpc' else ''} | "
+                    f"{a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
+                    f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
+                    f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
+                    f"{a['fixed']['server_cpu_s_per_1000'] * s['rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
+                )
     lines += ratio
+    lines += daprd_ratios(results)
     lines += ["", "Bulk get of 100 keys through the API (backend work per request):", ""]
     for backend in results["backends"]:
         lines.append(f"- {backend['backend']}: `{json.dumps(backend.get('bulk'))}`")
     lines += ["", "Targets:", ""] + [f"- {line}" for line in targets(results)]
     return "\n".join(lines) + "\n"
+
+
+def daprd_ratios(results: dict[str, Any]) -> list[str]:
+    """Ours against daprd, per transport: throughput, CPU per request and memory (ratios ours / daprd)."""
+    rows = [
+        "",
+        "| Backend | Op | Transport | Max req/s ours / daprd | CPU per request ours / daprd | RSS MB ours / daprd |",
+        "|---|---|---|---|---|---|",
+    ]
+    found = False
+    for backend in results["backends"]:
+        for op, runs in backend["ops"].items():
+            for ours_path, their_path, transport in (
+                ("api", "daprd-http", "HTTP"),
+                ("grpc", "daprd-grpc", "gRPC"),
+            ):
+                if their_path not in runs:
+                    continue
+                found = True
+                a, d = runs[ours_path], runs[their_path]
+                cpu_a, cpu_d = a["fixed"]["server_cpu_s_per_1000"], d["fixed"]["server_cpu_s_per_1000"]
+                rows.append(
+                    f"| {backend['backend']} | {op.upper()} | {transport} | "
+                    f"{a['max']['rate']:,.0f} / {d['max']['rate']:,.0f} = {a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
+                    f"{cpu_a * 1000:.0f} / {cpu_d * 1000:.0f} µs = {cpu_a / cpu_d if cpu_d else math.nan:.2f} | "
+                    f"{a['server_rss_max_mb']:.1f} / {d['server_rss_max_mb']:.1f} |"
+                )
+    return rows if found else []
 
 
 def targets(results: dict[str, Any]) -> list[str]:
@@ -589,6 +662,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
         help="scheduling niceness of this process and everything it starts, e.g. -10 (root) so other "
         "jobs on a shared machine do not set the latency tail (default 0)",
     )
+    p.add_argument("--no-daprd", action="store_true", help="leave out daprd (bench/reference.py)")
     p.add_argument("--json", type=Path, help="also write every figure (and wrk's output) here")
     args = p.parse_args(argv)
     settings = Settings(connections=args.connections, workers=args.workers, use_wrk=not args.no_wrk)
@@ -597,6 +671,7 @@ def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
             duration=0.5, latency_seconds=0.5, rate=200.0, warmup=0.2, connections=4,
             workers=args.workers, use_wrk=False, smoke=True,
         )  # fmt: skip
+    settings.daprd = not args.no_daprd
     settings.backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     for name in settings.backends:
         if name not in BACKENDS:

@@ -1,7 +1,9 @@
-"""The two ways of reaching a backend that the benchmark compares, for GET and SAVE of a 1 KB JSON value.
+"""The ways of reaching a backend that the benchmark compares, for GET and SAVE of a 1 KB JSON value.
 
 * `Api`: Dapr's state HTTP API of a running `statestore-sidecar` (GET /v1.0/state/<store>/<key>,
   POST /v1.0/state/<store> with one item).
+* `Grpc`: Dapr's gRPC API of the same server (`GetState`, `SaveState` with one item), through
+  grpcio's asyncio client and the `dapr` package's stubs, as the official Python SDK sends them.
 * `RedisDirect`, `PostgresDirect`, `SqliteDirect`: the database through its Python driver, running
   the statements the store itself runs for the same operation (so "API minus direct" is the cost
   the API adds: HTTP, decoding, the store's Python code), on the same rows the API reads.
@@ -85,6 +87,50 @@ class Api:
 
     async def close(self) -> None:
         self.pool.close()
+
+
+class Grpc:
+    """The state API over gRPC: one channel (HTTP/2 connection) per client connection, round robin."""
+
+    name = "grpc"
+
+    def __init__(self, port: int, value: bytes, connections: int) -> None:
+        import grpc.aio
+        from dapr.proto.common.v1 import common_pb2
+        from dapr.proto.runtime.v1 import dapr_pb2_grpc, state_pb2
+
+        self._ok = grpc.StatusCode.OK
+        self.channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(connections)]
+        self.stubs = [dapr_pb2_grpc.DaprStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
+        self.gets = [state_pb2.GetStateRequest(store_name=STORE, key=key(i)) for i in range(KEYS)]
+        self.saves = [
+            state_pb2.SaveStateRequest(
+                store_name=STORE, states=[common_pb2.StateItem(key=key(i), value=value)]
+            )
+            for i in range(KEYS)
+        ]
+        self.turn = 0
+
+    def _stub(self) -> Any:
+        self.turn += 1
+        return self.stubs[self.turn % len(self.stubs)]
+
+    async def _status(self, call: Any) -> int:
+        try:
+            await call
+        except Exception:
+            return 500
+        return 200
+
+    async def get(self, i: int) -> int:
+        return await self._status(self._stub().GetState(self.gets[i % KEYS]))
+
+    async def save(self, i: int) -> int:
+        return await self._status(self._stub().SaveState(self.saves[i % KEYS]))
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
 
 
 class RedisDirect:

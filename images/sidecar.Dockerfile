@@ -52,5 +52,5 @@ ENV PATH=/opt/statestore/bin:$PATH \
 # Relative SQLite paths resolve here; mount a volume on it (the operator mounts an emptyDir).
 WORKDIR /var/lib/statestore
 USER 65532:65532
-EXPOSE 3500 9090
+EXPOSE 3500 50001 9090
 ENTRYPOINT ["statestore-sidecar"]

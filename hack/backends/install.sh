@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real database servers the backend tests start themselves:
-#   redis-server, postgresql (15, Debian bookworm), mariadb-server
+#   redis-server, redis-sentinel, postgresql (15, Debian bookworm), mariadb-server
 # from Debian's packages, when missing. Idempotent: a warm run only checks that the binaries exist.
 #
 # Installing must not leave system services behind: the tests start their own throwaway instances on
@@ -27,6 +27,7 @@ DB_USER=${BACKENDS_DB_USER:-statestore-db}
 export DEBIAN_FRONTEND=noninteractive
 
 have_redis() { command -v redis-server >/dev/null 2>&1; }
+have_sentinel() { command -v redis-sentinel >/dev/null 2>&1; }
 have_postgres() {
     command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
@@ -52,6 +53,7 @@ mariadb_bin() {
 check_servers() {
     local ok=0 pg mdb
     check_version redis-server "Redis server v=" redis-server --version || ok=1
+    check_version redis-sentinel "Redis server v=" redis-sentinel --version || ok=1
     if pg=$(postgres_bin); then
         check_version postgres "(PostgreSQL)" "$pg" --version || ok=1
     else
@@ -73,6 +75,7 @@ fi
 
 packages=()
 have_redis || packages+=(redis-server)
+have_sentinel || packages+=(redis-sentinel)
 have_postgres || packages+=(postgresql)
 have_mariadb || packages+=(mariadb-server)
 
@@ -107,7 +110,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
     # Stop whatever did start anyway (no systemd here, but be thorough) and keep them from autostarting.
-    for svc in redis-server postgresql mariadb mysql; do
+    for svc in redis-server redis-sentinel postgresql mariadb mysql; do
         if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
         if command -v systemctl >/dev/null 2>&1; then
             systemctl disable --now "$svc" >/dev/null 2>&1 || true
@@ -117,7 +120,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 # The tests need only the binaries; the servers the packages would run must not be running.
-for pidfile in /run/redis/redis-server.pid /run/mysqld/mysqld.pid; do
+for pidfile in /run/redis/redis-server.pid /run/sentinel/redis-sentinel.pid /run/mysqld/mysqld.pid; do
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
         kill "$(cat "$pidfile")" 2>/dev/null || true
     fi
@@ -137,7 +140,8 @@ if ! id -u "$DB_USER" >/dev/null 2>&1; then
 fi
 
 have_redis || { echo "install.sh: redis-server still missing" >&2; exit 1; }
+have_sentinel || { echo "install.sh: redis-sentinel still missing" >&2; exit 1; }
 have_postgres || { echo "install.sh: PostgreSQL still missing" >&2; exit 1; }
 have_mariadb || { echo "install.sh: mariadb-server still missing" >&2; exit 1; }
 check_servers || { echo "install.sh: a server binary does not run" >&2; exit 1; }
-echo "install.sh: redis-server, postgresql and mariadb-server are installed; DB user: $DB_USER" >&2
+echo "install.sh: redis-server, redis-sentinel, postgresql and mariadb-server are installed; DB user: $DB_USER" >&2

@@ -59,7 +59,15 @@ def availability(deployment: Mapping[str, Any] | None) -> Condition:
     return Condition(AVAILABLE, "False", REASON_PROGRESSING, f"Deployment {name}: {counts}")
 
 
-def readiness(validated: Condition, available: Condition, conflict: str | None) -> Condition:
+IGNORE_ERRORS_NOTE = (
+    "; spec.ignoreErrors is true: the pods are Ready even if the store failed to initialise, in which "
+    "case they serve without it (its requests fail with ERR_STATE_STORE_NOT_FOUND; the pod log says why)"
+)
+
+
+def readiness(
+    validated: Condition, available: Condition, conflict: str | None, *, ignore_errors: bool = False
+) -> Condition:
     """Ready: the Component as written is served. The first thing in the way is the reason."""
     if validated.status != "True":
         return Condition(READY, "False", validated.reason, validated.message)
@@ -67,7 +75,8 @@ def readiness(validated: Condition, available: Condition, conflict: str | None) 
         return Condition(READY, "False", CONFLICT, conflict)
     if available.status != "True":
         return Condition(READY, "False", available.reason, available.message)
-    return Condition(READY, "True", REASON_AVAILABLE, "the state API is serving")
+    note = IGNORE_ERRORS_NOTE if ignore_errors else ""
+    return Condition(READY, "True", REASON_AVAILABLE, "the state API is serving" + note)
 
 
 def merge(

@@ -11,10 +11,11 @@ from typing import Any
 
 import kopf
 
-from . import access, actors, admission, naming, render
+from . import access, actors, admission, fallback, naming, render
 from .kube import Client
 from .reconcile import Reconciler
 from .validation import is_state_store
+from .workqueue import Key, WorkQueue
 
 log = logging.getLogger("statestore.operator")
 
@@ -29,6 +30,7 @@ class Options:
     pods: render.PodSettings
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     resync_seconds: float = 60.0
+    workers: int = 64  # reconciliations at once
     app_id_label: str = access.DEFAULT_APP_ID_LABEL
     webhook_address: str | None = None
     webhook_host: str | None = None
@@ -78,40 +80,39 @@ def _state_store(body: kopf.Body, **_: Any) -> bool:
 
 def _ours(body: kopf.Body, **_: Any) -> bool:
     """State stores, and Components that carry our status (their type was changed away from state.*)."""
-    return is_state_store(body) or bool(body.get("status"))
+    return is_state_store(body) or bool(body.get("status")) or fallback.has_annotations(body)
 
 
 @dataclass
 class _Runtime:
     reconciler: Reconciler | None = None
+    queue: WorkQueue | None = None
     resync: asyncio.Task[None] | None = None
-    retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
-    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: dict[Key, int] = field(default_factory=dict)
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
     runtime = _Runtime()
 
-    async def reconcile(namespace: str, name: str) -> None:
-        assert runtime.reconciler is not None
-        key = (namespace, name)
+    async def reconcile(key: Key, full: bool) -> None:
+        assert runtime.reconciler is not None and runtime.queue is not None
+        namespace, name = key
         try:
-            await runtime.reconciler.reconcile(namespace, name)
+            await runtime.reconciler.reconcile(namespace, name, full)
         except Exception as exc:
             # kopf does not retry event handlers: requeue with exponential backoff, like a workqueue.
             failures = runtime.failures[key] = runtime.failures.get(key, 0) + 1
             delay = min(RETRY_DELAY * 2 ** (failures - 1), MAX_RETRY_DELAY)
             log.warning("reconciling %s/%s failed (retrying in %gs): %s", namespace, name, delay, exc)
-            if key not in runtime.retries:
-
-                async def retry() -> None:
-                    await asyncio.sleep(delay)
-                    runtime.retries.pop(key, None)
-                    await reconcile(namespace, name)
-
-                runtime.retries[key] = asyncio.create_task(retry())
+            runtime.queue.add_after(key, delay)
         else:
             runtime.failures.pop(key, None)
+
+    def enqueue(namespace: str, name: str, full: bool = True) -> None:
+        # Handlers only queue the key and return at once: kopf's per-object event backlogs never grow,
+        # and a burst of events for one Component becomes one reconciliation of its newest state.
+        assert runtime.queue is not None
+        runtime.queue.add((namespace, name), full)
 
     def claimants_in(index: kopf.Index[str, actors.ActorStore], namespace: str) -> list[actors.ActorStore]:
         return list(index.get(namespace, []))
@@ -149,31 +150,39 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             # Empty: serve only; whoever installed us (the Helm chart) owns the configuration.
             settings.admission.managed = options.webhook_config_name or None
         runtime.reconciler = Reconciler(Client(login), options.pods, options.app_id_label)
+        try:
+            await runtime.reconciler.refresh_status_support()
+        except Exception as exc:  # looked up again at every resync
+            log.warning("could not look up the Component API's subresources: %s", exc)
+        runtime.queue = WorkQueue(reconcile, options.workers)
+        runtime.queue.start()
         runtime.resync = asyncio.create_task(_resync_forever())
 
     @kopf.on.cleanup(id="cleanup", registry=registry)
     async def _cleanup(**_: Any) -> None:
-        tasks = [t for t in (runtime.resync, *runtime.retries.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if runtime.resync is not None:
+            runtime.resync.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await runtime.resync
+        if runtime.queue is not None:
+            await runtime.queue.stop()
         if runtime.reconciler is not None:
             await runtime.reconciler.client.close()
 
     async def _resync_forever() -> None:
         """Level-based safety net: every Component is reconciled again now and then (e.g. a Secret
-        created after its Component, or a write that failed)."""
+        created after its Component or given a new value, or a write that failed)."""
         while True:
             await asyncio.sleep(options.resync_seconds)
             assert runtime.reconciler is not None
             try:
+                # The CRD may have been upgraded (or replaced by Dapr's) since the last pass.
+                await runtime.reconciler.refresh_status_support()
                 for namespace in options.namespaces or (None,):
                     for body in await runtime.reconciler.client.list_components(namespace):
                         if is_state_store(body):
                             meta = body["metadata"]
-                            await reconcile(meta["namespace"], meta["name"])
+                            enqueue(meta["namespace"], meta["name"])
             except Exception as exc:
                 log.warning("resync failed: %s", exc)
 
@@ -186,15 +195,20 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         return None
 
     @kopf.on.event(naming.GROUP, naming.VERSION, naming.PLURAL, id="component", when=_ours, registry=registry)
-    async def component_event(type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
+    async def component_event(
+        type: str, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any
+    ) -> None:
         namespace = str(namespace)
+        assert runtime.reconciler is not None
+        if runtime.reconciler.is_own_status_write(namespace, name, body.metadata.get("resourceVersion")):
+            return  # the echo of our own status patch: nothing new to act on
         claimants = claimants_in(kwargs["actor_stores"], namespace)
         if type != "DELETED":
-            await reconcile(namespace, name)
+            enqueue(namespace, name)
         # Another actor store may win or lose by this change (e.g. the holder was deleted).
         for other in claimants:
             if other.name != name:
-                await reconcile(namespace, other.name)
+                enqueue(namespace, other.name)
 
     @kopf.on.event(
         "apps",
@@ -210,7 +224,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             if owner.get("kind") == naming.KIND and str(owner.get("apiVersion", "")).startswith(
                 naming.GROUP + "/"
             ):
-                await reconcile(namespace, owner["name"])
+                enqueue(namespace, owner["name"], full=False)
 
     if not (options.webhook_cert and options.webhook_key):
         return

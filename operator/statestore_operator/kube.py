@@ -1,6 +1,6 @@
 """A small async Kubernetes client over aiohttp (which kopf already brings), for the objects kopf
-does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, NetworkPolicies, Events and
-Component status.
+does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, NetworkPolicies, claims,
+disruption budgets, autoscalers, Events and Component status.
 
 Credentials come from kopf's own login functions (`kopf.ConnectionInfo`), so the operator and kopf
 talk to the same cluster as the same identity.
@@ -17,13 +17,23 @@ from urllib.parse import quote
 import aiohttp
 import kopf
 
-from . import naming
+from . import metrics, naming
 
 JSON = dict[str, Any]
 
-_CORE = {"ConfigMap": "configmaps", "Service": "services", "Secret": "secrets", "Event": "events"}
+_CORE = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Secret": "secrets",
+    "Event": "events",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+}
 _APPS = {"Deployment": "deployments"}
 _NETWORKING = {"NetworkPolicy": "networkpolicies"}
+_GROUPED = {
+    "PodDisruptionBudget": "policy/v1/namespaces/{}/poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "autoscaling/v2/namespaces/{}/horizontalpodautoscalers",
+}
 
 
 class ApiError(Exception):
@@ -39,6 +49,8 @@ def path_of(kind: str, namespace: str, name: str = "") -> str:
         base = f"/apis/apps/v1/namespaces/{namespace}/{_APPS[kind]}"
     elif kind in _NETWORKING:
         base = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/{_NETWORKING[kind]}"
+    elif kind in _GROUPED:
+        base = "/apis/" + _GROUPED[kind].format(namespace)
     elif kind == naming.KIND:
         base = f"/apis/{naming.API_VERSION}/namespaces/{namespace}/{naming.PLURAL}"
     else:
@@ -90,6 +102,7 @@ class Client:
             session = await self._open(renew=attempt == 1)
             data = None if body is None else json.dumps(body)
             headers = {"Content-Type": content_type} if body is not None else {}
+            metrics.API_REQUESTS.labels(method).inc()
             async with session.request(
                 method, self._server + path, data=data, headers=headers, params=params
             ) as response:
@@ -136,6 +149,26 @@ class Client:
             if exc.status == 404:  # deleted meanwhile
                 return None
             raise
+
+    async def patch_annotations(
+        self, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> JSON | None:
+        """Merge-patch a Component's annotations (None removes one); None if it is gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path_of(naming.KIND, namespace, name),
+                body={"metadata": {"annotations": dict(annotations)}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def discovery(self) -> JSON | None:
+        """The APIResourceList of the Component's group version (None: not served)."""
+        return await self.request("GET", f"/apis/{naming.API_VERSION}")
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         await self.request(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILE_TOTAL = Counter(
     "statestore_operator_reconcile_total",
@@ -24,4 +24,13 @@ OBJECT_WRITES = Counter(
     "statestore_operator_object_writes_total",
     "Objects the operator created or changed, by kind (no-op reconciliations write nothing).",
     ["kind"],
+)
+QUEUE_DEPTH = Gauge(
+    "statestore_operator_workqueue_depth",
+    "Components waiting for a reconciliation.",
+)
+API_REQUESTS = Counter(
+    "statestore_operator_api_requests_total",
+    "Requests of the operator's own client to the API server, by method (kopf's watches not counted).",
+    ["method"],
 )

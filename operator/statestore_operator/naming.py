@@ -18,6 +18,7 @@ APP_ID_ANNOTATION = f"{ANNOTATION_PREFIX}/app-id"
 COMPONENT_ANNOTATION = f"{ANNOTATION_PREFIX}/component"
 
 HTTP_PORT = 3500
+GRPC_PORT = 50001
 METRICS_PORT = 9090
 _MAX_LABEL = 63
 
@@ -60,5 +61,10 @@ def labels(component: str) -> dict[str, str]:
 
 
 def endpoint(component: str, namespace: str) -> str:
-    """The in-cluster URL of a Component's state API."""
+    """The in-cluster URL of a Component's state HTTP API (an SDK's DAPR_HTTP_ENDPOINT)."""
     return f"http://{child_name(component)}.{namespace}.svc:{HTTP_PORT}"
+
+
+def grpc_endpoint(component: str, namespace: str) -> str:
+    """The in-cluster address of a Component's gRPC API (an SDK's DAPR_GRPC_ENDPOINT)."""
+    return f"{child_name(component)}.{namespace}.svc:{GRPC_PORT}"

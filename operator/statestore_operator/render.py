@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from statestore_sidecar.validation import Component, UnknownStoreType, canonical_type, secret_env_var
+from statestore_sidecar.validation import Component, Persistence, secret_env_var
 
-from . import access, naming, quantities
+from . import access, naming, quantities, rotation, scaling
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
@@ -39,6 +39,8 @@ class PodSettings:
     # On SIGTERM the server fails readiness and keeps serving this long (--drain-seconds), while
     # clients and proxies learn that the pod is going; the grace period covers that and the stop.
     drain_seconds: int = 5
+    # State API replicas of a networked store without a replicas annotation (--default-replicas).
+    default_replicas: int = 1
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -112,21 +114,23 @@ def _secret_env(component: Component) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = []
     for item in component.metadata:
         ref = item.secret
-        if ref is None or item.value not in (None, ""):
+        if ref is None:
             continue
         var = secret_env_var(ref.name, ref.key)
         if var in seen:
             continue
         seen.add(var)
-        env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        selector: dict[str, Any] = {"name": ref.name, "key": ref.key}
+        if item.value not in (None, "") or item.env is not None:
+            # As daprd: the Secret's value replaces the literal one (or the envRef) when the key
+            # exists, and the pods start without it (keeping the literal) when it does not.
+            selector["optional"] = True
+        env.append({"name": var, "valueFrom": {"secretKeyRef": selector}})
     return env
 
 
 def _uses_local_files(component: Component) -> bool:
-    try:
-        return canonical_type(component.type) == "state.sqlite"
-    except UnknownStoreType:
-        return False
+    return scaling.persistence_of(component) is Persistence.LOCAL_FILES
 
 
 def _token_env(token: access.TokenSource | None) -> list[dict[str, Any]]:
@@ -159,7 +163,9 @@ def deployment(
     replicas: int = 1,
     token: access.TokenSource | None = None,
     token_secret_uid: str = "",
+    secrets: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
+    """The Deployment; `secrets` (the referenced Secrets as read, by name) feeds the secrets hash."""
     name = body["metadata"]["name"]
     app = app_id(body)
     secret_env = [*_secret_env(component), *_token_env(token)]
@@ -171,6 +177,9 @@ def deployment(
         *secret_env,
     ]
     digest = config_hash(config_map(body), secret_env, app, token_secret_uid)
+    annotations = {naming.CONFIG_HASH_ANNOTATION: digest}
+    if secrets_hash := rotation.secrets_digest(secret_env, secrets or {}):
+        annotations[rotation.SECRETS_HASH_ANNOTATION] = secrets_hash
     mounts: list[dict[str, Any]] = [
         {"name": "components", "mountPath": COMPONENTS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -191,6 +200,8 @@ def deployment(
             app,
             "--dapr-http-port",
             str(naming.HTTP_PORT),
+            "--dapr-grpc-port",
+            str(naming.GRPC_PORT),
             "--metrics-port",
             str(naming.METRICS_PORT),
             "--log-level",
@@ -202,6 +213,7 @@ def deployment(
         "env": env,
         "ports": [
             {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
         ],
         # Ready only while the backend answers; alive as long as the process serves HTTP.
@@ -227,8 +239,9 @@ def deployment(
     }
     if _uses_local_files(component):
         # Relative SQLite paths (and file: URIs) resolve against the working directory: make it writable.
-        mounts.append({"name": "data", "mountPath": DATA_DIR})
-        volumes.append({"name": "data", "emptyDir": {}})
+        # An emptyDir here; scaling.shape() puts the Component's claim in its place.
+        mounts.append({"name": scaling.DATA_VOLUME, "mountPath": DATA_DIR})
+        volumes.append({"name": scaling.DATA_VOLUME, "emptyDir": {}})
         container["workingDir"] = DATA_DIR
     return {
         "apiVersion": "apps/v1",
@@ -240,7 +253,7 @@ def deployment(
             "template": {
                 "metadata": {
                     "labels": naming.labels(name),
-                    "annotations": {naming.CONFIG_HASH_ANNOTATION: digest},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": pods.drain_seconds + STOP_SECONDS,
@@ -268,7 +281,16 @@ def service(body: Mapping[str, Any]) -> dict[str, Any]:
         "metadata": _metadata(body),
         "spec": {
             "selector": naming.selector_labels(body["metadata"]["name"]),
-            "ports": [{"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": naming.HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": naming.GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+            ],
         },
     }
 
@@ -289,7 +311,8 @@ def token_secret(body: Mapping[str, Any], token: str) -> dict[str, Any]:
 def network_policy(
     body: Mapping[str, Any], app_id_label: str = access.DEFAULT_APP_ID_LABEL
 ) -> dict[str, Any] | None:
-    """Ingress to the API port of a scoped Component's pods, only from pods of its scopes (None: unscoped).
+    """Ingress to the API ports (HTTP and gRPC) of a scoped Component's pods, only from pods of its
+    scopes (None: unscoped).
 
     Same namespace only (a podSelector without a namespaceSelector). The metrics port is not admitted:
     whoever scrapes it adds a NetworkPolicy of their own (policies are additive).
@@ -313,7 +336,10 @@ def network_policy(
                             }
                         }
                     ],
-                    "ports": [{"protocol": "TCP", "port": naming.HTTP_PORT}],
+                    "ports": [
+                        {"protocol": "TCP", "port": naming.HTTP_PORT},
+                        {"protocol": "TCP", "port": naming.GRPC_PORT},
+                    ],
                 }
             ],
         },

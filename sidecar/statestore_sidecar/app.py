@@ -1,17 +1,16 @@
-"""The HTTP state API: daprd's routes, status codes and bodies, in front of `Store`s.
+"""The HTTP adapter of the state API: daprd's routes, status codes and bodies.
 
-Handlers decode the request (`requests`), call the store, and map store outcomes to Dapr's errors
-(`errors`). They read the raw path so keys decode exactly as daprd decodes them.
+Handlers decode the request (`requests`), call the transport-neutral `StateCore` (`state_api`) and
+render its results; errors come from `errors` in their HTTP form. They read the raw path so keys
+decode exactly as daprd decodes them. `routes.ROUTES` lists the routes for FastAPI and the fast path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -22,17 +21,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, errors, keys
-from . import query as q
 from .drain import Drain
 from .errors import ApiError
 from .openapi import ROUTE_DOCS
 from .raw_values import attach_to_save, attach_to_transaction
 from .requests import (
     BadEscape,
-    ItemRequest,
     Malformed,
-    check_consistency,
-    concurrency,
     decode_item,
     decode_json,
     expect_string_map,
@@ -41,16 +36,10 @@ from .requests import (
     unescape_segment,
     url_metadata,
 )
+from .routes import ROUTES, FastMatcher
 from .runtime import Runtime, StoreHandle
-from .stores.base import (
-    DeleteRequest,
-    EtagMismatch,
-    Feature,
-    Item,
-    Operation,
-    QueryError,
-    StoreError,
-)
+from .state_api import StateCore, check_operation_kind, expire_time
+from .stores.base import Item, Operation
 
 log = logging.getLogger("statestore.api")
 
@@ -71,10 +60,6 @@ def _no_content() -> Response:
 
 def _json(body: bytes, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
-
-
-def _expire_time(expires_at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -114,28 +99,11 @@ class _PlainError(Exception):
 
 
 class StateApi:
-    """Route handlers bound to one runtime."""
+    """The HTTP adapter: decodes requests for `StateCore` and renders its results as daprd does."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.app_id = runtime.settings.app_id
-        self.limit = runtime.settings.max_body_size
-
-    # -- lookups ------------------------------------------------------------------------------
-
-    def handle(self, name: str, for_query: bool = False) -> StoreHandle:
-        stores = self.runtime.stores
-        if not stores:
-            raise errors.store_not_configured(name, self.app_id, for_query)
-        handle = stores.get(name)
-        if handle is None:
-            raise errors.store_not_found(name, self.app_id, for_query)
-        return handle
-
-    def stored_key(self, handle: StoreHandle, key: str) -> str:
-        if keys.SEPARATOR in key:
-            raise errors.illegal_key(handle.name, key)
-        return handle.keys.stored(key)
+    def __init__(self, core: StateCore) -> None:
+        self.core = core
+        self.limit = core.max_body_size
 
     async def body(self, request: Request) -> Any:
         return (await self.body_and_bytes(request))[1]
@@ -170,65 +138,35 @@ class StateApi:
 
     async def save(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 1)
-        handle = self.handle(store_name)
+        handle = self.core.handle(store_name)
         raw_body, body = await self.body_and_bytes(request)
         if body is None:
             return _no_content()
         attach_to_save(raw_body, body)  # values are stored as sent
         if not isinstance(body, list):
             raise errors.malformed("json: cannot unmarshal object into Go value of type []state.SetRequest")
-        url_meta = url_metadata(request.scope.get("query_string", b""))
-        parsed: list[tuple[ItemRequest, str]] = []
-        for raw in body:
-            try:
-                item = decode_item(raw)
-            except Malformed as exc:
-                raise errors.malformed(str(exc)) from None
-            parsed.append((item, self.stored_key(handle, item.key)))
-        if not parsed:
-            return _no_content()
-        if not handle.ready.is_set():
-            raise errors.state_save(handle.name, 500, str(handle.unavailable()))
-
-        async def save_one(item: ItemRequest, stored: str) -> None:
-            await handle.store.set(item.set_request(stored, url_meta))
-
-        if len(parsed) == 1:
-            outcomes: Sequence[BaseException | None] = [await _capture(save_one(*parsed[0]))]
-        else:
-            # As daprd: items are independent writes, run in parallel, partial success allowed.
-            outcomes = await asyncio.gather(*(_capture(save_one(i, m)) for i, m in parsed))
-        failures = [o for o in outcomes if o is not None]
-        if not failures:
-            return _no_content()
-        # daprd's 400 is for etags a store cannot parse; any etag is well formed here.
-        status = 409 if all(isinstance(f, EtagMismatch) for f in failures) else 500
-        raise errors.state_save(handle.name, status, "\n".join(_describe(f) for f in failures))
+        try:
+            items = [decode_item(raw) for raw in body]
+        except Malformed as exc:
+            raise errors.malformed(str(exc)) from None
+        await self.core.save(handle, items, url_metadata(request.scope.get("query_string", b"")))
+        return _no_content()
 
     async def get(self, request: Request) -> Response:
         store_name, key = path_segments(request, 2)
-        handle = self.handle(store_name)
-        stored = self.stored_key(handle, key)
-        qs = request.scope.get("query_string", b"")
-        try:
-            check_consistency(query_param(qs, "consistency"))
-            if not handle.ready.is_set():
-                raise handle.unavailable()
-            item = await handle.store.get(stored)
-        except StoreError as exc:
-            raise errors.state_get(handle.name, key, str(exc)) from None
-        except Exception as exc:
-            raise errors.state_get(handle.name, key, _unexpected(exc)) from None
+        handle = self.core.handle(store_name)
+        consistency = query_param(request.scope.get("query_string", b""), "consistency")
+        item = await self.core.get(handle, key, consistency)
         if item is None:
             return _no_content()
         headers = {"etag": item.etag}
         if item.expires_at is not None:
-            headers["metadata.ttlExpireTime"] = _expire_time(item.expires_at)
+            headers["metadata.ttlExpireTime"] = expire_time(item.expires_at)
         return Response(item.data, headers=headers, media_type=JSON)
 
     async def bulk_get(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
-        handle = self.handle(store_name)
+        handle = self.core.handle(store_name)
         req = fields(await self.object_body(request, "BulkGetRequest"), _BULK_FIELDS, "BulkGetRequest")
         wanted = req.get("keys") or []
         if not isinstance(wanted, list) or not all(isinstance(k, str) for k in wanted):
@@ -248,46 +186,26 @@ class StateApi:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         if not wanted:
             return _json(b"[]\n")
-        stored = [self.stored_key(handle, k) for k in wanted]
-        try:
-            if not handle.ready.is_set():
-                raise handle.unavailable()
-            found = await handle.store.bulk_get(list(dict.fromkeys(stored)))
-        except StoreError as exc:
-            raise errors.bulk_get(str(exc)) from None
-        except Exception as exc:
-            raise errors.bulk_get(_unexpected(exc)) from None
-        out: list[dict[str, Any]] = []
-        for key, skey in zip(wanted, stored, strict=True):
-            item = found.get(skey)
-            out.append({"key": key} if item is None else _bulk_entry(key, item))
+        found = await self.core.bulk_get(handle, wanted)
+        out = [{"key": key} if item is None else _bulk_entry(key, item) for key, item in found]
         return _json(orjson.dumps(out) + b"\n")
 
     async def delete(self, request: Request) -> Response:
         store_name, key = path_segments(request, 2)
-        handle = self.handle(store_name)
-        stored = self.stored_key(handle, key)
+        handle = self.core.handle(store_name)
         qs = request.scope.get("query_string", b"")
-        etag = request.headers.get("if-match") or None
-        try:
-            mode = concurrency(query_param(qs, "concurrency"))
-            check_consistency(query_param(qs, "consistency"))
-            if not handle.ready.is_set():
-                raise handle.unavailable()
-            await handle.store.delete(DeleteRequest(stored, etag, mode))
-        except EtagMismatch as exc:
-            raise errors.state_delete(key, 409, _describe(exc)) from None
-        except StoreError as exc:
-            raise errors.state_delete(key, 500, str(exc)) from None
-        except Exception as exc:
-            raise errors.state_delete(key, 500, _unexpected(exc)) from None
+        await self.core.delete(
+            handle,
+            key,
+            request.headers.get("if-match") or None,
+            query_param(qs, "concurrency"),
+            query_param(qs, "consistency"),
+        )
         return _no_content()
 
     async def transaction(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
-        handle = self.handle(store_name)
-        if Feature.TRANSACTIONAL not in handle.features:
-            raise errors.transactions_not_supported(handle.name)
+        handle = self.core.transactional(store_name)
         body = await self.object_body(request, "TransactionalStateRequest", raw_values=True)
         req = fields(body, _TX_FIELDS, "TransactionalStateRequest")
         ops_raw = req.get("operations") or []
@@ -298,21 +216,8 @@ class StateApi:
             expect_string_map(req.get("metadata"), "TransactionalStateRequest", "metadata")
         except Malformed as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
-        if not ops_raw:
-            return _no_content()
-        operations: list[Operation] = []
-        try:
-            for raw_op in ops_raw:
-                operations.append(self._operation(handle, raw_op, url_meta))
-            if not handle.ready.is_set():
-                raise handle.unavailable()
-            await handle.store.transact(operations)
-        except StoreError as exc:
-            raise errors.transaction(_describe(exc)) from None
-        except ApiError:
-            raise
-        except Exception as exc:
-            raise errors.transaction(_unexpected(exc)) from None
+        operations = [self._operation(handle, raw_op, url_meta) for raw_op in ops_raw]
+        await self.core.transact(handle, operations)
         return _no_content()
 
     def _operation(self, handle: StoreHandle, raw_op: Any, url_meta: dict[str, str]) -> Operation:
@@ -320,8 +225,8 @@ class StateApi:
             raise errors.malformed("failed deserializing HTTP body: each operation must be an object")
         op = fields(raw_op, _OP_FIELDS, "TransactionalStateOperation")
         kind = op.get("operation")
-        if kind not in ("upsert", "delete"):
-            raise errors.operation_not_supported(str(kind if kind is not None else ""))
+        kind = str(kind if kind is not None else "")
+        check_operation_kind(kind)
         request = op.get("request")
         if not isinstance(request, dict):
             raise errors.malformed("failed deserializing HTTP body: operation request must be an object")
@@ -329,32 +234,16 @@ class StateApi:
             item = decode_item(request)
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
-        stored = self.stored_key(handle, item.key)
-        if kind == "delete":
-            return item.delete_request(stored)
-        return item.set_request(stored, url_meta)
+        return self.core.operation(handle, kind, item, url_meta)
 
     async def query(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
-        handle = self.handle(store_name, for_query=True)
-        if Feature.QUERY_API not in handle.features:
-            raise errors.query_not_supported(handle.name)
+        handle = self.core.queryable(store_name)
         try:
             raw = await read_body(request, self.limit)
         except BodyTooLarge as exc:
             raise errors.body_read(str(exc)) from None
-        try:
-            parsed = q.parse(decode_json(raw))
-        except (Malformed, q.QuerySyntaxError) as exc:
-            raise errors.query_failed(handle.name, f"failed to parse JSON query body: {exc}") from None
-        try:
-            if not handle.ready.is_set():
-                raise handle.unavailable()
-            page = await handle.store.query(parsed, handle.keys.query_prefix)
-        except (QueryError, StoreError) as exc:
-            raise errors.query_failed(handle.name, str(exc)) from None
-        except Exception as exc:
-            raise errors.query_failed(handle.name, _unexpected(exc)) from None
+        page = await self.core.query(handle, raw)
         if not page.items:
             return _no_content()
         results = [
@@ -367,38 +256,29 @@ class StateApi:
         return _json(orjson.dumps(out) + b"\n")
 
     async def healthz(self, request: Request) -> Response:
-        wanted = request.query_params.get("appid")
-        if wanted and wanted != self.app_id:
-            raise errors.app_id_mismatch()
-        if self.runtime.drain.draining:  # stopping: take this replica out of the Service's endpoints
-            raise errors.not_ready(["shutting down"])
-        failing = await self.runtime.unhealthy()
-        if failing:
-            raise errors.not_ready([f"state store {name}" for name in failing])
+        await self.core.health(request.query_params.get("appid"))
         return _no_content()
 
     async def outbound(self, request: Request) -> Response:
-        if await self.runtime.unhealthy():
-            raise errors.outbound_not_ready()
+        await self.core.outbound_health()
         return _no_content()
 
     async def livez(self, request: Request) -> Response:
         return _no_content()
 
     async def metadata(self, request: Request) -> Response:
-        settings = self.runtime.settings
+        view = self.core.metadata()
         body: dict[str, Any] = {
-            "id": settings.app_id,
-            "runtimeVersion": settings.runtime_version,
-            "extended": {"daprRuntimeVersion": settings.runtime_version, **self.runtime.extended},
+            "id": view.app_id,
+            "runtimeVersion": view.runtime_version,
+            "extended": view.extended,
             "actorRuntime": {"runtimeStatus": "DISABLED"},
         }
-        components = [
-            {"name": h.name, "type": h.type, "version": h.version, "capabilities": h.capabilities}
-            for h in self.runtime.stores.values()
-        ]
-        if components:
-            body["components"] = components
+        if view.components:
+            body["components"] = [
+                {"name": c.name, "type": c.type, "version": c.version, "capabilities": c.capabilities}
+                for c in view.components
+            ]
         return _json(orjson.dumps(body) + b"\n")
 
     async def set_metadata(self, request: Request) -> Response:
@@ -407,37 +287,15 @@ class StateApi:
             raw = await read_body(request, self.limit)
         except BodyTooLarge as exc:
             raise errors.malformed(str(exc)) from None
-        self.runtime.extended[key] = raw.decode("utf-8", "replace")
+        self.core.set_metadata(key, raw.decode("utf-8", "replace"))
         return _no_content()
 
 
 def _bulk_entry(key: str, item: Item) -> dict[str, Any]:
     entry: dict[str, Any] = {"key": key, "data": orjson.Fragment(item.data), "etag": item.etag}
     if item.expires_at is not None:
-        entry["metadata"] = {"ttlExpireTime": _expire_time(item.expires_at)}
+        entry["metadata"] = {"ttlExpireTime": expire_time(item.expires_at)}
     return entry
-
-
-async def _capture(awaitable: Awaitable[None]) -> BaseException | None:
-    try:
-        await awaitable
-    except StoreError as exc:
-        return exc
-    except Exception as exc:
-        log.exception("unexpected store failure")
-        return StoreError(_unexpected(exc))
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, EtagMismatch):
-        return f"possible etag mismatch. error from state store: {exc}"
-    return str(exc)
-
-
-def _unexpected(exc: Exception) -> str:
-    log.error("unexpected error: %r", exc, exc_info=exc)
-    return f"internal error ({type(exc).__name__})"
 
 
 # -- transport: path cleaning and the API token -----------------------------------------------
@@ -461,7 +319,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class StateRoutes:
-    """The state routes dispatched straight from the transport, past FastAPI's stack.
+    """The fast routes of `routes.ROUTES`, dispatched straight from the transport, past FastAPI.
 
     Profiles put a third of a GET's CPU in FastAPI and Starlette (middleware layers, the router
     trying each route's regex, dependency solving) for handlers that take only the request. These
@@ -472,23 +330,12 @@ class StateRoutes:
 
     def __init__(self, api: StateApi) -> None:
         self.api = api
+        self.matcher = FastMatcher(ROUTES)
+        self.handlers: dict[str, Handler] = {r.handler: getattr(api, r.handler) for r in ROUTES if r.fast}
 
     def route(self, method: str, path: str) -> Handler | None:
-        if not path.startswith("/v1.0/state/"):
-            return None
-        parts = path.split("/", 5)  # "", "v1.0", "state", store, key-or-action, rest of a key
-        if len(parts) == 4:
-            return self.api.save if method in ("POST", "PUT") else None
-        if method == "GET":
-            return self.api.get
-        if method == "DELETE":
-            return self.api.delete
-        if len(parts) == 5 and method in ("POST", "PUT"):
-            if parts[4] == "bulk":
-                return self.api.bulk_get
-            if parts[4] == "transaction":
-                return self.api.transaction
-        return None
+        name = self.matcher.match(method, path)
+        return None if name is None else self.handlers[name]
 
     @staticmethod
     async def serve(handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
@@ -573,18 +420,29 @@ async def _send_plain(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(runtime: Runtime) -> ASGIApp:
-    """The ASGI application serving the state API for a runtime's stores."""
+Service = Callable[[StateCore], AbstractAsyncContextManager[None]]
+
+
+def create_app(runtime: Runtime, services: Sequence[Service] = ()) -> ASGIApp:
+    """The ASGI application serving the state API for a runtime's stores.
+
+    `services` run beside it for the application's lifetime (the gRPC server), sharing its core:
+    started once the stores are, stopped before they close.
+    """
+    core = StateCore(runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                for service in services:
+                    await stack.enter_async_context(service(core))
+                yield
         finally:
             await runtime.stop()
 
-    api = StateApi(runtime)
+    api = StateApi(core)
     app = FastAPI(
         title="statestore-sidecar",
         version=__version__,
@@ -615,28 +473,15 @@ def create_app(runtime: Runtime) -> ASGIApp:
     app.add_exception_handler(_PlainError, on_plain_error)
     app.add_exception_handler(StarletteHTTPException, on_routing_error)
 
-    routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str], str]] = [
-        ("/v1.0/state/{storeName}", api.save, ["POST", "PUT"], "save"),
-        ("/v1.0/state/{storeName}/bulk", api.bulk_get, ["POST", "PUT"], "bulk"),
-        ("/v1.0/state/{storeName}/transaction", api.transaction, ["POST", "PUT"], "transaction"),
-        ("/v1.0/state/{storeName}/{key:path}", api.get, ["GET"], "get"),
-        ("/v1.0/state/{storeName}/{key:path}", api.delete, ["DELETE"], "delete"),
-        ("/v1.0-alpha1/state/{storeName}/query", api.query, ["POST", "PUT"], "query"),
-        ("/v1.0/healthz", api.healthz, ["GET"], "healthz"),
-        ("/v1.0/healthz/outbound", api.outbound, ["GET"], "outbound"),
-        ("/livez", api.livez, ["GET"], "livez"),
-        ("/v1.0/metadata", api.metadata, ["GET"], "metadata"),
-        ("/v1.0/metadata/{key}", api.set_metadata, ["PUT"], "set_metadata"),
-    ]
-    for path, endpoint, methods, name in routes:
-        doc = ROUTE_DOCS[name]
-        for method in methods:
+    for route in ROUTES:
+        doc = ROUTE_DOCS[route.name]
+        for method in route.methods:
             app.add_api_route(
-                path,
-                endpoint,
+                route.path,
+                getattr(api, route.handler),
                 methods=[method],
-                name=name,
-                operation_id=f"{name}_{method.lower()}",
+                name=route.name,
+                operation_id=f"{route.name}_{method.lower()}",
                 summary=doc["summary"],
                 responses=doc.get("responses"),
                 openapi_extra=doc.get("extra"),

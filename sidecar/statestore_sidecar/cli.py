@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from . import __version__, components, logs
+from . import __version__, logs
 from .components import ComponentError
+from .resources import load_stores
 
 log = logging.getLogger("statestore.sidecar")
 
@@ -41,7 +41,7 @@ def _size(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="statestore-sidecar",
-        description="Serve Dapr's state HTTP API for the state store Components found in RESOURCES.",
+        description="Serve Dapr's state API (HTTP and gRPC) for the state store Components in the resources.",
     )
     p.add_argument(
         "--resources-path",
@@ -53,6 +53,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--app-id", default="", help="the application id (used by the appid key prefix)")
     p.add_argument("--dapr-http-port", type=int, default=3500, help="port of the state API (default 3500)")
+    p.add_argument(
+        "--dapr-grpc-port",
+        type=int,
+        default=int(os.environ.get("DAPR_GRPC_PORT") or 50001),
+        help="port of the gRPC API (default: DAPR_GRPC_PORT, else 50001; 0 turns it off)",
+    )
     p.add_argument(
         "--dapr-listen-addresses", default="0.0.0.0", help="address to listen on (default 0.0.0.0, as daprd)"
     )
@@ -85,27 +91,6 @@ def _seconds(text: str) -> float:
 
 def _bool(text: str) -> bool:
     return text.strip().lower() in ("1", "t", "true", "y", "yes", "on")
-
-
-def load_stores(paths: Sequence[str], app_id: str, namespace: str | None) -> list[components.Validated]:
-    """Every state store in the resources, validated; ComponentError on the first bad one."""
-    loaded = components.load([Path(p) for p in paths], app_id=app_id, namespace=namespace)
-    for what, why in loaded.skipped:
-        log.info("skipping %s: %s", what, why)
-    validated: list[components.Validated] = []
-    for component in loaded.stores:
-        try:
-            item = components.validate(component, components.metadata_values(component, os.environ))
-        except ComponentError:
-            if component.ignore_errors:
-                log.warning("state store %s is invalid and ignoreErrors is set: not loaded", component.name)
-                continue
-            raise
-        for warning in item.warnings:
-            log.warning("%s: component %r: %s", component.source, component.name, warning)
-        validated.append(item)
-    components.single_actor_store(validated)
-    return validated
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
-from . import keys
+from . import encryption, keys
 from .schema import (
     COMMON_FIELDS,
     MetadataError,
     Resolved,
     StoreSchema,
     check_duplicates,
+    parse_duration,
     resolve,
     stringify,
     unknown_warning,
@@ -31,6 +32,7 @@ from .stores import UnknownStoreType, canonical_type, schema_for
 API_VERSION = "dapr.io/v1alpha1"
 KIND = "Component"
 _INITIAL_VERSIONS = frozenset({"", "v0", "v1"})
+DEFAULT_INIT_TIMEOUT = 5.0  # daprd's default spec.initTimeout
 # daprd refuses these as envRef targets, so a Component cannot read the server's own secrets.
 _REFUSED_ENV = re.compile(r"^(DAPR_.*|APP_API_TOKEN)$|\s")
 
@@ -72,6 +74,7 @@ class Component:
     ignore_errors: bool = False
     secret_store: str | None = None
     source: str = ""
+    init_timeout: float = DEFAULT_INIT_TIMEOUT  # seconds one initialisation attempt may take
 
     @property
     def is_state_store(self) -> bool:
@@ -150,6 +153,18 @@ def parse(doc: Mapping[str, Any], source: str = "") -> Component:
         check_duplicates(i.name for i in items)
     except MetadataError as exc:
         raise ComponentError(str(exc), source=source, component=name, field=exc.field) from None
+    init_timeout = DEFAULT_INIT_TIMEOUT
+    if spec.get("initTimeout") not in (None, ""):
+        try:
+            init_timeout = parse_duration(str(spec["initTimeout"]))
+        except ValueError as exc:
+            raise ComponentError(
+                f"spec.initTimeout: {exc}", source=source, component=name, field="spec.initTimeout"
+            ) from None
+        if init_timeout <= 0:
+            raise ComponentError(
+                "spec.initTimeout must be positive", source=source, component=name, field="spec.initTimeout"
+            )
     scopes = doc.get("scopes") or []
     auth = doc.get("auth") or {}
     namespace = meta.get("namespace")
@@ -163,6 +178,7 @@ def parse(doc: Mapping[str, Any], source: str = "") -> Component:
         ignore_errors=bool(spec.get("ignoreErrors", False)),
         secret_store=auth.get("secretStore") if isinstance(auth, Mapping) else None,
         source=source,
+        init_timeout=init_timeout,
     )
 
 
@@ -204,6 +220,10 @@ def validate(component: Component, values: Mapping[str, str], *, opaque: Collect
     stand in for them in the result.
     """
     schema = store_schema(component)
+    try:
+        encryption.check_refs({i.name: i.secret.name if i.secret else None for i in component.metadata})
+    except encryption.KeyRuleError as exc:
+        raise component.error(str(exc), exc.item) from None
     hidden: frozenset[str] = frozenset()
     if opaque:
         schema, values, hidden = _without_opaque(schema, values, opaque)
@@ -222,6 +242,12 @@ def validate(component: Component, values: Mapping[str, str], *, opaque: Collect
         )
     warnings = tuple(unknown_warning(schema, name) for name in resolved.unknown)
     return Validated(component, schema, resolved, warnings)
+
+
+def encryption_keys(validated: Validated) -> encryption.Keys | None:
+    """The keys of a validated store with state encryption, else None."""
+    secret_names = {i.name: i.secret.name for i in validated.component.metadata if i.secret is not None}
+    return encryption.keys_of(secret_names, dict(validated.metadata.values))
 
 
 def _without_opaque(
@@ -251,13 +277,19 @@ def _without_opaque(
 
 
 def metadata_values(component: Component, environ: Mapping[str, str]) -> dict[str, str]:
-    """Metadata as strings: plain values, `envRef` variables, and secrets from the environment."""
+    """Metadata as strings: plain values, `envRef` variables, and secrets from the environment.
+
+    The order is daprd's on Kubernetes: a secretKeyRef's value replaces a literal `value` (a missing key
+    keeps the literal), and `envRef` is read only when there is no value at all.
+    """
     values: dict[str, str] = {}
     for item in component.metadata:
-        if item.value not in (None, ""):
+        var = None if item.secret is None else secret_env_var(item.secret.name, item.secret.key)
+        if var is not None and var in environ:
+            values[item.name] = environ[var]
+        elif item.value not in (None, ""):
             values[item.name] = item.value or ""
-        elif item.secret is not None:
-            var = secret_env_var(item.secret.name, item.secret.key)
+        elif item.secret is not None and var is not None and item.env is None:
             if var not in environ:
                 raise component.error(
                     f"metadata {item.name!r}: secret {item.secret.name!r} key {item.secret.key!r} "
@@ -265,7 +297,7 @@ def metadata_values(component: Component, environ: Mapping[str, str]) -> dict[st
                     item.name,
                 )
             values[item.name] = environ[var]
-        elif item.env is not None:
+        elif item.env is not None:  # no value, and no secret value either
             if _REFUSED_ENV.search(item.env):
                 raise component.error(
                     f"metadata {item.name!r}: envRef {item.env!r} is not allowed", item.name

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .components import Validated
+from .components import Validated, encryption_keys
 from .drain import Drain
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, Store, StoreError
+from .stores.encrypted import encrypted
 
 log = logging.getLogger("statestore.runtime")
 
@@ -23,9 +24,19 @@ INIT_BACKOFF_MAX = 30.0
 class StoreHandle:
     """A configured store plus whether its backend is initialised; routes use only `store`."""
 
-    def __init__(self, validated: Validated, *, app_id: str, namespace: str | None) -> None:
+    def __init__(
+        self,
+        validated: Validated,
+        *,
+        app_id: str,
+        namespace: str | None,
+        on_give_up: Callable[[StoreHandle], None] | None = None,
+    ) -> None:
         component = validated.component
         self.name = component.name
+        self.init_timeout = component.init_timeout
+        self.ignore_errors = component.ignore_errors
+        self._on_give_up = on_give_up
         self.type = canonical_type(component.type)
         self.version = component.version or validated.schema.versions[0]
         self.features: frozenset[Feature] = validated.schema.features
@@ -37,9 +48,17 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        self.store: Store = create_store(
-            self.type, StoreConfig(component.name, validated.metadata, component.version)
-        )
+        store = create_store(self.type, StoreConfig(component.name, validated.metadata, component.version))
+        # Encryption wraps the store, so every backend gets it and no route knows of it.
+        keys = encryption_keys(validated)
+        self.store: Store = encrypted(store, keys, component.name)
+        if keys is not None:
+            log.info(
+                "state store %s: values are encrypted (primary key from secret %s%s)",
+                self.name,
+                keys.primary.name,
+                f", secondary from secret {keys.secondary.name}" if keys.secondary else "",
+            )
         self.ready = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None
@@ -59,9 +78,27 @@ class StoreHandle:
         delay = 0.5
         while True:
             try:
-                await self.store.init()
+                # spec.initTimeout bounds each attempt, as daprd bounds its one attempt.
+                async with asyncio.timeout(self.init_timeout):
+                    await self.store.init()
             except Exception as exc:  # a driver's connect failing in any way is unavailability
-                self.last_error = str(exc) or type(exc).__name__
+                self.last_error = (
+                    f"init timeout exceeded after {self.init_timeout:g}s"
+                    if isinstance(exc, TimeoutError)
+                    else str(exc) or type(exc).__name__
+                )
+                if self.ignore_errors:
+                    # As daprd: the server goes on without this store (requests to it: not found).
+                    log.error(
+                        "state store %s: init failed and ignoreErrors is set, serving without it: %s",
+                        self.name,
+                        self.last_error,
+                    )
+                    with contextlib.suppress(Exception):
+                        await self.store.close()
+                    if self._on_give_up is not None:
+                        self._on_give_up(self)
+                    return
                 if isinstance(exc, StoreError) and not isinstance(exc, BackendUnavailable):
                     # The backend answered and refused (a table of another layout, no permission):
                     # retrying cannot help, so it is reported once and the store stays unready.
@@ -112,16 +149,21 @@ class Settings:
 @dataclass
 class Runtime:
     settings: Settings
-    stores: Mapping[str, StoreHandle]
+    stores: dict[str, StoreHandle]
     extended: dict[str, str] = field(default_factory=dict)
     drain: Drain = field(default_factory=Drain)
 
     @classmethod
     def build(cls, settings: Settings, validated: list[Validated], drain: Drain | None = None) -> Runtime:
-        handles = {
-            v.component.name: StoreHandle(v, app_id=settings.app_id, namespace=settings.namespace)
-            for v in validated
-        }
+        handles: dict[str, StoreHandle] = {}
+
+        def give_up(handle: StoreHandle) -> None:
+            handles.pop(handle.name, None)  # ignoreErrors: no longer served, not counted by healthz
+
+        for v in validated:
+            handles[v.component.name] = StoreHandle(
+                v, app_id=settings.app_id, namespace=settings.namespace, on_give_up=give_up
+            )
         return cls(settings, handles, drain=drain or Drain())
 
     async def start(self) -> None:
@@ -129,10 +171,11 @@ class Runtime:
             handle.start()
 
     async def stop(self) -> None:
-        for handle in self.stores.values():
+        for handle in list(self.stores.values()):
             await handle.close()
 
     async def unhealthy(self) -> list[str]:
         """Names of the stores whose backend is not usable right now."""
-        results = await asyncio.gather(*(h.healthy() for h in self.stores.values()))
-        return [name for name, ok in zip(self.stores, results, strict=True) if not ok]
+        handles = list(self.stores.values())  # a store given up meanwhile leaves the dict
+        results = await asyncio.gather(*(h.healthy() for h in handles))
+        return [h.name for h, ok in zip(handles, results, strict=True) if not ok]

@@ -1,4 +1,8 @@
-"""Running the API under uvicorn, one process or several sharing the port.
+"""Running the API under uvicorn, one process or several sharing the ports.
+
+The gRPC server runs in each process's event loop beside the HTTP server (`grpc_api.grpc_service`,
+entered by the application's lifespan). Several workers share its port with SO_REUSEPORT, after the
+parent has checked that no other process holds it.
 
 With `--workers N` (N > 1) uvicorn's supervisor spawns N fresh interpreters that share the listening
 socket. A spawned worker cannot receive the parent's objects, so the parent passes its parsed
@@ -12,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Iterator
 from types import FrameType
@@ -27,9 +33,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from . import __version__, logs
-from .app import create_app
+from .app import Service, create_app
 from .components import Validated
 from .drain import Drain
+from .resources import load_stores
 from .runtime import Runtime, Settings
 
 log = logging.getLogger("statestore.sidecar")
@@ -52,10 +59,32 @@ def _metrics_on(args: argparse.Namespace) -> bool:
     return bool(args.enable_metrics and args.metrics_port)
 
 
+def _services(args: argparse.Namespace, settings: Settings) -> list[Service]:
+    """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0."""
+    if not args.dapr_grpc_port:
+        return []
+    from .grpc_api import grpc_service  # grpcio costs ~30 MB of memory: only when it serves
+
+    return [
+        functools.partial(
+            grpc_service,
+            host=args.dapr_listen_addresses,
+            port=args.dapr_grpc_port,
+            token=settings.api_token,
+            shared_port=_workers(args) > 1,
+        )
+    ]
+
+
+def _workers(args: argparse.Namespace) -> int:
+    return max(int(getattr(args, "workers", 1) or 1), 1)
+
+
 def build_app(
     args: argparse.Namespace, validated: list[Validated], namespace: str | None, drain: Drain | None = None
 ) -> ASGIApp:
-    app = create_app(Runtime.build(settings_from(args, namespace), validated, drain))
+    settings = settings_from(args, namespace)
+    app = create_app(Runtime.build(settings, validated, drain), _services(args, settings))
     if _metrics_on(args):
         from .metrics import MetricsMiddleware
 
@@ -70,8 +99,6 @@ def build_app(
 
 def worker_app() -> ASGIApp:
     """uvicorn's app factory in each worker process: the configuration the parent validated."""
-    from .cli import load_stores
-
     args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
     logs.configure(args.log_level, args.log_as_json, args.app_id)
     namespace = os.environ.get("NAMESPACE") or None
@@ -140,17 +167,30 @@ def _multiprocess_metrics(args: argparse.Namespace) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"statestore-sidecar: error: gRPC port {port} is in use: {exc}") from None
+
+
 def serve(args: argparse.Namespace, validated: list[Validated], namespace: str | None) -> int:
-    workers = max(int(getattr(args, "workers", 1) or 1), 1)
+    workers = _workers(args)
     log.info(
-        "state API listening on %s:%d with %d state store(s)%s%s",
+        "state API listening on %s:%d (gRPC: %s) with %d state store(s)%s%s",
         args.dapr_listen_addresses,
         args.dapr_http_port,
+        args.dapr_grpc_port or "off",
         len(validated),
         ", API token required" if os.environ.get("DAPR_API_TOKEN") else "",
         f", {workers} worker processes" if workers > 1 else "",
     )
     if workers > 1:
+        if args.dapr_grpc_port:
+            # Workers share the gRPC port with SO_REUSEPORT, which would also share it with any
+            # other process of this user: make sure it is free first.
+            _check_free(args.dapr_listen_addresses, args.dapr_grpc_port)
         os.environ[ARGS_ENV] = json.dumps(vars(args))
         with _multiprocess_metrics(args):
             # An import string and a factory: each spawned worker builds its own app and pools.

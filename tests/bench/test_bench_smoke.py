@@ -33,6 +33,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| redis | GET | api |" in done.stdout  # the report's table
+    assert "| redis | GET | grpc |" in done.stdout
+    assert "| redis | GET | HTTP | " in done.stdout  # ours against daprd
     data: dict[str, Any] = json.loads(out.read_text())
     return data
 
@@ -42,7 +44,7 @@ def test_every_backend_operation_and_path_ran(results: dict[str, Any]) -> None:
     for backend in results["backends"]:
         assert set(backend["ops"]) == {"get", "save"}
         for runs in backend["ops"].values():
-            assert set(runs) == {"direct", "api"}
+            assert set(runs) == {"direct", "api", "grpc", "daprd-http", "daprd-grpc"}
 
 
 def test_figures_are_real(results: dict[str, Any]) -> None:

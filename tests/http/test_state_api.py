@@ -12,7 +12,7 @@ from urllib.parse import quote, quote_plus
 import httpx
 import pytest
 
-from fixtures.stores import ComponentUnderTest
+from fixtures.stores import ComponentUnderTest, key_base
 
 if TYPE_CHECKING:
     from conftest import MakeApi
@@ -22,8 +22,8 @@ QUERY = "/v1.0-alpha1/state/store/query"
 
 
 @pytest.fixture
-def k() -> str:
-    return uuid.uuid4().hex[:10]
+def k(request: pytest.FixtureRequest) -> str:
+    return key_base(request, 10)
 
 
 def error(response: httpx.Response) -> tuple[int, str, str]:

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.k8s import ControlPlane
 from fixtures.operator_process import OperatorProcess, WaitTimeout, wait_for
-from fixtures.sidecar import free_port
+from fixtures.sidecar import Sidecar, free_port
 
 __all__ = [
     "CRD",
@@ -218,7 +218,14 @@ def container_env(kube: Kube, env: list[dict[str, Any]]) -> dict[str, str]:
             resolved[item["name"]] = item.get("value", "")
         elif "secretKeyRef" in source:
             ref = source["secretKeyRef"]
-            data = kube.must_get("secret", ref["name"])["data"]
+            secret = (
+                kube.get("secret", ref["name"])
+                if ref.get("optional")
+                else kube.must_get("secret", ref["name"])
+            )
+            data = (secret or {}).get("data") or {}
+            if ref["key"] not in data and ref.get("optional"):
+                continue  # the kubelet leaves an optional variable out
             resolved[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
             resolved[item["name"]] = kube.ns
@@ -242,12 +249,19 @@ def without(args: list[str], *flags: str) -> list[str]:
 
 @contextlib.contextmanager
 def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
+    """`rendered_server`'s base URL."""
+    with rendered_server(kube, component, workdir) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidecar]:
     """Run the container the operator rendered for `component` as a local process, the way the kubelet
-    would (its command, args and resolved env, the ConfigMap as files); yield its base URL.
+    would (its command, args and resolved env, the ConfigMap as files); yield the running server.
 
     A pod has its own network namespace; locally the server gets free loopback ports instead.
     """
-    from fixtures.sidecar import sidecar
+    from fixtures.sidecar import sidecar_process
 
     deploy = kube.must_get("deployment", f"statestore-{component}")
     cm = kube.must_get("configmap", f"statestore-{component}")
@@ -262,6 +276,37 @@ def rendered_pod(kube: Kube, component: str, workdir: Path) -> Iterator[str]:
         (folder / key).write_text(text)
     assert container["command"] == ["statestore-sidecar"]
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
-    args = without(args, "--dapr-http-port", "--metrics-port")
-    with sidecar(args, container_env(kube, container["env"])) as url:
-        yield url
+    args = without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
+    with sidecar_process(args, container_env(kube, container["env"])) as server:
+        yield server
+
+
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test)."""
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
+    operator = start_operator(
+        "--webhook-address",
+        "127.0.0.1",
+        "--webhook-host",
+        "127.0.0.1",
+        "--webhook-port",
+        str(free_port()),
+        "--webhook-cert",
+        str(chain),
+        "--webhook-key",
+        str(key),
+        "--webhook-config-name",
+        config,
+    )
+    return operator, config
+
+
+def webhook_configurations(kube: Kube, name: str) -> list[str]:
+    """Which of the two kinds of webhook configuration named `name` exist."""
+    kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]

@@ -7,21 +7,26 @@ the objects the operator writes (what a CNI would enforce), not packets being dr
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from operator_testing import (
     ROOT,
     Kube,
     Operator,
+    container_env,
     no_change,
     reconciled,
     reconciles,
     rendered_pod,
+    rendered_server,
     settled,
     wait_for,
 )
@@ -231,6 +236,40 @@ def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:
     return result.stdout
 
 
+def test_documented_sdk_setup(kube: Kube, operator: Operator, tmp_path: Path) -> None:
+    """docs/operator.md's app env and code: the Python SDK over gRPC, with the generated token."""
+    kube.apply(documented("operator.md", "api-token-component"))
+    kube.wait_condition("orders", "Validated", "True")
+    env_doc = yaml.safe_load(documented("operator.md", "sdk-app-env"))["env"]
+    code = documented("operator.md", "sdk-app-code")
+    with rendered_server(kube, "orders", tmp_path) as server:
+        # The Service's names stand for the rendered pod run as a local process.
+        local = {
+            "http://statestore-orders:3500": server.url,
+            "statestore-orders:50001": server.grpc_address,
+        }
+        env = {item["name"]: local.get(item.get("value", ""), item.get("value", "")) for item in env_doc}
+        env.update(container_env(kube, [i for i in env_doc if "valueFrom" in i]))
+        assert set(env) == {"DAPR_HTTP_ENDPOINT", "DAPR_GRPC_ENDPOINT", "DAPR_API_TOKEN"}
+        assert env["DAPR_API_TOKEN"] and env["DAPR_GRPC_ENDPOINT"] == server.grpc_address
+        app = tmp_path / "app.py"
+        app.write_text(code)
+        run = subprocess.run(
+            [sys.executable, str(app)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip().splitlines()[-1] == "hello"
+        without_token = {**os.environ, **env, "DAPR_API_TOKEN": "wrong"}
+        refused = subprocess.run(
+            [sys.executable, str(app)], env=without_token, capture_output=True, text=True, timeout=120
+        )
+        assert refused.returncode != 0 and "UNAUTHENTICATED" in refused.stderr
+
+
 @pytest.mark.parametrize("doc", ["security.md", "operator.md"])
 def test_documented_token_commands(kube: Kube, operator: Operator, tmp_path: Path, doc: str) -> None:
     kube.apply(documented(doc, "api-token-component"))
@@ -273,7 +312,7 @@ def test_scopes_become_a_network_policy(kube: Kube, operator: Operator) -> None:
     deploy = kube.must_get("deployment", "statestore-orders")
     assert spec["podSelector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
     (rule,) = spec["ingress"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 3500}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3500}, {"protocol": "TCP", "port": 50001}]
     assert "namespaceSelector" not in rule["from"][0], "same namespace only"
     assert policy_apps(kube, "orders") == ["billing", "checkout"]
 

@@ -214,7 +214,7 @@ def test_scopes_become_a_policy_on_the_api_port() -> None:
         }
     ]
     # Only the API port: the metrics port is not admitted.
-    assert rule["ports"] == [{"protocol": "TCP", "port": 3500}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 3500}, {"protocol": "TCP", "port": 50001}]
 
 
 def test_app_id_label_is_configurable() -> None:

@@ -236,6 +236,7 @@ def test_decide_builds_status_and_is_stable() -> None:
     d1 = decide(b, outcome, None, deployment(available=1), "T1")
     assert [c["type"] for c in d1.status["conditions"]] == ["Validated", "Available", "Ready"]
     assert d1.status["endpoint"] == "http://statestore-store.ns.svc:3500"
+    assert d1.status["grpcEndpoint"] == "statestore-store.ns.svc:50001"
     assert len(d1.changed) == 3
     b["status"] = d1.status
     d2 = decide(b, outcome, None, deployment(available=1), "T2")
@@ -308,7 +309,7 @@ def test_blocked_by_a_foreign_object() -> None:
     d = decide(b, check(b, {}), None, None, "T", blocked="ConfigMap x already exists")
     ready = d.status["conditions"][2]
     assert (ready["status"], ready["reason"]) == ("False", "NameInUse")
-    assert "endpoint" not in d.status
+    assert "endpoint" not in d.status and "grpcEndpoint" not in d.status
 
 
 def test_pods_drain_before_they_stop() -> None:

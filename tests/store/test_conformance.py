@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import orjson
 import pytest
 
-from fixtures.stores import ComponentUnderTest, read_before_expiry
+from fixtures.stores import ComponentUnderTest, key_base, read_before_expiry
 from statestore_sidecar import query as q
 from statestore_sidecar.stores.base import (
     Concurrency,
@@ -33,9 +32,9 @@ def js(value: object) -> bytes:
 
 
 @pytest.fixture
-def base() -> str:
+def base(request: pytest.FixtureRequest) -> str:
     """A random key base per test, as the reference suite uses, so tests never see each other."""
-    return uuid.uuid4().hex[:12]
+    return key_base(request)
 
 
 def is_json(value: bytes) -> bool:

@@ -95,9 +95,9 @@ def test_schema_defaults() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("redisType", "cluster"),
-        ("failover", "true"),
-        ("sentinelMasterName", "mymaster"),
+        ("redisType", "sentinel"),
+        ("failover", "maybe"),
+        ("sentinelMasterName", "mymaster"),  # without failover: true
         ("useEntraID", "true"),
         ("useOIDC", "true"),
         ("redisDB", "-1"),
@@ -112,7 +112,7 @@ def test_refused_metadata(name: str, value: str) -> None:
 
 
 def test_refused_at_create() -> None:
-    with pytest.raises(MetadataError, match="single node"):
+    with pytest.raises(MetadataError, match="redisType: cluster"):
         make({"redisHost": "a:1,b:2"})
     with pytest.raises(MetadataError, match="enableTLS"):
         make({"redisHost": "a:1", "clientCert": "x", "clientKey": "y"})

@@ -23,11 +23,16 @@ class RedisServer(Server):
         appendfsync: str = "always",
         tls: bool = False,
         tls_auth_clients: str = "no",
+        *,
+        extra_args: tuple[str, ...] = (),
+        password: str | None = None,
     ) -> None:
-        """With `tls`, the port speaks only TLS; `tls_auth_clients` is no, optional or yes."""
+        """With `tls`, the port speaks only TLS; `tls_auth_clients` is no, optional or yes.
+        `extra_args` are more redis-server options (replication, cluster mode)."""
         self.binary = find_binary(["redis-server"])
         super().__init__(base_dir, tls)
-        self.password = "redis-" + secrets.token_hex(8)
+        self.password = password or "redis-" + secrets.token_hex(8)
+        self.extra_args = extra_args
         self.appendfsync = appendfsync
         self.tls_auth_clients = tls_auth_clients
 
@@ -49,6 +54,7 @@ class RedisServer(Server):
             "--protected-mode", "yes",
             "--loglevel", "warning",
             *self._tls_args(),
+            *self.extra_args,
         ]  # fmt: skip
 
     def _tls_args(self) -> list[str]:

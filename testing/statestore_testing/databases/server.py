@@ -24,7 +24,7 @@ from typing import Any
 from statestore_testing.pki import PKI, make_pki
 from statestore_testing.ports import LOOPBACK, free_port
 
-INSTALL_HINT = "run hack/backends/install.sh (as root) to install redis-server, postgresql and mariadb-server"
+INSTALL_HINT = "run hack/backends/install.sh (as root) to install redis-server, redis-sentinel, postgresql and mariadb-server"
 DB_USER = os.environ.get("BACKENDS_DB_USER", "statestore-db")
 HOST = LOOPBACK
 START_TIMEOUT = float(os.environ.get("BACKENDS_START_TIMEOUT", "60"))

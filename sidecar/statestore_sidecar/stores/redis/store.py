@@ -1,4 +1,5 @@
-"""`state.redis`: state in a single Redis node (Redis 6+), through redis-py's asyncio client.
+"""`state.redis`: state in Redis (6+): one node, a Sentinel-managed primary, or a Redis Cluster
+(topology.py), through redis-py's asyncio client.
 
 Each item is a hash `{data, version}` under its stored key, as daprd's Redis store writes it, and its
 expiry is the key's own (daprd's EXPIRE): `ttlExpireTime` is read from the key's remaining TTL, so
@@ -13,6 +14,8 @@ expiries written by daprd are reported, and a daprd rewrite never leaves a stale
   one (never below the clock), so a deleted and re-created key never repeats an earlier etag.
 * TTL is Redis key expiry (PEXPIREAT), taken from the request or the component's `ttlInSeconds`;
   a write without TTL clears an earlier one (Dapr's Redis would keep it; we follow the shared rules).
+* On a Cluster, the keys of one transaction must share a hash slot (use a `{hash tag}` in the keys);
+  otherwise it is refused before anything is written, since Redis runs a script on one node only.
 * Query needs RediSearch and RedisJSON and a different storage layout; it is not implemented, so
   QUERY_API is never advertised (`init` still records which modules the server has).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -45,7 +49,8 @@ from ..base import (
     etag_mismatch,
     first_write_conflict,
 )
-from .metadata import SCHEMA, parse_host
+from . import topology
+from .metadata import NODE_PORT, SCHEMA, SENTINEL_PORT, parse_host, parse_hosts
 from .script import WRITE_SCRIPT
 
 if TYPE_CHECKING:
@@ -59,7 +64,23 @@ T = TypeVar("T")
 def _unavailable(exc: BaseException) -> bool:
     import redis.exceptions as rex
 
-    return isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | asyncio.TimeoutError)
+    return isinstance(
+        exc,
+        rex.ConnectionError
+        | rex.TimeoutError
+        | OSError
+        | asyncio.TimeoutError
+        | rex.ClusterDownError
+        | rex.ClusterError
+        | rex.SlotNotCoveredError,
+    )
+
+
+# Keys per pipeline of a bulk get.
+_BULK_BATCH = 5000
+
+# Replies meaning the server is (for now) unable to serve, not that the request is wrong.
+_UNAVAILABLE_REPLIES = ("LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
 
 
 class RedisStore:
@@ -68,7 +89,28 @@ class RedisStore:
     def __init__(self, config: StoreConfig) -> None:
         md = config.metadata
         self._name = config.name
-        self.host, self.port = parse_host(md["redisHost"], md["redisPort"])
+        self._cluster: bool = md["redisType"] == "cluster"
+        self._failover: bool = md["failover"]
+        self._sentinel_name: str = md["sentinelMasterName"] or ""
+        self._sentinel_auth = {
+            "username": md["sentinelUsername"] or None,
+            "password": md["sentinelPassword"] or None,
+        }
+        if self._failover or self._cluster:
+            default_port = SENTINEL_PORT if self._failover else NODE_PORT
+            self._hosts = parse_hosts(md["redisHost"], md["redisPort"], default_port)
+        else:
+            self._hosts = [parse_host(md["redisHost"], md["redisPort"])]
+        self.host, self.port = self._hosts[0]
+        hosts = ",".join(f"{host}:{port}" for host, port in self._hosts)
+        # How errors name the backend.
+        self._where = (
+            f"{self._sentinel_name} (Sentinels {hosts})"
+            if self._failover
+            else f"cluster {hosts}"
+            if self._cluster
+            else hosts
+        )
         self._db: int = md["redisDB"]
         self._username: str | None = md["redisUsername"] or None
         self._password: str | None = md["redisPassword"] or None
@@ -106,6 +148,9 @@ class RedisStore:
         self._spare: list[Any] = []
         self._spare_max = max(1, self._pool_size // 2)
         self._client: redis.asyncio.Redis | None = None
+        # redis-py's Cluster client fails at once when a node's connections are all in use; this
+        # bounds the calls in flight instead, so callers wait up to poolTimeout as with one node.
+        self._gate = asyncio.Semaphore(self._pool_size) if self._cluster else None
         self._script: Any = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -130,8 +175,6 @@ class RedisStore:
         return kwargs
 
     def _connect(self) -> redis.asyncio.Redis:
-        import redis.asyncio as aioredis
-        from redis.asyncio.connection import BlockingConnectionPool, Connection, SSLConnection
         from redis.asyncio.retry import Retry
         from redis.backoff import EqualJitterBackoff, NoBackoff
 
@@ -141,14 +184,7 @@ class RedisStore:
             else NoBackoff()
         )
         retry = Retry(backoff, max(self._max_retries, 0))
-        ssl_kwargs = self._ssl_kwargs()
-        ssl_kwargs.pop("ssl", None)
-        pool = BlockingConnectionPool(
-            max_connections=self._pool_size,
-            timeout=self._pool_timeout,
-            connection_class=SSLConnection if self._tls else Connection,
-            host=self.host,
-            port=self.port,
+        options: dict[str, Any] = dict(
             db=self._db,
             username=self._username,
             password=self._password,
@@ -160,9 +196,26 @@ class RedisStore:
             health_check_interval=self._idle_timeout if self._idle_timeout > 0 else 0,
             client_name=f"statestore-{self._name}"[:64].replace(" ", "_"),
             protocol=2,
-            **ssl_kwargs,
+            **self._ssl_kwargs(),
         )
-        return aioredis.Redis(connection_pool=pool)
+        if self._failover:
+            return topology.sentinel_client(
+                self._hosts,
+                self._sentinel_name,
+                sentinel_auth=self._sentinel_auth,
+                options=options,
+                pool_size=self._pool_size,
+                pool_timeout=self._pool_timeout,
+            )
+        if self._cluster:
+            client: redis.asyncio.Redis = topology.cluster_client(
+                self._hosts, options, pool_size=self._pool_size
+            )
+            return client
+        node: redis.asyncio.Redis = topology.node_client(
+            self._hosts[0], options, pool_size=self._pool_size, pool_timeout=self._pool_timeout
+        )
+        return node
 
     async def _call(self, work: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
         """Run one backend call within the call timeout, mapping failures to store errors."""
@@ -173,25 +226,39 @@ class RedisStore:
             raise BackendUnavailable("the Redis store is not initialised")
         try:
             async with asyncio.timeout(self._call_timeout):
-                return await work(client)
+                return await self._gated(work, client)
         except StoreError:
             raise
         except rex.AuthenticationError as exc:
-            raise BackendUnavailable(f"redis {self.host}:{self.port}: authentication failed: {exc}") from None
+            raise BackendUnavailable(f"redis {self._where}: authentication failed: {exc}") from None
         except TimeoutError:
             raise BackendUnavailable(
-                f"redis {self.host}:{self.port} did not answer within {self._call_timeout:g}s"
+                f"redis {self._where} did not answer within {self._call_timeout:g}s"
             ) from None
         except Exception as exc:
             if _unavailable(exc):
-                raise BackendUnavailable(f"redis {self.host}:{self.port} is unavailable: {exc}") from None
-            if isinstance(exc, rex.ResponseError) and str(exc).startswith(
-                ("LOADING", "MASTERDOWN", "READONLY")
-            ):
-                raise BackendUnavailable(f"redis {self.host}:{self.port}: {exc}") from None
+                raise BackendUnavailable(f"redis {self._where} is unavailable: {exc}") from None
+            if isinstance(exc, rex.ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise BackendUnavailable(f"redis {self._where}: {exc}") from None
             if isinstance(exc, rex.RedisError):
                 raise StoreError(f"redis error: {exc}") from None
             raise
+
+    async def _gated(self, work: Callable[[redis.asyncio.Redis], Awaitable[T]], client: Any) -> T:
+        gate = self._gate
+        if gate is None:
+            return await work(client)
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"redis {self._where}: no free connection within {self._pool_timeout:g}s"
+            ) from None
+        try:
+            return await work(client)
+        finally:
+            gate.release()
 
     async def init(self) -> None:
         if self._client is None:
@@ -256,7 +323,10 @@ class RedisStore:
 
     async def get(self, key: str) -> Item | None:
         async def get(client: redis.asyncio.Redis) -> Item | None:
-            fields, pttl = await self._hot_hmget(client, key)
+            if self._failover or self._cluster:  # connections follow the primary: no kept connection
+                fields, pttl = await self._hmget_pttl(client, key)
+            else:
+                fields, pttl = await self._hot_hmget(client, key)
             return self._item(fields, pttl, time.time())
 
         return await self._call(get)
@@ -322,36 +392,57 @@ class RedisStore:
         if not unique:
             return {}
 
-        async def bulk(client: redis.asyncio.Redis) -> dict[str, Item]:
-            # The fields of every key, then the TTLs of the keys found: most of a large bulk get may
-            # be absent keys, which then cost one command each, not two.
+        async def bulk(batch: Sequence[str], client: redis.asyncio.Redis) -> dict[str, Item]:
             async with client.pipeline(transaction=False) as pipe:
-                for key in unique:
+                for key in batch:
                     pipe.hmget(key, ["data", "version"])
                 replies = await pipe.execute(raise_on_error=False)
-            present = []
-            for key, fields in zip(unique, replies, strict=True):
-                if isinstance(fields, Exception):
-                    raise fields
-                if fields[0] is not None and fields[1] is not None:
-                    present.append((key, fields))
+            # Then the TTLs of the keys found only: most of a large bulk get may be absent keys.
+            present = [(key, r) for key, r in zip(batch, replies, strict=True) if self._present(r)]
             if not present:
                 return {}
             async with client.pipeline(transaction=False) as pipe:
                 for key, _ in present:
                     pipe.pttl(key)
                 ttls = await pipe.execute(raise_on_error=False)
-            now = time.time()
-            found: dict[str, Item] = {}
-            for (key, fields), pttl in zip(present, ttls, strict=True):
-                if isinstance(pttl, Exception):
-                    raise pttl
-                item = self._item(fields, pttl, now)
-                if item is not None:
-                    found[key] = item
-            return found
+            return self._found(
+                [k for k, _ in present], [[*r, t] for (_, r), t in zip(present, ttls, strict=True)]
+            )
 
-        return await self._call(bulk)
+        async def bulk_by_slot(groups: list[list[str]], client: redis.asyncio.Redis) -> dict[str, Item]:
+            replies = await topology.cluster_hmget(client, groups)
+            return self._found([key for group in groups for key in group], replies)
+
+        # In batches, each within the call timeout: a pipeline of 100,000 keys can take longer than
+        # one call may.
+        found: dict[str, Item] = {}
+        if self._cluster:
+            for groups in topology.slot_batches(unique, _BULK_BATCH):
+                found.update(await self._call(functools.partial(bulk_by_slot, groups)))
+            return found
+        for start in range(0, len(unique), _BULK_BATCH):
+            found.update(await self._call(functools.partial(bulk, unique[start : start + _BULK_BATCH])))
+        return found
+
+    @staticmethod
+    def _present(reply: Any) -> bool:
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(reply[0] is not None and reply[1] is not None)
+
+    def _found(self, keys: Sequence[str], replies: Sequence[Any]) -> dict[str, Item]:
+        """Items from replies [data, version, pttl] (a PTTL may be an error reply)."""
+        now = time.time()
+        found: dict[str, Item] = {}
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(reply[2], Exception):
+                raise reply[2]
+            item = self._item(reply[:2], reply[2], now)
+            if item is not None:
+                found[key] = item
+        return found
 
     # -- writes --------------------------------------------------------------------------------------
     def _ttl_ms(self, ttl: int | None) -> int:
@@ -376,6 +467,8 @@ class RedisStore:
             reply: list[int] = await self._script(keys=keys, args=args, client=client)
             return reply
 
+        if self._cluster:
+            self._check_one_slot(keys)
         code, index = (int(x) for x in await self._call(run))
         if code == 1:
             raise etag_mismatch(keys[index - 1])
@@ -383,6 +476,16 @@ class RedisStore:
             raise first_write_conflict(keys[index - 1])
         if code != 0:
             raise StoreError(f"unexpected reply {code} from the redis write script")
+
+    @staticmethod
+    def _check_one_slot(keys: Sequence[str]) -> None:
+        slots = {topology.hash_slot(key) for key in keys}
+        if len(slots) > 1:
+            raise StoreError(
+                "redis cluster: the keys of a transaction must share one hash slot "
+                f"(they map to {len(slots)} slots); give the keys a common hash tag, "
+                "such as {order-17}items and {order-17}total"
+            )
 
     async def set(self, request: SetRequest) -> None:
         await self.transact([request])

@@ -84,7 +84,18 @@ class Translator:
                 joiner = " AND " if op is q.Op.AND else " OR "
                 return "(" + joiner.join(self.condition(child) for child in children) + ")"
             case q.In(path=path, values=values):
-                return "(" + " OR ".join(self.compare(path, q.Op.EQ, v) for v in values) + ")"
+                # One test per JSON type among the values, each reading the path once.
+                by_kind: dict[tuple[str, ...], list[q.Scalar]] = {}
+                for v in values:
+                    by_kind.setdefault(self._kind(v), []).append(v)
+                parts = []
+                for kind, group in by_kind.items():
+                    if kind == self.NULL:
+                        parts.append(f"({self.is_type(path, kind)})")
+                        continue
+                    test = f"{self.is_type(path, kind)} AND {self.value(path, kind)}"
+                    parts.append(f"({test} IN ({', '.join(self.param(v) for v in group)}))")
+                return "(" + " OR ".join(parts) + ")"
             case q.Compare(op=q.Op.NEQ, path=path, value=value):
                 # Present, and not equal: a missing path matches no comparison, not even NEQ.
                 present = f"{self.type_of(path)} IS NOT NULL"  # parameters are collected in text order
@@ -99,13 +110,18 @@ class Translator:
         kinds = (self.BOOLEAN, self.NUMBER, self.STRING, self.CONTAINER)
         for sk in sort:
             direction = " DESC" if sk.descending else ""
-            ranks = " ".join(
-                f"WHEN {self.is_type(sk.path, kind)} THEN {n}" for n, kind in enumerate(kinds, 1)
-            )
-            terms.append(f"(CASE {ranks} ELSE 0 END){direction}")
-            terms += [
-                f"(CASE WHEN {self.is_type(sk.path, kind)} THEN {self.value(sk.path, kind)} END){direction}"
-                for kind in kinds
-            ]
+            # A simple CASE reads the type once.
+            ranks = " ".join(f"WHEN '{name}' THEN {n}" for n, kind in enumerate(kinds, 1) for name in kind)
+            terms.append(f"(CASE {self.type_of(sk.path)} {ranks} ELSE 0 END){direction}")
+            terms += [term + direction for term in self.sort_values(sk.path)]
         terms.append(self.KEY)
         return ", ".join(terms)
+
+    def sort_values(self, path: Path) -> list[str]:
+        """ORDER BY terms ordering values within their type (the type's rank comes before them).
+
+        One term per type; a dialect whose values of different types compare without error may
+        give one term for all.
+        """
+        kinds = (self.BOOLEAN, self.NUMBER, self.STRING, self.CONTAINER)
+        return [f"(CASE WHEN {self.is_type(path, kind)} THEN {self.value(path, kind)} END)" for kind in kinds]

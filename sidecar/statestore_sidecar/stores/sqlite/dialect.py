@@ -138,6 +138,12 @@ class Translator(translate.Translator):
         # Objects and arrays order by their JSON text with sorted keys, exactly as query.sort_key does.
         return f"statestore_json_canonical({val})" if kind == self.CONTAINER else val
 
+    def sort_values(self, path: Sequence[str]) -> list[str]:
+        # Within one rank the types agree (integers and reals compare as numbers): one term will do.
+        kind, val = self._access(path)
+        containers = ", ".join(f"'{name}'" for name in self.CONTAINER)
+        return [f"(CASE WHEN {kind} IN ({containers}) THEN statestore_json_canonical({val}) ELSE {val} END)"]
+
     def param(self, value: q.Scalar) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
             return self.bind(float(value))
