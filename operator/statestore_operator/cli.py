@@ -127,6 +127,19 @@ def parser() -> argparse.ArgumentParser:
         help="name of the ValidatingWebhookConfiguration the operator maintains; empty: serve only "
         "(the configuration is installed by other means, e.g. the Helm chart)",
     )
+    hook.add_argument(
+        "--inject-sidecars",
+        action="store_true",
+        help='also serve the Pod mutating webhook: pods annotated statestore.dapr.io/inject: "true" get a '
+        "statestore sidecar (needs --webhook-cert and --webhook-key)",
+    )
+    hook.add_argument(
+        "--inject-failure-policy",
+        choices=["Ignore", "Fail"],
+        default="Ignore",
+        help="failurePolicy of the Pod webhook: Ignore (default) lets pods start without the sidecar while "
+        "the operator is down; Fail refuses them instead",
+    )
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"statestore-operator {__version__}")
     return p
@@ -201,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         webhook_cert_reload_seconds=args.webhook_cert_reload_seconds,
         webhook_service=args.webhook_service,
         webhook_config_name=args.webhook_config_name,
+        inject_sidecars=args.inject_sidecars,
+        inject_failure_policy=args.inject_failure_policy,
     )
     registry = kopf.OperatorRegistry()
     handlers.register(registry, options)

@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import access, actors, admission, fallback, naming, render
+from . import access, actors, admission, fallback, injection, naming, render
 from .kube import Client
 from .reconcile import Reconciler
 from .validation import is_state_store
@@ -40,6 +40,8 @@ class Options:
     webhook_cert_reload_seconds: float = 60.0  # kopf re-reads the files this often; a change restarts it
     webhook_service: str | None = None  # "namespace/name[:port]": in-cluster clientConfig
     webhook_config_name: str = "statestore-operator.dapr.io"
+    inject_sidecars: bool = False  # the Pod mutating webhook (sidecar mode)
+    inject_failure_policy: str = "Ignore"
 
 
 def login() -> kopf.ConnectionInfo:
@@ -228,6 +230,15 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
 
     if not (options.webhook_cert and options.webhook_key):
         return
+
+    if options.inject_sidecars:
+        injection.register(
+            registry,
+            options.pods,
+            options.namespaces,
+            login,
+            ignore_failures=options.inject_failure_policy == "Ignore",
+        )
 
     @kopf.on.validate(
         naming.GROUP,

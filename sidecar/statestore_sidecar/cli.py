@@ -75,6 +75,13 @@ def parser() -> argparse.ArgumentParser:
         help="on SIGTERM, fail readiness but keep serving this long before stopping (default 0; "
         "one server process only)",
     )
+    p.add_argument(
+        "--reload-seconds",
+        type=_seconds,
+        default=5.0,
+        help="check the resources for changes this often and reload the state stores without a restart "
+        "(default 5; 0 turns it off)",
+    )
     p.add_argument("--version", action="version", version=f"statestore-sidecar {__version__}")
     return p
 

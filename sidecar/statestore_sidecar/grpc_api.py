@@ -32,6 +32,10 @@ log = logging.getLogger("statestore.grpc")
 SERVICE = "dapr.proto.runtime.v1.Dapr"
 TOKEN_HEADER = "dapr-api-token"
 STOP_GRACE_SECONDS = 5.0
+# gRPC core cancels calls that arrive faster than the server takes them up: past 1,000 waiting calls
+# it drops a growing share at random, past 3,000 all (CANCELLED to the client). daprd queues them
+# instead, so a burst of a few thousand concurrent calls completes; so do we, up to this many.
+MAX_WAITING_CALLS = 65_536
 IMPLEMENTED = frozenset(
     {
         "GetState",
@@ -348,6 +352,8 @@ async def grpc_service(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             ("grpc.so_reuseport", 1 if shared_port else 0),
+            ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
         ],
     )
     dapr_pb2_grpc.add_DaprServicer_to_server(DaprState(core), server)  # type: ignore[no-untyped-call]

@@ -32,7 +32,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from . import __version__, logs
+from . import __version__, logs, reload
 from .app import Service, create_app
 from .components import Validated
 from .drain import Drain
@@ -59,20 +59,30 @@ def _metrics_on(args: argparse.Namespace) -> bool:
     return bool(args.enable_metrics and args.metrics_port)
 
 
-def _services(args: argparse.Namespace, settings: Settings) -> list[Service]:
-    """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0."""
+def _services(args: argparse.Namespace, settings: Settings, validated: list[Validated]) -> list[Service]:
+    """The gRPC server beside the HTTP one, in the same event loop, unless its port is 0; the
+    resources' watcher unless --reload-seconds is 0."""
+    services: list[Service] = []
+    reload_seconds = float(getattr(args, "reload_seconds", 0) or 0)
+    if reload_seconds > 0 and args.resources_path:
+        services.append(
+            functools.partial(
+                reload.watch, paths=args.resources_path, interval=reload_seconds, initial=validated
+            )
+        )
     if not args.dapr_grpc_port:
-        return []
+        return services
     from .grpc_api import grpc_service  # grpcio costs ~30 MB of memory: only when it serves
 
     return [
+        *services,
         functools.partial(
             grpc_service,
             host=args.dapr_listen_addresses,
             port=args.dapr_grpc_port,
             token=settings.api_token,
             shared_port=_workers(args) > 1,
-        )
+        ),
     ]
 
 
@@ -84,7 +94,7 @@ def build_app(
     args: argparse.Namespace, validated: list[Validated], namespace: str | None, drain: Drain | None = None
 ) -> ASGIApp:
     settings = settings_from(args, namespace)
-    app = create_app(Runtime.build(settings, validated, drain), _services(args, settings))
+    app = create_app(Runtime.build(settings, validated, drain), _services(args, settings, validated))
     if _metrics_on(args):
         from .metrics import MetricsMiddleware
 

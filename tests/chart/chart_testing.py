@@ -37,6 +37,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "webhook": {"certManager": {"enabled": True, "issuerRef": {"kind": "ClusterIssuer", "name": "my-ca"}}}
     },
     "watch-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "sidecar-injection": {"sidecarInjection": {"enabled": True}, "watchNamespaces": ["team-a"]},
     "metrics-servicemonitor": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}
     },

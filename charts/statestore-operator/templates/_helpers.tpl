@@ -71,6 +71,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 /validate-component
 {{- end -}}
 
+{{/* The handler id of kopf's @kopf.on.mutate for Pods (operator/statestore_operator/injection.py). */}}
+{{- define "statestore-operator.injectPath" -}}
+/inject-sidecar
+{{- end -}}
+
 {{/* Where the serving certificate is mounted in the operator container. */}}
 {{- define "statestore-operator.webhookCertDir" -}}
 /etc/statestore-operator/webhook-tls
