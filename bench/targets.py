@@ -150,7 +150,10 @@ class RedisDirect:
         self.value = value
 
     async def get(self, i: int) -> int:
-        data, _version, _exp = await self.client.hmget(stored_key(i), ["data", "version", "exp"])
+        async with self.client.pipeline(transaction=False) as pipe:  # the store's GET: fields and TTL
+            pipe.hmget(stored_key(i), ["data", "version"])
+            pipe.pttl(stored_key(i))
+            (data, _version), _pttl = await pipe.execute()
         return 200 if data is not None else 204
 
     async def save(self, i: int) -> int:
@@ -164,12 +167,13 @@ class RedisDirect:
 # The statements of state.postgresql's `get` and last-write `set` (stores/postgresql/store.py).
 _PG_LIVE = "(expiredate IS NULL OR expiredate > now())"
 _PG_GET = (
-    f"SELECT value, etag, extract(epoch FROM expiredate)::float8 FROM state WHERE key = $1 AND {_PG_LIVE}"
+    "SELECT value, isbinary, xmin::text, extract(epoch FROM expiredate)::float8 FROM state "
+    f"WHERE key = $1 AND {_PG_LIVE}"
 )
 _PG_UPSERT = (
-    "INSERT INTO state (key, value, doc, etag, expiredate) VALUES ($1, $2, $3::jsonb, $4, "
-    "CASE WHEN $5::integer > 0 THEN now() + make_interval(secs => $5::integer) END) "
-    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, doc = excluded.doc, etag = excluded.etag, "
+    "INSERT INTO state (key, value, isbinary, expiredate) VALUES ($1, $2::jsonb, $3, "
+    "CASE WHEN $4::integer > 0 THEN now() + make_interval(secs => $4::integer) END) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, isbinary = excluded.isbinary, "
     "updatedate = now(), expiredate = excluded.expiredate"
 )
 
@@ -181,7 +185,6 @@ class PostgresDirect:
 
     def __init__(self, pool: Any, value: bytes) -> None:
         self.pool = pool
-        self.value = value
         self.doc = value.decode()
 
     @classmethod
@@ -201,7 +204,7 @@ class PostgresDirect:
 
     async def save(self, i: int) -> int:
         async with self.pool.acquire() as conn:
-            await conn.execute(_PG_UPSERT, stored_key(i), self.value, self.doc, str(uuid.uuid4()), None)
+            await conn.execute(_PG_UPSERT, stored_key(i), self.doc, False, None)
         return 204
 
     async def close(self) -> None:

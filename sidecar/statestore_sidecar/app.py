@@ -24,6 +24,7 @@ from . import __version__, errors, keys
 from .drain import Drain
 from .errors import ApiError
 from .openapi import ROUTE_DOCS
+from .raw_values import attach_to_save, attach_to_transaction
 from .requests import (
     BadEscape,
     Malformed,
@@ -105,19 +106,26 @@ class StateApi:
         self.limit = core.max_body_size
 
     async def body(self, request: Request) -> Any:
+        return (await self.body_and_bytes(request))[1]
+
+    async def body_and_bytes(self, request: Request) -> tuple[bytes, Any]:
         try:
             raw = await read_body(request, self.limit)
         except BodyTooLarge as exc:
             raise errors.malformed(str(exc)) from None
         try:
-            return decode_json(raw)
+            return raw, decode_json(raw)
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
 
-    async def object_body(self, request: Request, struct: str) -> dict[str, Any]:
-        """A JSON object body (null counts as empty), with daprd's "failed deserializing" errors."""
+    async def object_body(self, request: Request, struct: str, raw_values: bool = False) -> dict[str, Any]:
+        """A JSON object body (null counts as empty), with daprd's "failed deserializing" errors;
+        with `raw_values`, a transaction's values keep their text as sent."""
         try:
-            body = decode_json(await read_body(request, self.limit))
+            raw = await read_body(request, self.limit)
+            body = decode_json(raw)
+            if raw_values:
+                attach_to_transaction(raw, body)
         except (BodyTooLarge, Malformed) as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         if body is None:
@@ -131,9 +139,10 @@ class StateApi:
     async def save(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 1)
         handle = self.core.handle(store_name)
-        body = await self.body(request)
+        raw_body, body = await self.body_and_bytes(request)
         if body is None:
             return _no_content()
+        attach_to_save(raw_body, body)  # values are stored as sent
         if not isinstance(body, list):
             raise errors.malformed("json: cannot unmarshal object into Go value of type []state.SetRequest")
         try:
@@ -197,7 +206,7 @@ class StateApi:
     async def transaction(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
         handle = self.core.transactional(store_name)
-        body = await self.object_body(request, "TransactionalStateRequest")
+        body = await self.object_body(request, "TransactionalStateRequest", raw_values=True)
         req = fields(body, _TX_FIELDS, "TransactionalStateRequest")
         ops_raw = req.get("operations") or []
         if not isinstance(ops_raw, list):

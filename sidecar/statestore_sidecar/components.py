@@ -195,7 +195,7 @@ class Validated:
 def store_schema(component: Component) -> StoreSchema:
     """The schema for a Component's type and version, or ComponentError on `spec.type`/`spec.version`."""
     try:
-        schema = schema_for(component.type)
+        schema = schema_for(component.type, component.version)
     except UnknownStoreType as exc:
         raise component.error(str(exc), "spec.type") from None
     if component.version not in _INITIAL_VERSIONS and component.version not in schema.versions:

@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from .raw_values import RawValue
+
 
 class Malformed(ValueError):
     """The body or a parameter does not decode; the message is shown to the client."""
@@ -36,7 +38,12 @@ MAX_VALUE_DEPTH = 254
 
 
 def encode_value(value: Any) -> bytes:
-    """A decoded value as compact JSON; Malformed when it cannot be written back."""
+    """A value's JSON: its text as sent (a RawValue), else the decoded value as compact JSON;
+    Malformed when it cannot be stored."""
+    if isinstance(value, RawValue):
+        if len(value.text) > 2 * MAX_VALUE_DEPTH:  # shorter text cannot nest that deep
+            encode_value(value.value)
+        return value.text
     try:
         return orjson.dumps(value)
     except TypeError as exc:

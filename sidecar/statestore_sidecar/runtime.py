@@ -48,7 +48,7 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        store = create_store(self.type, StoreConfig(component.name, validated.metadata, component.version))
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
         self.store: Store = encrypted(store, keys, component.name)

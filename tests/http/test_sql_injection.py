@@ -55,7 +55,7 @@ async def database_rows(backend: str, metadata: dict[str, str], server: Any) -> 
         conn = await asyncpg.connect(server.connection_string(form="url"))
         try:
             return {
-                row["key"]: bytes(row["value"])
+                row["key"]: row["value"].encode()  # jsonb, as text
                 for row in await conn.fetch(f'SELECT key, value FROM "{table}"')
             }
         finally:
@@ -65,7 +65,7 @@ async def database_rows(backend: str, metadata: dict[str, str], server: Any) -> 
     try:
         with my.cursor() as cur:
             cur.execute(f"SELECT id, value FROM `dapr_state_store`.`{table}`")
-            return {bytes(key).decode(): bytes(value) for key, value in cur.fetchall()}
+            return {key: value.encode() for key, value in cur.fetchall()}  # daprd's layout: text
     finally:
         my.close()
 

@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
 from fixtures.backends import RedisServer
 from fixtures.stores import ComponentUnderTest
@@ -22,13 +23,15 @@ async def test_a_row_written_by_another_client_that_cannot_be_read_is_an_interna
 ) -> None:
     api = await make_api({"store": ComponentUnderTest("redis", "state.redis", redis_metadata)})
     key = uuid.uuid4().hex
-    # Another client stores a hash of the store's layout whose expiry is not a number.
-    redis_server.command("HSET", f"myapp||{key}", "data", '"v"', "version", "1", "exp", "soon")
+    # Another client stores a hash of the store's layout whose version is not UTF-8 text.
+    client = redis.Redis(host=redis_server.host, port=redis_server.port, password=redis_server.password)
+    client.hset(f"myapp||{key}", mapping={"data": b'"v"', "version": b"soon\xff"})
+    client.close()
     r = await api.get(f"/v1.0/state/store/{key}")
     assert r.status_code == 500
     body = r.json()
     assert body["errorCode"] == "ERR_STATE_GET"
-    assert body["message"] == f"fail to get {key} from state store store: internal error (ValueError)"
+    assert body["message"] == f"fail to get {key} from state store store: internal error (UnicodeDecodeError)"
     assert "Traceback" not in r.text and "soon" not in r.text
     # The server keeps serving the other keys.
     assert (await api.post("/v1.0/state/store", json=[{"key": f"{key}-ok", "value": 1}])).status_code == 204

@@ -150,9 +150,15 @@ REVIEWED: dict[str, tuple[set[str], set[str], str]] = {
     ),
     "postgresql/store.py": (
         {"t", "m", "table", "self.table", "self.metadata_table", "index"},
-        {"_EXPIRY", "LIVE", "columns", "values", "update"},
+        {"_EXPIRY", "LIVE", "columns", "values", "update", "read", "self.expiry_column"},
         "quote_table",
     ),
+    "postgresql/v2.py": (
+        {"t", "self.table"},
+        {"_EXPIRY", "LIVE", "insert", "read", "update", "values"},
+        "quote_table",
+    ),
+    "postgresql/migrations.py": ({"table", "m", "metadata_table", "index"}, set(), "quote_table"),
     "postgresql/dialect.py": (
         {"table"},
         {"' AND '.join(where)", "int(query.limit)", "int(query.offset)", "t.order_by(query.sort)"},
@@ -160,7 +166,12 @@ REVIEWED: dict[str, tuple[set[str], set[str], str]] = {
     ),
     "mysql/store.py": (
         {"t", "table", "schema", "self.table", "self.metadata_table", "self._schema"},
-        {"LIVE", "NOW_MS", "expiry", "first", "insert", "marks"},
+        {"LIVE", "EXPIRY", "first", "insert", "read"},
+        "quote_ident",
+    ),
+    "mysql/migrations.py": (
+        {"table", "metadata_table", "new", "old", "quoted_schema"},
+        {"key_collation"},
         "quote_ident",
     ),
     "mysql/dialect.py": (

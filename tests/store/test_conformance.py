@@ -37,6 +37,14 @@ def base(request: pytest.FixtureRequest) -> str:
     return key_base(request)
 
 
+def is_json(value: bytes) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 SCENARIOS: dict[str, bytes] = {
     "int": js(123),
     "bool": js(True),
@@ -66,13 +74,18 @@ async def test_ping(store: Store) -> None:
     await store.ping()
 
 
-async def test_set_and_get_every_kind_of_value(store: Store, base: str) -> None:
+async def test_set_and_get_every_kind_of_value(
+    store: Store, base: str, component: ComponentUnderTest
+) -> None:
     for name, value in SCENARIOS.items():
         await store.set(SetRequest(f"{base}-{name}", value))
     for name, value in SCENARIOS.items():
         item = await store.get(f"{base}-{name}")
         assert item is not None, name
-        assert item.data == value, name  # byte-exact, binary included
+        if component.offers.exact_json or not is_json(value):
+            assert item.data == value, name  # byte-exact, binary included
+        else:  # PostgreSQL's jsonb rewrites JSON text, as daprd's does: the same value comes back
+            assert orjson.loads(item.data) == orjson.loads(value), name
         assert item.etag, name
         assert item.expires_at is None, name
 
@@ -120,7 +133,7 @@ async def test_bulk_get_of_ten_thousand_keys(store: Store, base: str) -> None:
 
 
 async def test_large_value_round_trips(store: Store, base: str) -> None:
-    value = js({"blob": "x" * (3 * 1024 * 1024)})
+    value = b'{"blob": "' + b"x" * (3 * 1024 * 1024) + b'"}'  # jsonb's own form: exact everywhere
     await store.set(SetRequest(f"{base}-large", value))
     item = await store.get(f"{base}-large")
     assert item is not None and item.data == value

@@ -189,8 +189,16 @@ async def test_schema_is_created(mariadb_server: MariaDBServer, mysql_metadata: 
     await store.init()
     try:
         await store.set(SetRequest("k", b"\x00\xff"))
-        rows = sql(mariadb_server, f"SELECT id, value, doc FROM `{schema}`.`{mysql_metadata['tableName']}`")
-        assert rows == [(b"k", b"\x00\xff", None)]
+        await store.set(SetRequest("j", b'{ "n": 1e3 }'))
+        rows = sql(
+            mariadb_server,
+            f"SELECT id, value, isbinary, eTag FROM `{schema}`.`{mysql_metadata['tableName']}` ORDER BY id",
+        )
+        # daprd's layout: JSON text as given; other bytes as a base64 JSON string marked isbinary.
+        assert [r[:3] for r in rows] == [("j", '{ "n": 1e3 }', 0), ("k", '"AP8="', 1)]
+        assert all(len(r[3]) == 36 for r in rows)
+        item = await store.get("k")
+        assert item is not None and item.data == b"\x00\xff"
     finally:
         await store.close()
 
@@ -243,23 +251,71 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await my_store.set(SetRequest("short", b"1", ttl=1))
     await my_store.set(SetRequest("long", b"1", ttl=3600))
     await my_store.set(SetRequest("forever", b"1"))
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.2)  # whole seconds, rounded up
     assert await my_store.get("short") is None
     assert await my_store.cleanup_expired() == 1
     rows = sql(mariadb_server, f"SELECT id FROM {my_store.table} ORDER BY id")
-    assert [r[0] for r in rows] == [b"forever", b"long"]
+    assert [r[0] for r in rows] == ["forever", "long"]
     await my_store.set(SetRequest("short2", b"1", ttl=1))
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.2)  # whole seconds, rounded up
     assert await my_store.cleanup_expired() == 0
     assert await my_store.cleanup_expired(force=True) == 1
 
 
 @pytest.mark.backends
-async def test_largest_ttl(my_store: MySQLStore) -> None:
-    await my_store.set(SetRequest("t", b"1", ttl=2_147_483_647))
+async def test_ttl_past_2038_is_refused(my_store: MySQLStore) -> None:
+    """daprd's layout keeps expiry in a TIMESTAMP, which ends in January 2038."""
+    with pytest.raises(StoreError, match="2038"):
+        await my_store.set(SetRequest("t", b"1", ttl=2_147_483_647))
+    assert await my_store.get("t") is None
+    await my_store.set(SetRequest("t", b"1", ttl=365 * 24 * 3600))
     item = await my_store.get("t")
     assert item is not None and item.expires_at is not None
-    assert item.expires_at > time.time() + 2_000_000_000
+    assert item.expires_at > time.time() + 364 * 24 * 3600
+
+
+@pytest.mark.backends
+async def test_earlier_layout_is_converted(
+    mariadb_server: MariaDBServer, mysql_metadata: dict[str, str]
+) -> None:
+    """A table of this server's earlier layout (exact bytes in `value`, JSON in `doc`, `expires_at`
+    in milliseconds) is converted to daprd's on start: every value, ETag and expiry carries over."""
+    table = f"dapr_state_store.`{mysql_metadata['tableName']}`"
+    sql(mariadb_server, "CREATE DATABASE IF NOT EXISTS dapr_state_store")
+    sql(
+        mariadb_server,
+        f"CREATE TABLE {table} (id VARBINARY(2048) NOT NULL PRIMARY KEY, value LONGBLOB NOT NULL, "
+        "doc JSON NULL, etag VARCHAR(64) NOT NULL, insertdate DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
+        "updatedate DATETIME(6) NULL, expires_at BIGINT NULL, INDEX expires_at_idx (expires_at))",
+    )
+    big = bytes(range(256)) * 2  # long enough for MariaDB's base64 to break lines
+    expiry_ms = int((time.time() + 3600) * 1000)
+    sql(
+        mariadb_server,
+        f"INSERT INTO {table} (id, value, doc, etag, expires_at) VALUES "
+        "('j', '{\"a\": 1e3}', '{\"a\": 1e3}', 'e1', %s), ('b', %s, NULL, 'e2', NULL)",
+        (expiry_ms, big),
+    )
+    store = make(mysql_metadata)
+    await store.init()
+    try:
+        found = await store.bulk_get(["j", "b"])
+        assert found["j"].data == b'{"a": 1e3}' and found["b"].data == big
+        assert (found["j"].etag, found["b"].etag) == ("e1", "e2")
+        assert found["j"].expires_at is not None and abs(found["j"].expires_at - expiry_ms / 1000) <= 1
+        assert found["b"].expires_at is None
+        await store.set(SetRequest("j", b"2", etag="e1"))
+    finally:
+        await store.close()
+    columns = sql(
+        mariadb_server,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'dapr_state_store' "
+        "AND table_name = %s",
+        (mysql_metadata["tableName"],),
+    )
+    assert {str(c[0]) for c in columns} == {
+        "id", "value", "isbinary", "insertDate", "updateDate", "eTag", "expiredate"
+    }  # fmt: skip
 
 
 @pytest.mark.backends
@@ -270,7 +326,7 @@ async def test_foreign_table_layout_is_refused(
     sql(mariadb_server, "CREATE DATABASE IF NOT EXISTS dapr_state_store")
     sql(mariadb_server, f"CREATE TABLE dapr_state_store.`{table}` (id VARCHAR(255) PRIMARY KEY, value JSON)")
     store = make({**mysql_metadata, "tableName": table})
-    with pytest.raises(StoreError, match="not created by this server"):
+    with pytest.raises(StoreError, match=r"does not have daprd's state\.mysql layout"):
         await store.init()
     await store.close()
 

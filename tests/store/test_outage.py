@@ -124,7 +124,8 @@ class Load:
         while self.running:
             i += 1
             key = f"w{n}-{i}"
-            value = f'{{"writer":{n},"i":{i}}}'.encode()
+            # In jsonb's own form, so it reads back byte for byte from PostgreSQL's jsonb too.
+            value = f'{{"i": {i}, "writer": {n}}}'.encode()
             started = time.monotonic()
             try:
                 if i % 5 == 0:  # some transactions too: two keys, both or none

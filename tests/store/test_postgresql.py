@@ -213,15 +213,68 @@ async def test_url_form_connects(
 
 
 @pytest.mark.backends
-async def test_values_are_stored_byte_exact_beside_jsonb(
+async def test_values_are_stored_in_daprds_layout(
     pg_store: PostgresStore, postgres_server: PostgresServer
 ) -> None:
-    await pg_store.set(SetRequest("k-json", b'{ "b": 1,  "a": [1, 2] }'))
+    """JSON in `value jsonb` (normalised by jsonb, as daprd's), other bytes as base64 with `isbinary`;
+    the ETag is the row's xmin and the migration level is daprd's."""
+    await pg_store.set(SetRequest("k-json", b'{ "b": 1,  "a": [1e3, 2] }'))
     await pg_store.set(SetRequest("k-bin", b"\x00\xff"))
     item = await pg_store.get("k-json")
-    assert item is not None and item.data == b'{ "b": 1,  "a": [1, 2] }'
-    rows = await sql(postgres_server, f"SELECT key, doc::text FROM {pg_store.table} ORDER BY key")
-    assert [(r[0], r[1]) for r in rows] == [("k-bin", None), ("k-json", '{"a": [1, 2], "b": 1}')]
+    assert item is not None and item.data == b'{"a": [1000, 2], "b": 1}'
+    binary = await pg_store.get("k-bin")
+    assert binary is not None and binary.data == b"\x00\xff"
+    rows = await sql(
+        postgres_server, f"SELECT key, value::text, isbinary, xmin::text FROM {pg_store.table} ORDER BY key"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("k-bin", '"AP8="', True, binary.etag),
+        ("k-json", '{"a": [1000, 2], "b": 1}', False, item.etag),
+    ]
+    level = await sql(
+        postgres_server, f"SELECT value FROM {pg_store.metadata_table} WHERE key = 'migrations'"
+    )
+    assert [r[0] for r in level] == ["2"]
+
+
+@pytest.mark.backends
+async def test_earlier_layout_is_converted(
+    postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
+) -> None:
+    """A table of this server's earlier layout (bytes in `value bytea`, JSON in `doc`, an `etag`
+    column) is converted to daprd's on start; every value reads back, TTLs are kept."""
+    table = postgresql_metadata["tableName"]
+    await sql(
+        postgres_server,
+        f'CREATE TABLE "{table}" (key text NOT NULL PRIMARY KEY, value bytea NOT NULL, doc jsonb, '
+        "etag text NOT NULL, insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
+        "expiredate timestamptz)",
+    )
+    await sql(postgres_server, f'CREATE INDEX "{table}_expiredate_idx" ON "{table}" (expiredate)')
+    big = bytes(range(256)) * 2  # long enough for PostgreSQL's base64 to break lines
+    await sql(
+        postgres_server,
+        f'INSERT INTO "{table}" (key, value, doc, etag, expiredate) VALUES '
+        "('j', '\\x7b2261223a317d', '{\"a\":1}', 'e1', now() + interval '1 hour'), "
+        "('b', $1, NULL, 'e2', NULL)",
+        big,
+    )
+    store = make(postgresql_metadata)
+    await store.init()
+    try:
+        found = await store.bulk_get(["j", "b"])
+        assert found["j"].data == b'{"a": 1}' and found["b"].data == big
+        assert found["j"].expires_at is not None and found["b"].expires_at is None
+        assert found["j"].etag != "e1"
+        await store.set(SetRequest("j", b"2", etag=found["j"].etag))
+    finally:
+        await store.close()
+    columns = await sql(
+        postgres_server,
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+        f'"{table}"',
+    )
+    assert {r[0] for r in columns} == {"key", "value", "isbinary", "insertdate", "updatedate", "expiredate"}
 
 
 @pytest.mark.backends
@@ -247,7 +300,7 @@ async def test_foreign_table_layout_is_refused(
     table = unique_name("foreign")
     await sql(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
     store = make({**postgresql_metadata, "tableName": table})
-    with pytest.raises(StoreError, match="not created by this server"):
+    with pytest.raises(StoreError, match="does not have daprd's state\\.postgresql layout"):
         await store.init()
     await store.close()
 

@@ -29,14 +29,16 @@ _ALIASES = {"state.sqlite3": "state.sqlite", "state.postgres": "state.postgresql
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """What a store module gets to build a store: its Component name and resolved metadata."""
+    """What a store module gets to build a store: its Component name, resolved metadata and
+    `spec.version` ("" when not given)."""
 
     name: str
     metadata: Resolved
+    version: str = ""
 
 
 class _MetadataModule(Protocol):
-    SCHEMA: StoreSchema
+    SCHEMA: StoreSchema  # a module may add VERSIONS: {spec.version: StoreSchema} for other versions
 
 
 class _StoreModule(Protocol):
@@ -64,9 +66,11 @@ def metadata_module(store_type: str) -> str:
     return f"{__name__}.{_PACKAGES[canonical_type(store_type)]}.metadata"
 
 
-def schema_for(store_type: str) -> StoreSchema:
-    """The metadata schema of a store type, or UnknownStoreType."""
-    return cast(_MetadataModule, importlib.import_module(metadata_module(store_type))).SCHEMA
+def schema_for(store_type: str, version: str = "") -> StoreSchema:
+    """The metadata schema of a store type (and `spec.version`), or UnknownStoreType."""
+    module = cast(_MetadataModule, importlib.import_module(metadata_module(store_type)))
+    versions: dict[str, StoreSchema] = getattr(module, "VERSIONS", {})
+    return versions.get(version, module.SCHEMA)
 
 
 def create_store(store_type: str, config: StoreConfig) -> Store:

@@ -1,18 +1,19 @@
 """`state.mysql`: state in a table of a MySQL-protocol server (tested against MariaDB only: Debian ships
 no Oracle MySQL server), through an aiomysql connection pool.
 
-Table layout (schema and table created if missing): `id VARBINARY(2048) PRIMARY KEY` (the key's
-UTF-8 bytes: compared byte for byte, trailing spaces significant, ordered by code point), `value
-LONGBLOB` (the exact bytes given), `doc JSON` (the same value when it is JSON, else NULL; MariaDB
-keeps JSON as checked LONGTEXT; MySQL would keep binary JSON, untested), `etag` (a UUID per write),
-`insertdate`, `updatedate`, `expires_at BIGINT` (Unix milliseconds on the server's clock; NULL:
-never expires).
+The tables are daprd's `state.mysql` layout (`migrations.py`), so daprd and this server share a
+database in either direction: JSON values in `value` (MariaDB keeps JSON text as given; Oracle
+MySQL would normalise it, untested), other bytes as a base64 JSON string with `isbinary` set, a UUID `eTag` per
+write, `expiredate TIMESTAMP` (whole seconds, rounded up; NULL: never expires; TIMESTAMP ends in
+January 2038, so a TTL reaching past it is refused). A table of this server's earlier layout is
+converted on start.
 
 * Etag rules are enforced inside single statements (the shared ladder of `sql/writes.py`), so row
   locks serialise writers.
 * Transactions run in one database transaction, in order; a refused operation rolls back all.
-* Expired rows are filtered on every read and deleted every `cleanupInterval` by one replica.
-* Query translates the shared query tree to SQL over `doc` (`dialect.py`).
+* Expired rows are filtered on every read and deleted every `cleanupInterval` by one replica (the
+  `last-cleanup` row daprd uses too).
+* Query translates the shared query tree to SQL over `value` (`dialect.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import os
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -41,14 +43,17 @@ from ..base import (
 )
 from ..sql import writes
 from ..sql.cleanup import Cleaner, claim_window
-from .dialect import LIVE, NOW_MS, build_query, json_doc
+from . import migrations
+from .dialect import EXPIRY, LIVE, binary_doc, build_query, json_doc, stored_bytes
 from .metadata import SCHEMA, parse_connection_string, quote_ident
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_REQUIRED_COLUMNS = ("id", "value", "doc", "etag", "expires_at")
+# TIMESTAMP's last second (2038-01-19T03:14:07Z): expiries must come before it.
+_TIMESTAMP_END = 2_147_483_647
+_MAX_KEY = 255  # characters of daprd's `id VARCHAR(255)`
 # Connection errors: can't connect, server gone away, lost connection, too many connections,
 # shutdown in progress, server shutdown, access denied handled apart.
 _UNAVAILABLE_CODES = frozenset({1040, 1053, 1077, 1152, 1158, 1159, 1160, 1161, 2002, 2003, 2006, 2013, 2055})
@@ -90,28 +95,27 @@ class MySQLStore:
 
     def _statements(self) -> dict[str, str]:
         t = self.table
-        expiry = f"IF(%s IS NULL, NULL, {NOW_MS} + %s)"
-        insert = f"INSERT INTO {t} (id, value, doc, etag, expires_at) VALUES (UNHEX(%s), UNHEX(%s), %s, %s, {expiry})"
-        expired = f"(expires_at IS NOT NULL AND expires_at <= {NOW_MS})"
-        # expires_at is assigned last: MySQL evaluates the assignments left to right.
+        insert = f"INSERT INTO {t} (id, value, isbinary, eTag, expiredate) VALUES (%s, %s, %s, %s, {EXPIRY})"
+        expired = "(expiredate IS NOT NULL AND expiredate <= CURRENT_TIMESTAMP)"
+        # expiredate is assigned last: MySQL evaluates the assignments left to right.
         first = ", ".join(
-            [f"{c} = IF({expired}, VALUES({c}), {c})" for c in ("value", "doc", "etag")]
-            + [f"updatedate = IF({expired}, NOW(6), updatedate)"]
-            + [f"expires_at = IF({expired}, VALUES(expires_at), expires_at)"]
+            f"{c} = IF({expired}, VALUES({c}), {c})" for c in ("value", "isbinary", "eTag", "expiredate")
         )
+        read = "value, isbinary, eTag, UNIX_TIMESTAMP(expiredate)"
         return {
-            "get": f"SELECT value, etag, expires_at FROM {t} WHERE id = UNHEX(%s) AND {LIVE}",
+            "get": f"SELECT {read} FROM {t} WHERE id = %s AND {LIVE}",
+            "bulk_get": f"SELECT id, {read} FROM {t} WHERE id IN ({{marks}}) AND {LIVE}",
             "upsert": (
-                f"{insert} ON DUPLICATE KEY UPDATE value = VALUES(value), doc = VALUES(doc), "
-                "etag = VALUES(etag), updatedate = NOW(6), expires_at = VALUES(expires_at)"
+                f"{insert} ON DUPLICATE KEY UPDATE value = VALUES(value), isbinary = VALUES(isbinary), "
+                "eTag = VALUES(eTag), expiredate = VALUES(expiredate)"
             ),
             "insert_first": f"{insert} ON DUPLICATE KEY UPDATE {first}",
             "update_etag": (
-                f"UPDATE {t} SET value = UNHEX(%s), doc = %s, etag = %s, updatedate = NOW(6), "
-                f"expires_at = {expiry} WHERE id = UNHEX(%s) AND etag = %s AND {LIVE}"
+                f"UPDATE {t} SET value = %s, isbinary = %s, eTag = %s, expiredate = {EXPIRY} "
+                f"WHERE id = %s AND eTag = %s AND {LIVE}"
             ),
-            "delete": f"DELETE FROM {t} WHERE id = UNHEX(%s)",
-            "delete_etag": f"DELETE FROM {t} WHERE id = UNHEX(%s) AND etag = %s AND {LIVE}",
+            "delete": f"DELETE FROM {t} WHERE id = %s",
+            "delete_etag": f"DELETE FROM {t} WHERE id = %s AND eTag = %s AND {LIVE}",
         }
 
     # -- connection --------------------------------------------------------------------------------
@@ -229,42 +233,14 @@ class MySQLStore:
         self._cleaner.start()
 
     async def _migrate(self, conn: Any) -> None:
-        # Look before creating: "IF NOT EXISTS" on an existing object raises a client-side Warning.
         async with conn.cursor() as cur:
-            await cur.execute(
-                "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = %s", (self.schema_name,)
-            )
-            if not (await cur.fetchone())[0]:
-                await cur.execute(f"CREATE DATABASE IF NOT EXISTS {self._schema} CHARACTER SET utf8mb4")
-            await cur.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-                (self.schema_name,),
-            )
-            tables = {str(row[0]) for row in await cur.fetchall()}
-            if self.metadata_table_name not in tables:
-                await cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.metadata_table} ("
-                    "id VARCHAR(255) NOT NULL PRIMARY KEY, value TEXT NOT NULL) "
-                    "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-                )
-            if self.table_name not in tables:
-                await cur.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                    "id VARBINARY(2048) NOT NULL PRIMARY KEY, value LONGBLOB NOT NULL, doc JSON NULL, "
-                    "etag VARCHAR(64) NOT NULL, insertdate DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), "
-                    "updatedate DATETIME(6) NULL, expires_at BIGINT NULL, INDEX expires_at_idx (expires_at)) "
-                    "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
-                )
-            await cur.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                (self.schema_name, self.table_name),
-            )
-            columns = {str(row[0]).lower() for row in await cur.fetchall()}
-        missing = set(_REQUIRED_COLUMNS) - columns
-        if missing:
-            raise StoreError(
-                f"table {self.schema_name}.{self.table_name} exists but was not created by this server "
-                f"(no column {', '.join(sorted(missing))}); choose another tableName"
+            await migrations.migrate(
+                cur,
+                schema=self.schema_name,
+                table=self.table,
+                table_name=self.table_name,
+                metadata_table=self.metadata_table,
+                metadata_name=self.metadata_table_name,
             )
 
     async def close(self) -> None:
@@ -293,15 +269,17 @@ class MySQLStore:
 
         async def clean(conn: Any) -> int:
             async with conn.cursor() as cur:
+                # daprd's claim: the same row, so daprd's replicas and ours take turns.
                 claimed = await cur.execute(
-                    f"INSERT INTO {self.metadata_table} (id, value) VALUES (%s, {NOW_MS}) "
-                    f"ON DUPLICATE KEY UPDATE value = IF(CAST(value AS SIGNED) <= {NOW_MS} - %s, VALUES(value), value)",
-                    (f"last-cleanup-{self.table_name}", interval_ms),
+                    f"INSERT INTO {self.metadata_table} (id, value) VALUES ('last-cleanup', CURRENT_TIMESTAMP) "
+                    "ON DUPLICATE KEY UPDATE value = IF(CURRENT_TIMESTAMP > "
+                    "DATE_ADD(value, INTERVAL %s*1000 MICROSECOND), CURRENT_TIMESTAMP, value)",
+                    (interval_ms,),
                 )
                 if not claimed:
                     return 0
                 deleted: int = await cur.execute(
-                    f"DELETE FROM {self.table} WHERE expires_at IS NOT NULL AND expires_at <= {NOW_MS}"
+                    f"DELETE FROM {self.table} WHERE expiredate IS NOT NULL AND expiredate <= CURRENT_TIMESTAMP"
                 )
                 return deleted
 
@@ -309,13 +287,15 @@ class MySQLStore:
 
     # -- reads ---------------------------------------------------------------------------------------
     @staticmethod
-    def _item(value: bytes, etag: str, expires_at: int | None) -> Item:
-        return Item(bytes(value), etag, expires_at / 1000.0 if expires_at is not None else None)
+    def _item(value: str, isbinary: int, etag: str, expires_at: Any) -> Item:
+        return Item(
+            stored_bytes(value, bool(isbinary)), etag, float(expires_at) if expires_at is not None else None
+        )
 
     async def get(self, key: str) -> Item | None:
         async def get(conn: Any) -> Item | None:
             async with conn.cursor() as cur:
-                await cur.execute(self._sql["get"], (key.encode().hex(),))
+                await cur.execute(self._sql["get"], (key,))
                 row = await cur.fetchone()
             return None if row is None else self._item(*row)
 
@@ -325,27 +305,35 @@ class MySQLStore:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        marks = ", ".join(["UNHEX(%s)"] * len(unique))
-        text = f"SELECT id, value, etag, expires_at FROM {self.table} WHERE id IN ({marks}) AND {LIVE}"
+        text = self._sql["bulk_get"].replace("{marks}", ", ".join(["%s"] * len(unique)))
 
         async def bulk(conn: Any) -> dict[str, Item]:
             async with conn.cursor() as cur:
-                await cur.execute(text, [k.encode().hex() for k in unique])
+                await cur.execute(text, unique)
                 rows = await cur.fetchall()
-            return {bytes(r[0]).decode(): self._item(r[1], r[2], r[3]) for r in rows}
+            return {str(r[0]): self._item(*r[1:]) for r in rows}
 
         return await self._call(bulk, read=True)
 
     # -- writes --------------------------------------------------------------------------------------
     async def _apply(self, cur: Any, op: Operation) -> None:
-        # Binary values travel as hex (UNHEX in SQL): aiomysql cannot escape bytes with PyMySQL >= 1.1.
         step = writes.step(op)
-        key = op.key.encode().hex()
-        args: tuple[Any, ...] = (key,)
+        args: tuple[Any, ...] = (op.key,)
         if isinstance(op, SetRequest):
-            ttl_ms = op.ttl * 1000 if op.ttl is not None and op.ttl > 0 else None
-            written = (op.value.hex(), json_doc(op.value), str(uuid.uuid4()), ttl_ms, ttl_ms)
-            args = (*written, key) if op.etag else (key, *written)
+            if len(op.key) > _MAX_KEY:
+                raise StoreError(
+                    f"the key is too long for the MySQL table ({len(op.key)} characters with its prefix; "
+                    f"daprd's id column holds at most {_MAX_KEY})"
+                )
+            ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
+            if ttl is not None and time.time() + ttl + 1 >= _TIMESTAMP_END:
+                raise StoreError(
+                    f"ttlInSeconds {ttl} expires after 2038-01-19T03:14:07Z, the end of MySQL's TIMESTAMP "
+                    "that daprd's table layout keeps expiry in"
+                )
+            doc = json_doc(op.value)
+            written = (*(binary_doc(op.value) if doc is None else (doc, False)), str(uuid.uuid4()), ttl, ttl)
+            args = (*written, op.key) if op.etag else (op.key, *written)
         if op.etag:
             args += (op.etag,)
         step.check(await cur.execute(self._sql[step.statement.value], args))
@@ -389,7 +377,7 @@ class MySQLStore:
             async with conn.cursor() as cur:
                 await cur.execute(text, args)
                 rows = await cur.fetchall()
-            return [QueryItem(bytes(r[0]).decode(), bytes(r[1]), r[2]) for r in rows]
+            return [QueryItem(str(r[0]), str(r[1]).encode(), r[2]) for r in rows]
 
         items = await self._call(run, read=True)
         return QueryPage(items, q.next_token(query, len(items)))

@@ -1,11 +1,13 @@
-"""How `state.postgresql` writes its `doc` column and its queries (its dialect of the translator).
+"""How `state.postgresql` writes its `value` column and its queries (its dialect of the translator).
 
-Queries read `doc`, the value parsed as jsonb: scalars compare as jsonb within their type, strings
+Values are daprd's: JSON as jsonb, other bytes as a base64 JSON string marked `isbinary`. Queries
+read `value` of the rows that are not binary: scalars compare as jsonb within their type, strings
 by code point (`COLLATE "C"`).
 """
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +31,7 @@ def _has_nul(doc: Any) -> bool:
 
 
 def json_doc(value: bytes) -> str | None:
-    """The value as JSON text for the `doc` column, or None when it is not JSON jsonb can hold."""
+    """The value as JSON text for the `value` column, or None when it is not JSON jsonb can hold."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -37,6 +39,18 @@ def json_doc(value: bytes) -> str | None:
     if b"\\u0000" in value and _has_nul(doc):
         return None  # jsonb cannot hold NUL characters
     return value.decode()
+
+
+def binary_doc(value: bytes) -> tuple[str, bool]:
+    """Bytes that are not JSON as daprd stores them: a JSON string of their base64, `isbinary`."""
+    return '"' + base64.b64encode(value).decode() + '"', True
+
+
+def stored_bytes(value: str, isbinary: bool) -> bytes:
+    """The value of a row: jsonb's text of a JSON value, the decoded bytes of a binary one."""
+    if isbinary:
+        return base64.b64decode(orjson.loads(value))
+    return value.encode()
 
 
 class Translator(translate.Translator):
@@ -55,14 +69,14 @@ class Translator(translate.Translator):
         return f"${number}"
 
     def _doc(self, path: Sequence[str]) -> str:
-        """The jsonb at `path` of `doc`, NULL when missing or when an intermediate is not an object."""
+        """The jsonb at `path` of `value`, NULL when missing or when an intermediate is not an object."""
         key = tuple(path)
         if key not in self._paths:
-            expr = f"doc #> {self.bind(list(path))}::text[]"
+            expr = f"value #> {self.bind(list(path))}::text[]"
             if any(re.fullmatch(r"-?\d+", part) for part in path):
                 # `#>` would index arrays with numeric segments; paths only ever name object keys.
                 guards = " AND ".join(
-                    f"jsonb_typeof(doc #> {self.bind(list(path[:i]))}::text[]) = 'object'"
+                    f"jsonb_typeof(value #> {self.bind(list(path[:i]))}::text[]) = 'object'"
                     for i in range(len(path))
                 )
                 expr = f"CASE WHEN {guards} THEN {expr} END"
@@ -89,12 +103,10 @@ class Translator(translate.Translator):
 def build_query(table: str, query: q.Query, key_prefix: str) -> tuple[str, list[Any]]:
     """SQL and its parameters for one page of a query over `table`."""
     t = Translator()
-    where = ["doc IS NOT NULL", f"starts_with(key, {t.bind(key_prefix)}::text)", LIVE]
+    where = ["NOT isbinary", f"starts_with(key, {t.bind(key_prefix)}::text)", LIVE]
     if query.filter is not None:
         where.append(t.condition(query.filter))
-    text = (
-        f"SELECT key, value, etag FROM {table} WHERE {' AND '.join(where)} ORDER BY {t.order_by(query.sort)}"
-    )
+    text = f"SELECT key, value, xmin::text FROM {table} WHERE {' AND '.join(where)} ORDER BY {t.order_by(query.sort)}"
     if query.limit:
         text += f" LIMIT {int(query.limit)}"
     if query.offset:

@@ -3,6 +3,7 @@ strings in keyword and URL form, TLS modes, durations); no driver needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -248,7 +249,7 @@ SCHEMA = StoreSchema(
         ),
     ),
     features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}),
-    versions=("v1",),
+    versions=("v1", "v2"),
     unsupported={
         "useAzureAD": "Azure AD authentication is not implemented; use a password in connectionString",
         "azureClientId": "Azure AD authentication is not implemented",
@@ -272,6 +273,22 @@ SCHEMA = StoreSchema(
         "user": "give the user inside connectionString",
         "password": "give the password inside connectionString",
         "sslRootCert": "give sslrootcert inside connectionString",
-        "tablePrefix": "belongs to state.postgresql v2, which is not implemented; use tableName",
+        "tablePrefix": "belongs to state.postgresql v2 (spec.version: v2); v1 names its table with tableName",
     },
 )
+
+# `spec.version: v2`: daprd's v2 layout, `<tablePrefix>state` with the value's bytes in `value bytea`
+# and a UUID `etag`; daprd's v2 has no query API, and neither has ours.
+SCHEMA_V2 = dataclasses.replace(
+    SCHEMA,
+    fields=(
+        *(f for f in SCHEMA.fields if f.name != "tableName"),
+        Field("tablePrefix", default="", pattern=rf"({_IDENT}\.)?({_IDENT})?"),
+    ),
+    features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}),
+    unsupported={
+        **{k: v for k, v in SCHEMA.unsupported.items() if k != "tablePrefix"},
+        "tableName": "belongs to state.postgresql v1; v2 names its table <tablePrefix>state",
+    },
+)
+VERSIONS = {"v2": SCHEMA_V2}

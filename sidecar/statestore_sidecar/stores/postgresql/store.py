@@ -1,16 +1,18 @@
 """`state.postgresql`: state in a PostgreSQL table, through an asyncpg connection pool.
 
-Table layout (created if missing): `key text PRIMARY KEY`, `value bytea` (the exact bytes given,
-returned byte for byte), `doc jsonb` (the same value parsed, NULL when it is not JSON: binary values
-round-trip exactly and never break a query), `etag text` (a UUID per write), `insertdate`,
-`updatedate`, `expiredate timestamptz` (NULL: never expires).
+The table is daprd's `state.postgresql` v1 layout, so daprd and this server share a database in
+either direction: `key text PRIMARY KEY`, `value jsonb` (JSON values; any other bytes as a base64
+JSON string with `isbinary` true), `isbinary boolean`, `insertdate`, `updatedate`, `expiredate
+timestamptz` (NULL: never expires). The ETag is the row's `xmin`, as daprd's. The metadata table
+holds daprd's migration level (`migrations`), its migration `lock` row and its `last-cleanup` time.
+A table of this server's earlier layout (`value bytea`, `doc jsonb`, `etag`) is converted on start.
 
 * Etag rules are enforced inside single statements (the shared ladder of `sql/writes.py`), so
   concurrent writers are serialised by row locks.
 * Transactions run in one database transaction, in order; a refused operation rolls back all.
 * Expired rows are filtered on every read (the server's clock), and deleted every `cleanupInterval`
-  by one replica at a time (coordinated through the metadata table).
-* Query translates the shared query tree to SQL over `doc` (`dialect.py`).
+  by one replica at a time (coordinated through the metadata table, as daprd does).
+* Query translates the shared query tree to SQL over `value` (`dialect.py`), as daprd's v1 query.
 """
 
 from __future__ import annotations
@@ -18,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import query as q
 from .. import StoreConfig
@@ -38,7 +39,8 @@ from ..base import (
 )
 from ..sql import writes
 from ..sql.cleanup import Cleaner, claim_window
-from .dialect import LIVE, build_query, json_doc
+from . import migrations
+from .dialect import LIVE, binary_doc, build_query, json_doc, stored_bytes
 from .metadata import SCHEMA, parse_connection_string, quote_table
 
 if TYPE_CHECKING:
@@ -48,8 +50,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_REQUIRED_COLUMNS = ("key", "value", "doc", "etag", "expiredate")
-_EXPIRY = "CASE WHEN $5::integer > 0 THEN now() + make_interval(secs => $5::integer) END"
+_EXPIRY = "CASE WHEN $4::integer > 0 THEN now() + make_interval(secs => $4::integer) END"
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -68,15 +69,21 @@ def _count(status: str) -> int:
 
 
 class PostgresStore:
+    """daprd's v1 layout; `v2.PostgresV2Store` overrides the hooks marked "layout"."""
+
     features: frozenset[Feature] = SCHEMA.features
+    # layout: the expiry column (the metadata row that claims a cleanup turn is `cleanup_key`)
+    expiry_column = "expiredate"
 
     def __init__(self, config: StoreConfig) -> None:
         md = config.metadata
         self._name = config.name
         self.params = parse_connection_string(md["connectionString"])
-        self.table = quote_table(md["tableName"])
+        table_name = self.table_name_of(md)
+        self.table = quote_table(table_name)
         self.metadata_table = quote_table(md["metadataTableName"])
-        self._table_name: str = md["tableName"].lower()
+        self._table_name: str = table_name.lower()
+        self.cleanup_key = "last-cleanup"
         self._timeout: float = md["timeout"]
         self._cleanup_interval: float = md["cleanupInterval"]
         self._max_conns: int = md["maxConns"] or self.params.pool_max or max(4, os.cpu_count() or 1)
@@ -89,21 +96,20 @@ class PostgresStore:
         self._cleaner = Cleaner(self._name, self._cleanup_interval, self.cleanup_expired)
         self._sql = self._statements()
 
-    def _statements(self) -> dict[str, str]:
+    @staticmethod
+    def table_name_of(md: Any) -> str:  # layout
+        return str(md["tableName"])
+
+    def _statements(self) -> dict[str, str]:  # layout
         t = self.table
-        columns = "key, value, doc, etag, expiredate"
-        values = f"$1, $2, $3::jsonb, $4, {_EXPIRY}"
-        update = "value = excluded.value, doc = excluded.doc, etag = excluded.etag, updatedate = now(), "
+        columns = "key, value, isbinary, expiredate"
+        values = f"$1, $2::jsonb, $3, {_EXPIRY}"
+        update = "value = excluded.value, isbinary = excluded.isbinary, updatedate = now(), "
         update += "expiredate = excluded.expiredate"
+        read = "value, isbinary, xmin::text, extract(epoch FROM expiredate)::float8"
         return {
-            "get": (
-                f"SELECT value, etag, extract(epoch FROM expiredate)::float8 FROM {t} "
-                f"WHERE key = $1 AND {LIVE}"
-            ),
-            "bulk_get": (
-                f"SELECT key, value, etag, extract(epoch FROM expiredate)::float8 FROM {t} "
-                f"WHERE key = ANY($1::text[]) AND {LIVE}"
-            ),
+            "get": f"SELECT {read} FROM {t} WHERE key = $1 AND {LIVE}",
+            "bulk_get": f"SELECT key, {read} FROM {t} WHERE key = ANY($1::text[]) AND {LIVE}",
             "upsert": (
                 f"INSERT INTO {t} ({columns}) VALUES ({values}) ON CONFLICT (key) DO UPDATE SET {update}"
             ),
@@ -112,11 +118,11 @@ class PostgresStore:
                 f"WHERE {t}.expiredate IS NOT NULL AND {t}.expiredate <= now()"
             ),
             "update_etag": (
-                f"UPDATE {t} SET value = $2, doc = $3::jsonb, etag = $4, updatedate = now(), "
-                f"expiredate = {_EXPIRY} WHERE key = $1 AND etag = $6 AND {LIVE}"
+                f"UPDATE {t} SET value = $2::jsonb, isbinary = $3, updatedate = now(), "
+                f"expiredate = {_EXPIRY} WHERE key = $1 AND xmin::text = $5 AND {LIVE}"
             ),
             "delete": f"DELETE FROM {t} WHERE key = $1",
-            "delete_etag": f"DELETE FROM {t} WHERE key = $1 AND etag = $2 AND {LIVE}",
+            "delete_etag": f"DELETE FROM {t} WHERE key = $1 AND xmin::text = $2 AND {LIVE}",
         }
 
     # -- connection --------------------------------------------------------------------------------
@@ -237,35 +243,8 @@ class PostgresStore:
         await self._call(self._migrate, retries=3)
         self._cleaner.start()
 
-    async def _migrate(self, conn: asyncpg.Connection) -> None:
-        m, t = self.metadata_table, self.table
-        index = '"' + (self._table_name.rsplit(".", 1)[-1][:40] + "_expiredate_idx") + '"'
-        async with conn.transaction():
-            # One replica at a time creates the tables.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"statestore-migrate:{t}")
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {m} (key text NOT NULL PRIMARY KEY, value text NOT NULL)"
-            )
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {t} ("
-                "key text NOT NULL PRIMARY KEY, value bytea NOT NULL, doc jsonb, etag text NOT NULL, "
-                "insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
-                "expiredate timestamptz)"
-            )
-            rows = await conn.fetch(
-                "SELECT attname FROM pg_attribute "
-                "WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
-                t,
-            )
-            missing = set(_REQUIRED_COLUMNS) - {r["attname"] for r in rows}
-            if missing:
-                raise StoreError(
-                    f"table {self._table_name} exists but was not created by this server "
-                    f"(no column {', '.join(sorted(missing))}); choose another tableName"
-                )
-            await conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {index} ON {t} (expiredate) WHERE expiredate IS NOT NULL"
-            )
+    async def _migrate(self, conn: asyncpg.Connection) -> None:  # layout
+        await migrations.migrate(conn, self.table, self.metadata_table, self._table_name)
 
     async def close(self) -> None:
         await self._cleaner.stop()
@@ -291,16 +270,17 @@ class PostgresStore:
         async def clean(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 claimed = await conn.execute(
-                    f"INSERT INTO {self.metadata_table} (key, value) VALUES ($1, now()::text) "
+                    f"INSERT INTO {self.metadata_table} (key, value) VALUES ($2, now()::text) "
                     f"ON CONFLICT (key) DO UPDATE SET value = excluded.value "
-                    f"WHERE {self.metadata_table}.value::timestamptz < now() - make_interval(secs => $2)",
-                    f"last-cleanup-{self._table_name}",
+                    f"WHERE {self.metadata_table}.value::timestamptz < now() - make_interval(secs => $1)",
                     interval,
+                    self.cleanup_key,
                 )
                 if _count(claimed) == 0:
                     return 0
                 deleted = await conn.execute(
-                    f"DELETE FROM {self.table} WHERE expiredate IS NOT NULL AND expiredate <= now()"
+                    f"DELETE FROM {self.table} WHERE {self.expiry_column} IS NOT NULL "
+                    f"AND {self.expiry_column} <= now()"
                 )
                 return _count(deleted)
 
@@ -313,9 +293,13 @@ class PostgresStore:
 
         async def get(conn: asyncpg.Connection) -> Item | None:
             row = await conn.fetchrow(self._sql["get"], key)
-            return None if row is None else Item(bytes(row[0]), row[1], row[2])
+            return None if row is None else self._item(row, 0)
 
         return await self._call(get)
+
+    @staticmethod
+    def _item(row: asyncpg.Record, at: int) -> Item:  # layout: what "get" selects, from `at`
+        return Item(stored_bytes(row[at], row[at + 1]), row[at + 2], row[at + 3])
 
     async def bulk_get(self, keys: Sequence[str]) -> Mapping[str, Item]:
         unique = [k for k in dict.fromkeys(keys) if "\x00" not in k]  # keys with NUL are never stored
@@ -324,7 +308,7 @@ class PostgresStore:
 
         async def bulk(conn: asyncpg.Connection) -> dict[str, Item]:
             rows = await conn.fetch(self._sql["bulk_get"], unique)
-            return {r[0]: Item(bytes(r[1]), r[2], r[3]) for r in rows}
+            return {r[0]: self._item(r, 1) for r in rows}
 
         return await self._call(bulk)
 
@@ -352,10 +336,15 @@ class PostgresStore:
         args: tuple[object, ...] = (op.key,)
         if isinstance(op, SetRequest):
             ttl = op.ttl if op.ttl is not None and op.ttl > 0 else None
-            args = (op.key, op.value, json_doc(op.value), str(uuid.uuid4()), ttl)
+            args = (op.key, *self._value_args(op.value), ttl)
         if op.etag:
             args += (op.etag,)
         step.check(_count(await conn.execute(self._sql[step.statement.value], *args)))
+
+    @staticmethod
+    def _value_args(value: bytes) -> tuple[object, ...]:  # layout: the value's statement parameters
+        doc = json_doc(value)
+        return binary_doc(value) if doc is None else (doc, False)
 
     async def set(self, request: SetRequest) -> None:
         await self._call(lambda conn: self._apply(conn, request))
@@ -380,11 +369,15 @@ class PostgresStore:
 
         async def run(conn: asyncpg.Connection) -> list[QueryItem]:
             rows = await conn.fetch(text, *args)
-            return [QueryItem(r[0], bytes(r[1]), r[2]) for r in rows]
+            return [QueryItem(r[0], r[1].encode(), r[2]) for r in rows]
 
         items = await self._call(run)
         return QueryPage(items, q.next_token(query, len(items)))
 
 
 def create(config: StoreConfig) -> PostgresStore:
+    if config.version == "v2":
+        from .v2 import PostgresV2Store
+
+        return PostgresV2Store(config)
     return PostgresStore(config)

@@ -42,10 +42,8 @@ for i = 1, #KEYS do
   if ARGV[base + 1] == 'S' then
     local ttl = tonumber(ARGV[base + 4])
     if ttl > 0 then
-      local exp = now_ms + ttl
-      local exp_text = string.format('%.0f', exp)
-      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i], 'exp', exp_text)
-      redis.call('PEXPIREAT', key, exp)
+      redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i])
+      redis.call('PEXPIREAT', key, now_ms + ttl)
     else
       redis.call('HSET', key, 'data', ARGV[base + 5], 'version', versions[i])
     end

@@ -1,8 +1,10 @@
 """`state.redis`: state in Redis (6+): one node, a Sentinel-managed primary, or a Redis Cluster
 (topology.py), through redis-py's asyncio client.
 
-Each item is a hash `{data, version[, exp]}` under its stored key, like Dapr's Redis store writes it
-(`exp` is our addition: the absolute expiry in Unix milliseconds, so `ttlExpireTime` can be reported).
+Each item is a hash `{data, version}` under its stored key, as daprd's Redis store writes it, and its
+expiry is the key's own (daprd's EXPIRE): `ttlExpireTime` is read from the key's remaining TTL, so
+expiries written by daprd are reported, and a daprd rewrite never leaves a stale one behind. A
+`first-write` field daprd may leave in the hash is ignored and removed by our next write.
 
 * Every write goes through one Lua script (EVALSHA, falling back to EVAL after a restart), which
   first checks every operation's etag against the state the earlier operations leave, then applies
@@ -27,6 +29,7 @@ import logging
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -310,22 +313,27 @@ class RedisStore:
 
     # -- reads ---------------------------------------------------------------------------------------
     @staticmethod
-    def _item(reply: Sequence[Any]) -> Item | None:
-        data, version, exp = reply
+    def _item(fields: Sequence[Any], pttl: Any, now: float) -> Item | None:
+        """The item from HMGET data version and the key's PTTL (milliseconds; negative: none)."""
+        data, version = fields
         if data is None or version is None:
             return None
-        return Item(data, version.decode(), int(exp) / 1000.0 if exp else None)
+        remaining = int(pttl)
+        return Item(data, version.decode(), now + remaining / 1000.0 if remaining >= 0 else None)
 
     async def get(self, key: str) -> Item | None:
         async def get(client: redis.asyncio.Redis) -> Item | None:
             if self._failover or self._cluster:  # connections follow the primary: no kept connection
-                return self._item(await client.hmget(key, ["data", "version", "exp"]))
-            return self._item(await self._hot_hmget(client, key))
+                fields, pttl = await self._hmget_pttl(client, key)
+            else:
+                fields, pttl = await self._hot_hmget(client, key)
+            return self._item(fields, pttl, time.time())
 
         return await self._call(get)
 
-    async def _hot_hmget(self, client: redis.asyncio.Redis, key: str) -> Any:
-        """HMGET on a connection kept from the last call, past redis-py's per-command machinery.
+    async def _hot_hmget(self, client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
+        """HMGET and PTTL, pipelined on a connection kept from the last call, past redis-py's
+        per-command machinery.
 
         Profiles of a GET put 45% of its CPU in redis-py's client layer around the one command:
         the blocking pool's condition and timeout, retry and deprecation wrappers, connection
@@ -338,21 +346,38 @@ class RedisStore:
         pool = client.connection_pool
         conn = self._spare.pop() if self._spare else await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_command("HMGET", key, "data", "version", "exp")
-            reply = await conn.read_response()
+            await conn.send_packed_command(
+                conn.pack_commands([("HMGET", key, "data", "version"), ("PTTL", key)])
+            )
+            refused: rex.ResponseError | None = None
+            try:
+                fields = await conn.read_response()
+            except rex.ResponseError as exc:  # e.g. WRONGTYPE: PTTL's reply is still to be read
+                refused = exc
+            pttl = await conn.read_response()
+            if refused is not None:
+                raise refused
         except rex.ResponseError:
             await self._keep(conn, pool)  # the server answered: the connection is in a clean state
             raise
         except Exception:
             await conn.disconnect()
             await pool.release(conn)
-            return await client.hmget(key, ["data", "version", "exp"])
+            return await self._hmget_pttl(client, key)
         except BaseException:  # cancelled mid-command: a reply may still be on its way
             await conn.disconnect()
             await pool.release(conn)
             raise
         await self._keep(conn, pool)
-        return reply
+        return fields, pttl
+
+    @staticmethod
+    async def _hmget_pttl(client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hmget(key, ["data", "version"])
+            pipe.pttl(key)
+            fields, pttl = await pipe.execute()
+        return fields, pttl
 
     async def _keep(self, conn: Any, pool: Any) -> None:
         if self._client is None:  # closed meanwhile: the pool has disconnected it
@@ -370,9 +395,19 @@ class RedisStore:
         async def bulk(batch: Sequence[str], client: redis.asyncio.Redis) -> dict[str, Item]:
             async with client.pipeline(transaction=False) as pipe:
                 for key in batch:
-                    pipe.hmget(key, ["data", "version", "exp"])
+                    pipe.hmget(key, ["data", "version"])
                 replies = await pipe.execute(raise_on_error=False)
-            return self._found(batch, replies)
+            # Then the TTLs of the keys found only: most of a large bulk get may be absent keys.
+            present = [(key, r) for key, r in zip(batch, replies, strict=True) if self._present(r)]
+            if not present:
+                return {}
+            async with client.pipeline(transaction=False) as pipe:
+                for key, _ in present:
+                    pipe.pttl(key)
+                ttls = await pipe.execute(raise_on_error=False)
+            return self._found(
+                [k for k, _ in present], [[*r, t] for (_, r), t in zip(present, ttls, strict=True)]
+            )
 
         async def bulk_by_slot(groups: list[list[str]], client: redis.asyncio.Redis) -> dict[str, Item]:
             replies = await topology.cluster_hmget(client, groups)
@@ -389,12 +424,22 @@ class RedisStore:
             found.update(await self._call(functools.partial(bulk, unique[start : start + _BULK_BATCH])))
         return found
 
+    @staticmethod
+    def _present(reply: Any) -> bool:
+        if isinstance(reply, Exception):
+            raise reply
+        return bool(reply[0] is not None and reply[1] is not None)
+
     def _found(self, keys: Sequence[str], replies: Sequence[Any]) -> dict[str, Item]:
+        """Items from replies [data, version, pttl] (a PTTL may be an error reply)."""
+        now = time.time()
         found: dict[str, Item] = {}
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
-            item = self._item(reply)
+            if isinstance(reply[2], Exception):
+                raise reply[2]
+            item = self._item(reply[:2], reply[2], now)
             if item is not None:
                 found[key] = item
         return found

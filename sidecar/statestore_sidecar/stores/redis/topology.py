@@ -94,7 +94,10 @@ def hash_slot(key: str) -> int:
 # instead of one per key, as redis-py's Cluster pipeline spends most of its time per command.
 _READ_SLOT_SCRIPT = """
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, 'data', 'version', 'exp') end
+for i, key in ipairs(KEYS) do
+  local fields = redis.call('HMGET', key, 'data', 'version')
+  out[i] = {fields[1], fields[2], redis.call('PTTL', key)}
+end
 return out
 """
 
@@ -118,7 +121,7 @@ def slot_batches(keys: Sequence[str], size: int) -> list[list[list[str]]]:
 
 
 async def cluster_hmget(client: Any, groups: Sequence[Sequence[str]]) -> list[Any]:
-    """HMGET data, version, exp of every key of `groups` (each one slot), in the groups' order."""
+    """HMGET data, version and the PTTL of every key of `groups` (each one slot), in the groups' order."""
     async with client.pipeline(transaction=False) as pipe:
         for group in groups:
             pipe.eval(_READ_SLOT_SCRIPT, len(group), *group)
