@@ -39,6 +39,8 @@ class StoreHandle:
         self.type = canonical_type(component.type)
         self.version = component.version or validated.schema.versions[0]
         self.features: frozenset[Feature] = validated.schema.features
+        # A pluggable component says what it can do only once initialised.
+        self._features_from_store = validated.schema.passthrough
         self.keys = KeyScheme(
             prefix_for(
                 str(validated.metadata["keyPrefix"]),
@@ -99,6 +101,8 @@ class StoreHandle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, INIT_BACKOFF_MAX)
                 continue
+            if self._features_from_store:
+                self.features = self.store.features
             log.info("state store %s (%s) is ready", self.name, self.type)
             self.ready.set()
             return
