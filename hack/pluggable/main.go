@@ -1,7 +1,7 @@
 // A Dapr pluggable state store for tests: a components-contrib state store (in-memory or Redis) served
 // over the pluggable component protocol (dapr.proto.components.v1) on a Unix socket, the way daprd
 // and statestore-sidecar load one. Each component instance (the x-component-instance header daprd
-// sends) gets its own store, created by Init. hack/pluggable/build.sh builds it; it is not part of
+// sends) gets its own store, created by Init (again only when its metadata changes). hack/pluggable/build.sh builds it; it is not part of
 // the statestore-operator module.
 //
 // Usage: contrib-pluggable -socket /tmp/dapr-components-sockets/memstore.sock [-store in-memory|redis]
@@ -46,6 +46,7 @@ var constructors = map[string]func(logger.Logger) state.Store{
 type instances struct {
 	mu     sync.RWMutex
 	stores map[string]state.Store
+	props  map[string]string // the metadata each instance was made with, as JSON
 	create func(logger.Logger) state.Store
 	log    logger.Logger
 }
@@ -175,15 +176,23 @@ type stateServer struct {
 
 func (s *stateServer) Init(ctx context.Context, req *proto.InitRequest) (*proto.InitResponse, error) {
 	name := instanceName(ctx)
+	props := req.GetMetadata().GetProperties()
+	key, _ := json.Marshal(props) // map keys are sorted: one text per set of properties
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Init again with the same metadata (a client reconnecting, or two clients of one component)
+	// shares the instance, as they would share a database; other metadata makes a new store.
+	if s.props[name] == string(key) {
+		return &proto.InitResponse{}, nil
+	}
 	store := s.create(s.log)
-	md := state.Metadata{Base: metadata.Base{Name: name, Properties: req.GetMetadata().GetProperties()}}
+	md := state.Metadata{Base: metadata.Base{Name: name, Properties: props}}
 	if err := store.Init(ctx, md); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	s.mu.Lock()
 	old := s.stores[name]
 	s.stores[name] = store
-	s.mu.Unlock()
+	s.props[name] = string(key)
 	if closer, ok := old.(interface{ Close() error }); ok {
 		_ = closer.Close()
 	}
@@ -395,7 +404,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := logger.NewLogger("contrib-pluggable")
-	in := &instances{stores: map[string]state.Store{}, create: create, log: log}
+	in := &instances{stores: map[string]state.Store{}, props: map[string]string{}, create: create, log: log}
 
 	if err := os.Remove(*socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		log.Fatalf("removing a stale socket: %v", err)

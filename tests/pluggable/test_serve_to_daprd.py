@@ -5,6 +5,8 @@ query API, which daprd's own SQLite store lacks)."""
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +22,18 @@ from statestore_testing.waiting import wait_for
 pytestmark = pytest.mark.backends
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+DOC_SOCKET = "/tmp/dapr-components-sockets/ours.sock"
+
+
+def documented_command(socket: Path) -> list[str]:
+    """docs/state-api.md's `statestore-pluggable` command, with the test's socket."""
+    section = (ROOT / "docs" / "state-api.md").read_text().split("## Pluggable state stores", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    words = shlex.split(block.group(1))
+    assert words[0] == "statestore-pluggable" and DOC_SOCKET in words
+    return [str(BIN / words[0]), *(str(socket) if w == DOC_SOCKET else w for w in words[1:])]
 
 
 def test_daprd_uses_our_sqlite_store_through_the_socket(tmp_path: Path) -> None:
@@ -27,7 +41,7 @@ def test_daprd_uses_our_sqlite_store_through_the_socket(tmp_path: Path) -> None:
     socket = sockets / "ours.sock"
     log = open(tmp_path / "pluggable.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(BIN / "statestore-pluggable"), "--type", "state.sqlite", "--socket", str(socket)],
+        documented_command(socket),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
