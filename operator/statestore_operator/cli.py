@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import kopf
 import prometheus_client
 
-from . import __version__, access, handlers, quantities, render
+from . import __version__, access, handlers, quantities, render, scaling
 
 DEFAULT_IMAGE = "ghcr.io/statestore-operator/statestore-sidecar:" + __version__
 
@@ -26,6 +26,12 @@ def quantity(text: str) -> str:
 def _drain_seconds(text: str) -> int:
     if not text.isdigit() or int(text) > 3600:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds from 0 to 3600")
+    return int(text)
+
+
+def _replicas(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= scaling.MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {scaling.MAX_REPLICAS}")
     return int(text)
 
 
@@ -60,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--resync-seconds", type=float, default=60.0, help="re-check every Component this often (default 60)"
+    )
+    p.add_argument(
+        "--default-replicas",
+        type=_replicas,
+        default=1,
+        help="state API replicas of a networked store (Redis, PostgreSQL, MySQL) without a "
+        f"{scaling.REPLICAS} annotation (default 1; stores of local files or memory always run one)",
     )
     p.add_argument(
         "--workers",
@@ -173,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_pull_policy=args.image_pull_policy,
             log_level=args.pod_log_level,
             drain_seconds=args.pod_drain_seconds,
+            default_replicas=args.default_replicas,
             resources=resources(args),
         ),
         namespaces=tuple(args.namespace),

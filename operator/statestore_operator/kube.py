@@ -1,6 +1,6 @@
 """A small async Kubernetes client over aiohttp (which kopf already brings), for the objects kopf
-does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, NetworkPolicies, Events and
-Component status.
+does not hand to handlers: Secrets, ConfigMaps, Deployments, Services, NetworkPolicies, claims,
+disruption budgets, autoscalers, Events and Component status.
 
 Credentials come from kopf's own login functions (`kopf.ConnectionInfo`), so the operator and kopf
 talk to the same cluster as the same identity.
@@ -21,9 +21,19 @@ from . import metrics, naming
 
 JSON = dict[str, Any]
 
-_CORE = {"ConfigMap": "configmaps", "Service": "services", "Secret": "secrets", "Event": "events"}
+_CORE = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "Secret": "secrets",
+    "Event": "events",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+}
 _APPS = {"Deployment": "deployments"}
 _NETWORKING = {"NetworkPolicy": "networkpolicies"}
+_GROUPED = {
+    "PodDisruptionBudget": "policy/v1/namespaces/{}/poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "autoscaling/v2/namespaces/{}/horizontalpodautoscalers",
+}
 
 
 class ApiError(Exception):
@@ -39,6 +49,8 @@ def path_of(kind: str, namespace: str, name: str = "") -> str:
         base = f"/apis/apps/v1/namespaces/{namespace}/{_APPS[kind]}"
     elif kind in _NETWORKING:
         base = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/{_NETWORKING[kind]}"
+    elif kind in _GROUPED:
+        base = "/apis/" + _GROUPED[kind].format(namespace)
     elif kind == naming.KIND:
         base = f"/apis/{naming.API_VERSION}/namespaces/{namespace}/{naming.PLURAL}"
     else:

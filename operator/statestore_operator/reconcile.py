@@ -8,6 +8,8 @@ what it wants with what is there; repeating it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import logging
 import socket
@@ -17,10 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import access, actors, conditions, fallback, metrics, naming, render
+from . import access, actors, conditions, fallback, metrics, naming, render, scaling
 from .conditions import Condition
-from .kube import JSON, ApiError, Client
-from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store
+from .kube import JSON, ApiError, Client, path_of
+from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store, keys_to_read
 
 log = logging.getLogger("statestore.operator")
 
@@ -143,19 +145,27 @@ class Reconciler:
                 policy = render.network_policy(body, self.app_id_label)
                 if policy is not None:
                     await self._ensure(body, policy)
+                plan = scaling.plan(body, outcome.component, self.pods.default_replicas)
+                if plan.claim:
+                    await self._ensure_claim(body, plan)  # before the pods that mount it
                 deployment = await self._ensure(
                     body,
-                    render.deployment(
-                        body,
-                        outcome.component,
-                        self.pods,
-                        replicas=replicas,
-                        token=outcome.token,
-                        token_secret_uid=token_uid,
-                        secrets=secrets,
+                    scaling.shape(
+                        render.deployment(
+                            body,
+                            outcome.component,
+                            self.pods,
+                            replicas=replicas,
+                            token=outcome.token,
+                            token_secret_uid=token_uid,
+                            secrets=secrets,
+                        ),
+                        plan,
+                        stopped=bool(conflict),
                     ),
                 )
                 await self._ensure(body, render.service(body))
+                await self._ensure_scaling(body, plan, stopped=bool(conflict))
                 if policy is None:
                     await self._delete_owned(body, "NetworkPolicy")  # the scopes were removed
             except Blocked as exc:
@@ -225,13 +235,74 @@ class Reconciler:
         Component, through its ownerReference.
         """
         meta = body["metadata"]
-        for kind in ("Deployment", "Service", "NetworkPolicy", "ConfigMap"):
+        for kind in (
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+            "ConfigMap",
+        ):
             await self._delete_owned(body, kind)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
         if fallback.has_annotations(body):
             await self.client.patch_annotations(
                 meta["namespace"], meta["name"], fallback.annotations_for(None)
+            )
+
+    async def _ensure_scaling(self, body: Mapping[str, Any], plan: scaling.Plan, *, stopped: bool) -> None:
+        """The disruption budget and the autoscaler the plan asks for; those it no longer asks for go."""
+        owner = render.owner_reference(body)
+        wanted = {
+            "PodDisruptionBudget": scaling.disruption_budget(body, plan, owner),
+            "HorizontalPodAutoscaler": None if stopped else scaling.autoscaler(body, plan, owner),
+        }
+        for kind, desired in wanted.items():
+            if desired is None:
+                await self._delete_owned(body, kind)
+            else:
+                await self._ensure(body, desired)
+
+    async def _ensure_claim(self, body: Mapping[str, Any], plan: scaling.Plan) -> None:
+        """The data claim: created once (its size and class are fixed then); afterwards only whether the
+        Component owns it (and so deletes it with itself) follows the annotation.
+
+        Not owned by default, a claim is recognised by its component annotation: a Component of the
+        same name takes a kept claim (and its data) back.
+        """
+        meta = body["metadata"]
+        owner = render.owner_reference(body)
+        desired = scaling.claim(body, plan, owner)
+        name = desired["metadata"]["name"]
+        current = await self.client.get("PersistentVolumeClaim", meta["namespace"], name)
+        if current is None:
+            log.info("creating PersistentVolumeClaim %s/%s", meta["namespace"], name)
+            metrics.OBJECT_WRITES.labels("PersistentVolumeClaim").inc()
+            await self.client.create(desired)
+            return
+        annotations = current["metadata"].get("annotations") or {}
+        if annotations.get(naming.COMPONENT_ANNOTATION) != meta["name"]:
+            raise NotOwned(
+                f"PersistentVolumeClaim {name} already exists and is not the data of this Component; "
+                "delete or rename it (or rename the Component)"
+            )
+        refs = current["metadata"].get("ownerReferences") or []
+        others = [r for r in refs if r.get("uid") != meta["uid"]]
+        refs_wanted = [*others, owner] if plan.delete_claim else others
+        if refs != refs_wanted:
+            log.info(
+                "PersistentVolumeClaim %s/%s: deleted with the Component: %s",
+                meta["namespace"],
+                name,
+                plan.delete_claim,
+            )
+            metrics.OBJECT_WRITES.labels("PersistentVolumeClaim").inc()
+            await self.client.request(
+                "PATCH",
+                path_of("PersistentVolumeClaim", meta["namespace"], name),
+                body={"metadata": {"ownerReferences": refs_wanted or None}},
+                content_type="application/merge-patch+json",
             )
 
     async def _delete_owned(self, body: Mapping[str, Any], kind: str) -> None:
@@ -272,7 +343,14 @@ class Reconciler:
                 # GET by name in the Component's own namespace: no list, no other namespace.
                 found[secret] = await self.client.get("Secret", namespace, secret)
         keys = {n: None if s is None else set((s.get("data") or {}).keys()) for n, s in found.items()}
-        return check(body, keys), found
+        # The encryption keys are the only values read: a key of the wrong length is refused here,
+        # not by a crash-looping pod. The values go to validation only (never logged or stored).
+        read: dict[str, str] = {}
+        for item, ref in keys_to_read(first.component).items():
+            data = (found.get(ref.name) or {}).get("data") or {}
+            if ref.key in data:
+                read[item] = _secret_text(data[ref.key])
+        return check(body, keys, read), found
 
     async def _actor_conflict(self, body: Mapping[str, Any]) -> str | None:
         if not actors.claims_actor_store(body):
@@ -440,4 +518,13 @@ def decide(
     if deployment is not None:
         status["endpoint"] = naming.endpoint(meta["name"], meta["namespace"])
         status["grpcEndpoint"] = naming.grpc_endpoint(meta["name"], meta["namespace"])
+        status.update(scaling.replica_counts(deployment))
     return Decision(outcome, conflict, status, conditions.transitions(old, new))
+
+
+def _secret_text(encoded: object) -> str:
+    """A Secret's data value as text; what is not base64 UTF-8 comes out as is, for validation to refuse."""
+    try:
+        return base64.b64decode(str(encoded), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return str(encoded)

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from statestore_sidecar.validation import Component, UnknownStoreType, canonical_type, secret_env_var
+from statestore_sidecar.validation import Component, Persistence, secret_env_var
 
-from . import access, naming, quantities, rotation
+from . import access, naming, quantities, rotation, scaling
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
@@ -39,6 +39,8 @@ class PodSettings:
     # On SIGTERM the server fails readiness and keeps serving this long (--drain-seconds), while
     # clients and proxies learn that the pod is going; the grace period covers that and the stop.
     drain_seconds: int = 5
+    # State API replicas of a networked store without a replicas annotation (--default-replicas).
+    default_replicas: int = 1
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -128,10 +130,7 @@ def _secret_env(component: Component) -> list[dict[str, Any]]:
 
 
 def _uses_local_files(component: Component) -> bool:
-    try:
-        return canonical_type(component.type) == "state.sqlite"
-    except UnknownStoreType:
-        return False
+    return scaling.persistence_of(component) is Persistence.LOCAL_FILES
 
 
 def _token_env(token: access.TokenSource | None) -> list[dict[str, Any]]:
@@ -240,8 +239,9 @@ def deployment(
     }
     if _uses_local_files(component):
         # Relative SQLite paths (and file: URIs) resolve against the working directory: make it writable.
-        mounts.append({"name": "data", "mountPath": DATA_DIR})
-        volumes.append({"name": "data", "emptyDir": {}})
+        # An emptyDir here; scaling.shape() puts the Component's claim in its place.
+        mounts.append({"name": scaling.DATA_VOLUME, "mountPath": DATA_DIR})
+        volumes.append({"name": scaling.DATA_VOLUME, "emptyDir": {}})
         container["workingDir"] = DATA_DIR
     return {
         "apiVersion": "apps/v1",

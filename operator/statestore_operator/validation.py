@@ -10,9 +10,18 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
-from statestore_sidecar.validation import Component, ComponentError, SecretRef, Validated, parse, validate
+from statestore_sidecar.validation import (
+    ENCRYPTION_KEYS,
+    Component,
+    ComponentError,
+    Persistence,
+    SecretRef,
+    Validated,
+    parse,
+    validate,
+)
 
-from . import access
+from . import access, scaling
 
 # Reasons of the Validated condition (CamelCase, as metav1.Condition wants).
 VALID = "Valid"
@@ -24,6 +33,7 @@ UNSUPPORTED_VERSION = "UnsupportedVersion"
 UNSUPPORTED_SECRET_STORE = "UnsupportedSecretStore"
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
+INVALID_ANNOTATION = "InvalidAnnotation"
 
 # The secret store a Component names when its secretKeyRefs are Kubernetes Secrets.
 KUBERNETES_SECRET_STORE = "kubernetes"
@@ -53,6 +63,15 @@ def secret_refs(component: Component) -> list[SecretRef]:
     return [item.secret for item in component.metadata if item.secret is not None]
 
 
+def keys_to_read(component: Component) -> dict[str, SecretRef]:
+    """The secretKeyRef items whose values validation checks: daprd's state encryption keys."""
+    return {
+        item.name: item.secret
+        for item in component.metadata
+        if item.secret is not None and item.name in ENCRYPTION_KEYS
+    }
+
+
 def _failure(exc: ComponentError) -> Outcome:
     where, why = exc.field, exc.reason
     message = why if why.startswith(where) else f"{where}: {why}"
@@ -72,20 +91,29 @@ def _failure(exc: ComponentError) -> Outcome:
 def check(
     body: Mapping[str, Any],
     secrets: Mapping[str, Set[str] | None] | None,
+    read: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Validate a Component object as the API server holds it.
 
     `secrets` maps each referenced Secret name to its data keys, or to None when it does not exist;
     pass None to skip the Secret checks (admission time, where the Secret may come later).
-    Secret- and env-backed values are never read: they satisfy `required` but are not type-checked.
+    Secret- and env-backed values are not read: they satisfy `required` but are not type-checked,
+    except those in `read` (metadata item name -> the value its Secret holds), which are checked
+    like plain values (the encryption keys, whose length must be right; see `keys_to_read`).
     """
     try:
         component = parse(body)
     except ComponentError as exc:
         return _failure(exc)
-    # Secret-backed values replace literal ones (as in daprd), so neither they nor envRefs are judged.
-    opaque = [item.name for item in component.metadata if item.value in (None, "") or item.secret is not None]
-    values = {item.name: item.value or "" for item in component.metadata}
+    # Secret-backed values replace literal ones (as in daprd), so neither they nor envRefs are judged,
+    # except the values in `read`.
+    read = read or {}
+    opaque = [
+        item.name
+        for item in component.metadata
+        if (item.value in (None, "") or item.secret is not None) and item.name not in read
+    ]
+    values = {item.name: read.get(item.name, item.value or "") for item in component.metadata}
     try:
         validated = validate(component, values, opaque=opaque)
     except ComponentError as exc:
@@ -106,6 +134,10 @@ def check(
         access.scopes(body)
     except access.AccessError as exc:
         return Outcome(False, INVALID_SPEC, str(exc), exc.field, component=component)
+    try:
+        plan = scaling.plan(body, component)
+    except scaling.ScalingError as exc:
+        return Outcome(False, INVALID_ANNOTATION, str(exc), exc.field, component=component)
     if secrets is not None:
         if token is not None and not token.generated:
             found = secrets.get(token.secret)
@@ -150,9 +182,11 @@ def check(
                     item.name,
                     component=component,
                 )
+    # An in-memory store is valid, but whoever reads the condition learns what that costs.
+    note = [scaling.MEMORY_NOTE] if plan.persistence is Persistence.MEMORY else []
     warnings = validated.warnings
     if warnings:
-        return Outcome(
-            True, VALID_WITH_WARNINGS, "; ".join(warnings), "", warnings, component, validated, token
-        )
-    return Outcome(True, VALID, "the Component is valid", "", (), component, validated, token)
+        message = "; ".join([*warnings, *note])
+        return Outcome(True, VALID_WITH_WARNINGS, message, "", warnings, component, validated, token)
+    message = "; ".join(["the Component is valid", *note])
+    return Outcome(True, VALID, message, "", (), component, validated, token)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import keys
+from . import encryption, keys
 from .schema import (
     COMMON_FIELDS,
     MetadataError,
@@ -220,6 +220,10 @@ def validate(component: Component, values: Mapping[str, str], *, opaque: Collect
     stand in for them in the result.
     """
     schema = store_schema(component)
+    try:
+        encryption.check_refs({i.name: i.secret.name if i.secret else None for i in component.metadata})
+    except encryption.KeyRuleError as exc:
+        raise component.error(str(exc), exc.item) from None
     hidden: frozenset[str] = frozenset()
     if opaque:
         schema, values, hidden = _without_opaque(schema, values, opaque)
@@ -238,6 +242,12 @@ def validate(component: Component, values: Mapping[str, str], *, opaque: Collect
         )
     warnings = tuple(unknown_warning(schema, name) for name in resolved.unknown)
     return Validated(component, schema, resolved, warnings)
+
+
+def encryption_keys(validated: Validated) -> encryption.Keys | None:
+    """The keys of a validated store with state encryption, else None."""
+    secret_names = {i.name: i.secret.name for i in validated.component.metadata if i.secret is not None}
+    return encryption.keys_of(secret_names, dict(validated.metadata.values))
 
 
 def _without_opaque(

@@ -8,11 +8,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .components import Validated
+from .components import Validated, encryption_keys
 from .drain import Drain
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, Store, StoreError
+from .stores.encrypted import encrypted
 
 log = logging.getLogger("statestore.runtime")
 
@@ -49,7 +50,17 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        self.store: Store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        store = create_store(self.type, StoreConfig(component.name, validated.metadata))
+        # Encryption wraps the store, so every backend gets it and no route knows of it.
+        keys = encryption_keys(validated)
+        self.store: Store = encrypted(store, keys, component.name)
+        if keys is not None:
+            log.info(
+                "state store %s: values are encrypted (primary key from secret %s%s)",
+                self.name,
+                keys.primary.name,
+                f", secondary from secret {keys.secondary.name}" if keys.secondary else "",
+            )
         self.ready = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import encryption
 from .stores.base import Feature
 
 # The longest metadata value accepted (certificates and JSON settings included); longer is refused.
@@ -31,6 +32,14 @@ class Kind(enum.Enum):
     INT = "int"
     DURATION = "duration"  # Go duration ("5s", "1m30s") or an integer number of seconds
     JSON = "json"
+
+
+class Persistence(enum.Enum):
+    """Where a store keeps its data, which decides how a cluster may run its servers."""
+
+    NETWORK = "network"  # a database server: any number of state API replicas share it
+    LOCAL_FILES = "local-files"  # files beside the server: one writer, on a persistent volume
+    MEMORY = "memory"  # the server's own memory: one replica, lost on every restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,7 @@ class StoreSchema:
     fields: tuple[Field, ...]
     features: frozenset[Feature]
     versions: tuple[str, ...] = ("v1",)
+    persistence: Persistence = Persistence.NETWORK
     # Keys Dapr documents for this store that we deliberately do not implement: refused, never ignored.
     unsupported: Mapping[str, str] = field(default_factory=dict)
     # Rules across fields, run on the resolved values (fields not given are their defaults, None for
@@ -73,12 +83,30 @@ class StoreSchema:
 COMMON_FIELDS: tuple[Field, ...] = (
     Field("keyPrefix", default="appid"),  # appid, name, namespace, none or a custom prefix
     Field("actorStateStore", Kind.BOOL, default=False),
+    # daprd's state encryption (hex AES keys from secrets; see encryption.py).
+    Field(encryption.PRIMARY, check=encryption.parse_key),
+    Field(encryption.SECONDARY, check=encryption.parse_key),
 )
 # Keys Dapr accepts on every transactional store for its outbox; we accept and ignore them.
 IGNORED_KEYS = frozenset(
     k.lower()
     for k in ("outboxPublishPubsub", "outboxPublishTopic", "outboxPubsub", "outboxDiscardWhenMissingState")
 )
+
+# The names of Dapr's built-in Azure AD (Microsoft Entra ID) authentication profile, refused (never
+# ignored) by the stores that document it: they only take effect with it, and it is not implemented.
+AZURE_AD_PROFILE: Mapping[str, str] = {
+    name: "Microsoft Entra ID (Azure AD) authentication is not implemented"
+    for name in (
+        "azureClientId",
+        "azureTenantId",
+        "azureClientSecret",
+        "azureCertificate",
+        "azureCertificateFile",
+        "azureCertificatePassword",
+        "azureEnvironment",
+    )
+}
 
 
 class MetadataError(ValueError):

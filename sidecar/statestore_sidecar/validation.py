@@ -7,16 +7,18 @@ without touching it, and importing them loads no database driver.
 from __future__ import annotations
 
 from .components import Component, ComponentError, SecretRef, Validated, parse, secret_env_var, validate
-from .schema import is_truthy
-from .stores import UnknownStoreType, canonical_type, schema_for
+from .encryption import NAMES as ENCRYPTION_KEYS
+from .schema import Persistence, is_truthy
+from .stores import UnknownStoreType, schema_for
 
 __all__ = [
+    "ENCRYPTION_KEYS",
     "Component",
     "ComponentError",
+    "Persistence",
     "SecretRef",
     "UnknownStoreType",
     "Validated",
-    "canonical_type",
     "is_truthy",
     "parse",
     "schema_for",

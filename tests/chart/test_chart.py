@@ -129,6 +129,7 @@ def test_values_schema_is_enforced(home: Path) -> None:
         {"stateApi": {"resources": {"requests": {"gpu": "1"}}}},
         {"stateApi": {"appIdLabel": "not a label"}},
         {"stateApi": {"drainSeconds": -1}},
+        {"stateApi": {"defaultReplicas": 0}},
         {"watchNamespaces": "team-a"},
         {"webhook": {"timeoutSeconds": 60}},
         {"no-such-value": 1},
@@ -187,12 +188,14 @@ def test_state_api_values(home: Path) -> None:
         "stateApi": {
             "appIdLabel": "example.com/app",
             "drainSeconds": 20,
+            "defaultReplicas": 3,
             "resources": {"requests": {"cpu": "250m", "memory": 128}, "limits": {"cpu": 1, "memory": "1Gi"}},
         }
     }
     parsed = cli.parser().parse_args(operator_container(render(home, values))["args"])
     assert parsed.app_id_label == "example.com/app"
     assert parsed.pod_drain_seconds == 20
+    assert parsed.default_replicas == 3
     assert cli.parser().parse_args(operator_container(render(home, {}))["args"]).pod_drain_seconds == 5
     assert cli.resources(parsed) == {
         "requests": {"cpu": "250m", "memory": "128"},
@@ -301,6 +304,10 @@ def test_rbac_least_privilege(name: str, home: Path) -> None:
     assert "create" in verbs("", "events")
     # The NetworkPolicy of a scoped Component: applied, and deleted when the scopes go.
     assert verbs("networking.k8s.io", "networkpolicies") == {"get", "create", "patch", "delete"}
+    # The data claim: created, and patched only for its ownerReference; never deleted by the operator.
+    assert verbs("", "persistentvolumeclaims") == {"get", "create", "patch"}
+    assert verbs("policy", "poddisruptionbudgets") == {"get", "create", "patch", "delete"}
+    assert verbs("autoscaling", "horizontalpodautoscalers") == {"get", "create", "patch", "delete"}
     for resource in ("deployments", "services", "configmaps", "networkpolicies"):
         group = {"deployments": "apps", "networkpolicies": "networking.k8s.io"}.get(resource, "")
         # `delete` for a Component that stops being a state store; never a whole collection.

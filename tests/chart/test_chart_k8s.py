@@ -219,6 +219,13 @@ def test_cluster_wide_permissions(chart_cluster: ControlPlane, namespace: str, t
         for verb in ("get", "create", "patch", "delete"):
             assert can_i(chart_cluster, sa, verb, "networkpolicies.networking.k8s.io", "-n", "default")
         assert not can_i(chart_cluster, sa, "list", "networkpolicies.networking.k8s.io", "--all-namespaces")
+        # Claims: created and patched (their ownerReference), never deleted; budgets and autoscalers too.
+        for verb in ("get", "create", "patch"):
+            assert can_i(chart_cluster, sa, verb, "persistentvolumeclaims", "-n", "default")
+        assert not can_i(chart_cluster, sa, "delete", "persistentvolumeclaims", "-n", "default")
+        for resource in ("poddisruptionbudgets.policy", "horizontalpodautoscalers.autoscaling"):
+            for verb in ("get", "create", "patch", "delete"):
+                assert can_i(chart_cluster, sa, verb, resource, "-n", "default")
 
 
 def test_watch_namespaces_permissions(chart_cluster: ControlPlane, namespace: str, tmp_path: Path) -> None:
@@ -404,6 +411,33 @@ def _check_operator(cluster: ControlPlane, operator: ChartOperator, watched: str
     wait_for("the Deployment", lambda: exists("deployment", "statestore-guarded"))
     cluster.apply({**guarded, "scopes": []}, namespace=watched)
     wait_for("the NetworkPolicy to be deleted", lambda: not exists("networkpolicy", "statestore-guarded"))
+
+    # Claims (the SQLite example's), disruption budgets and autoscalers, created and deleted.
+    claims = [f"statestore-{c['metadata']['name']}" for c in examples if c["spec"]["type"] == "state.sqlite"]
+    assert claims, "examples/ has no SQLite Component"
+    wait_for("the data claims", lambda: all(exists("pvc", claim) for claim in claims))
+    scaled = {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {
+            "name": "scaled",
+            "annotations": {
+                "statestore.dapr.io/replicas": "2",
+                "statestore.dapr.io/autoscale-max-replicas": "4",
+            },
+        },
+        "spec": {
+            "type": "state.redis",
+            "version": "v1",
+            "metadata": [{"name": "redisHost", "value": "r:6379"}],
+        },
+    }
+    cluster.apply(scaled, namespace=watched)
+    wait_for("the PodDisruptionBudget", lambda: exists("pdb", "statestore-scaled"))
+    wait_for("the HorizontalPodAutoscaler", lambda: exists("hpa", "statestore-scaled"))
+    cluster.apply({**scaled, "metadata": {"name": "scaled", "annotations": {}}}, namespace=watched)
+    wait_for("the budget deleted", lambda: not exists("pdb", "statestore-scaled"))
+    wait_for("the autoscaler deleted", lambda: not exists("hpa", "statestore-scaled"))
 
     # The webhook, through the chart's configuration: one actor store is fine, a second is refused.
     cluster.apply(actor_store("actors-one"), namespace=watched)

@@ -28,7 +28,10 @@ def isolated(component: ComponentUnderTest) -> ComponentUnderTest:
     """On Redis, where tests share one database, a key prefix of the server's own."""
     if component.type != "state.redis" or "keyPrefix" in component.metadata:
         return component
-    metadata = {**component.metadata, "keyPrefix": f"t{uuid.uuid4().hex[:12]}"}
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    if component.offers.one_slot_transactions:  # a Redis Cluster: every key in the prefix's slot
+        prefix = f"{{{prefix}}}"
+    metadata = {**component.metadata, "keyPrefix": prefix}
     return ComponentUnderTest(component.backend, component.type, metadata)
 
 

@@ -184,8 +184,8 @@ def next_op(rng: random.Random, model: Model) -> Op:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_sequences_agree(component: ComponentUnderTest, tmp_path: Path, seed: int) -> None:
-    rng = random.Random(f"{component.backend}-{seed}")
-    model = Model(component.backend)
+    rng = random.Random(f"{component.family}-{seed}")  # Sentinel and Cluster: the sequences of Redis
+    model = Model(component.family)
     with both(component, tmp_path) as (ours, daprd):
         history: list[str] = []
         for _ in range(OPS_PER_SEQUENCE):
@@ -340,7 +340,7 @@ def test_query_offered_where_daprd_refuses(component: ComponentUnderTest, via: s
             # Redis: we offer no query; daprd's store tries and fails without RediSearch.
             "redis": (refused, ("error", 500, "ERR_STATE_QUERY") if via == "http" else refused_grpc),
         }
-        assert (mine, theirs) == expected[component.backend]
+        assert (mine, theirs) == expected[component.family]
 
 
 @pytest.mark.parametrize("via", ["http", "grpc"])

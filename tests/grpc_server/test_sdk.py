@@ -58,7 +58,7 @@ def test_save_get_etags_first_write_and_delete(
 
     first_write = StateOptions(concurrency=Concurrency.first_write)
     client.save_state(STORE, "fresh", "one", options=first_write)
-    conflict = FIRST_WRITE_CONFLICT.get((impl, component.backend), grpc.StatusCode.ABORTED)
+    conflict = FIRST_WRITE_CONFLICT.get((impl, component.family), grpc.StatusCode.ABORTED)
     _refused(lambda: client.save_state(STORE, "fresh", "two", options=first_write), conflict)
     assert client.get_state(STORE, "fresh").data == b"one"
 

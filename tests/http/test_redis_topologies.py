@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -111,8 +111,25 @@ async def test_cluster_transaction_across_slots_is_refused_whole(
 # --- Sentinel --------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def protected_sentinels() -> Iterator[RedisSentinelSet]:
+    """Three Sentinels with a password of their own (the shared set has none, for daprd's sake)."""
+    with RedisSentinelSet(down_after_ms=1000) as servers:
+        yield servers
+
+
+def sentinel_metadata(servers: RedisSentinelSet) -> dict[str, str]:
+    return {
+        "redisHost": servers.sentinel_hosts,
+        "redisPassword": servers.password,
+        "failover": "true",
+        "sentinelMasterName": servers.master_name,
+        "sentinelPassword": servers.sentinel_password,
+    }
+
+
 async def test_sentinel_credentials_and_master_name_are_checked(
-    make_api: MakeApi, redis_sentinel_metadata: dict[str, str]
+    protected_sentinels: RedisSentinelSet,
 ) -> None:
     from statestore_sidecar.schema import resolve
     from statestore_sidecar.stores import StoreConfig, create_store, schema_for
@@ -123,11 +140,15 @@ async def test_sentinel_credentials_and_master_name_are_checked(
         ({"sentinelMasterName": "no-such-primary"}, "no-such-primary"),
         ({"redisPassword": "wrong"}, "redis"),
     ):
-        metadata = {**redis_sentinel_metadata, "redisMaxRetries": "0", **change}
+        metadata = {**sentinel_metadata(protected_sentinels), "redisMaxRetries": "0", **change}
         store = create_store("state.redis", StoreConfig("s", resolve(schema_for("state.redis"), metadata)))
         with pytest.raises(BackendUnavailable, match=expected):
             await store.init()
         await store.close()
+    right = {**sentinel_metadata(protected_sentinels), "redisMaxRetries": "0"}
+    store = create_store("state.redis", StoreConfig("s", resolve(schema_for("state.redis"), right)))
+    await store.init()
+    await store.close()
 
 
 async def until(what: str, condition: Callable[[], bool], deadline: float) -> None:
@@ -164,61 +185,54 @@ class Load:
         return [entry for entry in self.acked.values() if entry[1] > moment]
 
 
-async def test_sentinel_failover_under_load(make_api: MakeApi) -> None:
+async def test_sentinel_failover_under_load(make_api: MakeApi, protected_sentinels: RedisSentinelSet) -> None:
     """SIGKILL the primary while eight writers save: the store follows Sentinel to the promoted
-    replica without a restart. Prints the figures docs/state-api.md quotes."""
-    with RedisSentinelSet(down_after_ms=1000) as servers:
-        metadata = {
-            "redisHost": servers.sentinel_hosts,
-            "redisPassword": servers.password,
-            "failover": "true",
-            "sentinelMasterName": servers.master_name,
-            "sentinelPassword": servers.sentinel_password,
-        }
-        api = await open_api(make_api, "redis_sentinel", metadata)
-        old_primary = servers.current_primary()
-        load = Load()
-        run = uuid.uuid4().hex[:6]
-        writers = [asyncio.create_task(load.writer(api, f"{run}-w{i}")) for i in range(8)]
-        try:
-            await until("200 writes before the kill", lambda: len(load.acked) >= 200, time.monotonic() + 60)
-            killed_at = time.monotonic()
-            servers.server_at(old_primary).stop(kill=True)
-            deadline = killed_at + 120
-            await until(
-                "writes to fail and then resume after the primary was killed",
-                lambda: bool(load.failures) and bool(load.sent_since(killed_at)),
-                deadline,
-            )
-            resumed_at = min(acked for _, _, acked in load.sent_since(killed_at))
-            await until(
-                "200 writes on the new primary", lambda: len(load.sent_since(resumed_at)) >= 200, deadline
-            )
-        finally:
-            load.stop.set()
-            await asyncio.gather(*writers)
-
-        new_primary = servers.current_primary()
-        assert new_primary != old_primary
-        # Every failed request got a complete error answer, never a hang or a traceback.
-        assert {(status, code) for _, status, code in load.failures} <= {(500, "ERR_STATE_SAVE")}
-        # Every write sent after the kill and acknowledged is there. Writes the old primary
-        # acknowledged can be lost (asynchronous replication): counted, not hidden.
-        lost_old, lost_new = 0, 0
-        for key, (value, sent, _) in load.acked.items():
-            r = await api.get(f"{STATE}/{key}")
-            if r.status_code == 200:
-                assert r.json() == value
-            elif sent <= killed_at:
-                lost_old += 1
-            else:
-                lost_new += 1
-        assert lost_new == 0
-        acked_old = len(load.acked) - len(load.sent_since(killed_at))
-        print(
-            f"\nsentinel failover: writes succeeded again {resumed_at - killed_at:.2f}s after "
-            f"SIGKILL of the primary (down-after-milliseconds 1000); {len(load.failures)} requests "
-            f"failed meanwhile with 500 ERR_STATE_SAVE; {lost_old} of {acked_old} writes the old "
-            f"primary acknowledged were lost; {len(load.sent_since(killed_at))} acknowledged "
-            "after the kill, none lost"
+    replica without a restart. Prints the figures docs/redis.md quotes."""
+    servers = protected_sentinels
+    api = await open_api(make_api, "redis_sentinel", sentinel_metadata(servers))
+    old_primary = servers.current_primary()
+    load = Load()
+    run = uuid.uuid4().hex[:6]
+    writers = [asyncio.create_task(load.writer(api, f"{run}-w{i}")) for i in range(8)]
+    try:
+        await until("200 writes before the kill", lambda: len(load.acked) >= 200, time.monotonic() + 60)
+        killed_at = time.monotonic()
+        servers.server_at(old_primary).stop(kill=True)
+        deadline = killed_at + 120
+        await until(
+            "writes to fail and then resume after the primary was killed",
+            lambda: bool(load.failures) and bool(load.sent_since(killed_at)),
+            deadline,
         )
+        resumed_at = min(acked for _, _, acked in load.sent_since(killed_at))
+        await until(
+            "200 writes on the new primary", lambda: len(load.sent_since(resumed_at)) >= 200, deadline
+        )
+    finally:
+        load.stop.set()
+        await asyncio.gather(*writers)
+
+    new_primary = servers.current_primary()
+    assert new_primary != old_primary
+    # Every failed request got a complete error answer, never a hang or a traceback.
+    assert {(status, code) for _, status, code in load.failures} <= {(500, "ERR_STATE_SAVE")}
+    # Every write sent after the kill and acknowledged is there. Writes the old primary
+    # acknowledged can be lost (asynchronous replication): counted, not hidden.
+    lost_old, lost_new = 0, 0
+    for key, (value, sent, _) in load.acked.items():
+        r = await api.get(f"{STATE}/{key}")
+        if r.status_code == 200:
+            assert r.json() == value
+        elif sent <= killed_at:
+            lost_old += 1
+        else:
+            lost_new += 1
+    assert lost_new == 0
+    acked_old = len(load.acked) - len(load.sent_since(killed_at))
+    print(
+        f"\nsentinel failover: writes succeeded again {resumed_at - killed_at:.2f}s after "
+        f"SIGKILL of the primary (down-after-milliseconds 1000); {len(load.failures)} requests "
+        f"failed meanwhile with 500 ERR_STATE_SAVE; {lost_old} of {acked_old} writes the old "
+        f"primary acknowledged were lost; {len(load.sent_since(killed_at))} acknowledged "
+        "after the kill, none lost"
+    )

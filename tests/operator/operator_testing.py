@@ -279,3 +279,34 @@ def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidec
     args = without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
     with sidecar_process(args, container_env(kube, container["env"])) as server:
         yield server
+
+
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test)."""
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
+    operator = start_operator(
+        "--webhook-address",
+        "127.0.0.1",
+        "--webhook-host",
+        "127.0.0.1",
+        "--webhook-port",
+        str(free_port()),
+        "--webhook-cert",
+        str(chain),
+        "--webhook-key",
+        str(key),
+        "--webhook-config-name",
+        config,
+    )
+    return operator, config
+
+
+def webhook_configurations(kube: Kube, name: str) -> list[str]:
+    """Which of the two kinds of webhook configuration named `name` exist."""
+    kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+    return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]

@@ -93,7 +93,7 @@ def test_init_timeout_is_passed_on_and_a_bad_one_is_refused(kube: Kube, operator
 
 
 def test_other_secret_store_is_refused_by_name(kube: Kube, operator: Operator) -> None:
-    metadata = [
+    metadata: list[dict[str, Any]] = [
         {"name": "redisHost", "value": "h:6379"},
         {"name": "redisPassword", "secretKeyRef": {"name": "pw"}},
     ]
@@ -107,7 +107,7 @@ def test_other_secret_store_is_refused_by_name(kube: Kube, operator: Operator) -
 
 def test_env_ref_and_mixed_items_behave_as_in_dapr(kube: Kube, operator: Operator, tmp_path: Path) -> None:
     kube.apply(secret("s", url="state.db", table="from_secret"))
-    metadata = [
+    metadata: list[dict[str, Any]] = [
         {"name": "connectionString", "secretKeyRef": {"name": "s", "key": "url"}},
         # The Secret's value replaces the literal one...
         {"name": "tableName", "value": "from_value", "secretKeyRef": {"name": "s", "key": "table"}},
@@ -135,6 +135,8 @@ def test_env_ref_and_mixed_items_behave_as_in_dapr(kube: Kube, operator: Operato
     assert {"from_secret", "meta_literal"} <= tables and "from_value" not in tables
     assert keys == [f"{kube.ns}||k"]  # keyPrefix: the pod's NAMESPACE variable
     # A missing Secret is still an error, as for Dapr's operator.
-    mixed = [{"name": "keyPrefix", "value": "name", "secretKeyRef": {"name": "nope", "key": "k"}}]
+    mixed: list[dict[str, Any]] = [
+        {"name": "keyPrefix", "value": "name", "secretKeyRef": {"name": "nope", "key": "k"}}
+    ]
     kube.apply(component("nosecret", "state.in-memory", mixed))
     kube.wait_condition("nosecret", "Validated", "False", "SecretNotFound")

@@ -31,6 +31,7 @@ def test_help_lists_the_flags() -> None:
         "--pod-cpu-request",
         "--pod-memory-limit",
         "--webhook-cert-reload-seconds",
+        "--default-replicas",
     ):
         assert flag in out
 

@@ -8,9 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import IMAGE, Kube, Operator, no_change, reconciled, reconciles, settled, wait_for
+from operator_testing import (
+    IMAGE,
+    Kube,
+    Operator,
+    no_change,
+    reconciled,
+    reconciles,
+    settled,
+    start_with_webhook,
+    wait_for,
+    webhook_configurations,
+)
 
-from fixtures.sidecar import free_port
 from statestore_sidecar.components import secret_env_var
 
 pytestmark = pytest.mark.k8s
@@ -369,37 +379,6 @@ def test_actor_store_conflict_without_webhook(kube: Kube, operator: Operator) ->
     kube.wait_condition("second", "Ready", "False", "Progressing")
     kube.make_pods_ready("second")
     kube.wait_condition("second", "Ready", "True", "Available")
-
-
-def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
-    """An operator serving its admission webhook and managing its configurations (named for the test)."""
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-test-{kube.ns}.dapr.io"  # webhook names need three DNS segments
-    operator = start_operator(
-        "--webhook-address",
-        "127.0.0.1",
-        "--webhook-host",
-        "127.0.0.1",
-        "--webhook-port",
-        str(free_port()),
-        "--webhook-cert",
-        str(chain),
-        "--webhook-key",
-        str(key),
-        "--webhook-config-name",
-        config,
-    )
-    return operator, config
-
-
-def webhook_configurations(kube: Kube, name: str) -> list[str]:
-    """Which of the two kinds of webhook configuration named `name` exist."""
-    kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
-    return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]
 
 
 def test_webhook_rejects_bad_components(kube: Kube, start_operator: Any, tmp_path: Path) -> None:

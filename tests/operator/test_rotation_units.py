@@ -34,25 +34,25 @@ def secret(uid: str = "sid", **data: str) -> dict[str, Any]:
     }
 
 
-def annotations(secrets: dict[str, Any]) -> dict[str, str]:
+def pod_annotations(secrets: dict[str, Any]) -> dict[str, str]:
     b = body()
     dep = render.deployment(b, parse(b), PODS, secrets=secrets)
     return dict(dep["spec"]["template"]["metadata"]["annotations"])
 
 
 def test_value_change_changes_the_hash_other_keys_do_not() -> None:
-    first = annotations({"auth": secret(pw="one", other="x")})
-    assert annotations({"auth": secret(pw="one", other="y")}) == first
-    assert annotations({"auth": secret(pw="one", other="x"), "elsewhere": secret(pw="z")}) == first
-    changed = annotations({"auth": secret(pw="two", other="x")})
+    first = pod_annotations({"auth": secret(pw="one", other="x")})
+    assert pod_annotations({"auth": secret(pw="one", other="y")}) == first
+    assert pod_annotations({"auth": secret(pw="one", other="x"), "elsewhere": secret(pw="z")}) == first
+    changed = pod_annotations({"auth": secret(pw="two", other="x")})
     assert changed[rotation.SECRETS_HASH_ANNOTATION] != first[rotation.SECRETS_HASH_ANNOTATION]
     assert changed["statestore.dapr.io/config-hash"] == first["statestore.dapr.io/config-hash"]
 
 
 def test_missing_secret_and_recreated_secret_differ() -> None:
-    present = annotations({"auth": secret(pw="one")})[rotation.SECRETS_HASH_ANNOTATION]
-    assert annotations({"auth": None})[rotation.SECRETS_HASH_ANNOTATION] != present
-    assert annotations({"auth": secret(uid="new", pw="one")})[rotation.SECRETS_HASH_ANNOTATION] != present
+    present = pod_annotations({"auth": secret(pw="one")})[rotation.SECRETS_HASH_ANNOTATION]
+    assert pod_annotations({"auth": None})[rotation.SECRETS_HASH_ANNOTATION] != present
+    assert pod_annotations({"auth": secret(uid="new", pw="one")})[rotation.SECRETS_HASH_ANNOTATION] != present
 
 
 def test_no_secret_reference_no_annotation() -> None:

@@ -63,3 +63,19 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {DRIVERS!r}
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
     )
     assert json.loads(done.stdout) == []
+
+
+def test_every_store_says_where_it_keeps_its_data() -> None:
+    """The operator runs stores by their schema's persistence, never by their type names."""
+    from statestore_sidecar.stores import known_types
+
+    found = {ctype: validation.schema_for(ctype).persistence for ctype in known_types()}
+    assert found == {
+        "state.in-memory": validation.Persistence.MEMORY,
+        "state.sqlite": validation.Persistence.LOCAL_FILES,
+        "state.redis": validation.Persistence.NETWORK,
+        "state.postgresql": validation.Persistence.NETWORK,
+        "state.mysql": validation.Persistence.NETWORK,
+    }
+    sources = "\n".join(path.read_text() for path in OPERATOR.rglob("*.py"))
+    assert "state.sqlite" not in sources and "state.in-memory" not in sources

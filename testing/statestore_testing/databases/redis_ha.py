@@ -1,8 +1,9 @@
 """Redis with failover: a primary, a replica and three Sentinels; and a three-primary Redis Cluster.
 
 `RedisSentinelSet`: `primary` and `replica` (RedisServer, one password for both), `sentinels` (three
-SentinelServer, quorum 2, with their own password), `master_name`, `sentinel_hosts` ("h:p,h:p,h:p"),
-`current_primary()` (the address the Sentinels give now) and `wait_primary_changed(old)`.
+SentinelServer, quorum 2, with a password of their own, `sentinel_password`, unless that is turned
+off), `master_name`, `sentinel_hosts` ("h:p,h:p,h:p"), `current_primary()` (the address the
+Sentinels give now) and `server_at(address)`.
 A primary is judged down after `down_after_ms` (1 s here; Sentinel's default is 30 s).
 
 `RedisClusterSet`: `nodes` (three RedisServer with `cluster-enabled`, one password), `seed_hosts`,
@@ -63,7 +64,7 @@ class SentinelServer(Server):
     name = "redis-sentinel"
 
     def __init__(
-        self, primary: RedisServer, password: str, down_after_ms: int = 1000, quorum: int = 2
+        self, primary: RedisServer, password: str = "", down_after_ms: int = 1000, quorum: int = 2
     ) -> None:
         self.binary = find_binary(["redis-sentinel"])
         super().__init__(None)
@@ -87,8 +88,10 @@ class SentinelServer(Server):
                     "daemonize no",
                     "protected-mode yes",
                     "loglevel notice",
-                    f"requirepass {self.password}",
-                    f"sentinel sentinel-pass {self.password}",
+                    *(
+                        [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+                        * bool(self.password)
+                    ),
                     f"sentinel monitor {name} {primary.host} {primary.port} {self.quorum}",
                     f"sentinel auth-pass {name} {primary.password}",
                     f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
@@ -108,7 +111,7 @@ class SentinelServer(Server):
 
 
 class RedisSentinelSet:
-    def __init__(self, down_after_ms: int = 1000) -> None:
+    def __init__(self, down_after_ms: int = 1000, sentinel_password: bool = True) -> None:
         password = "redis-" + secrets.token_hex(8)
         self.primary = RedisServer(appendfsync="everysec", password=password)
         self.replica = RedisServer(
@@ -121,7 +124,7 @@ class RedisSentinelSet:
         # A failed-over primary that comes back becomes a replica and must authenticate to the new one.
         self.primary.extra_args = ("--masterauth", password)
         self.password = password
-        self.sentinel_password = "sentinel-" + secrets.token_hex(8)
+        self.sentinel_password = "sentinel-" + secrets.token_hex(8) if sentinel_password else ""
         self.master_name = MASTER_NAME
         self.sentinels = [
             SentinelServer(self.primary, self.sentinel_password, down_after_ms) for _ in range(3)

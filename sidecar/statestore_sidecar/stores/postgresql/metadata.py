@@ -252,6 +252,7 @@ SCHEMA = StoreSchema(
     unsupported={
         "useAzureAD": "Azure AD authentication is not implemented; use a password in connectionString",
         "azureClientId": "Azure AD authentication is not implemented",
+        "azureEnvironment": "Azure AD authentication is not implemented",
         "azureTenantId": "Azure AD authentication is not implemented",
         "azureClientSecret": "Azure AD authentication is not implemented",
         "azureCertificate": "Azure AD authentication is not implemented",

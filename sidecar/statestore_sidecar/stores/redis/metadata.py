@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...schema import Field, Kind, MetadataError, Resolved, StoreSchema
+from ...schema import AZURE_AD_PROFILE, Field, Kind, MetadataError, Resolved, StoreSchema
 from ..base import Feature
 
 # Where each topology's hosts listen when `redisHost` names no port (and `redisPort` is not given).
@@ -123,6 +123,7 @@ SCHEMA = StoreSchema(
     features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL}),
     check=check,
     unsupported={
+        **AZURE_AD_PROFILE,
         "useEntraID": "Microsoft Entra ID authentication is not implemented; use redisUsername/redisPassword",
         "useOIDC": "OIDC authentication is not implemented; use redisUsername/redisPassword",
         "oidcTokenEndpoint": "OIDC authentication is not implemented",

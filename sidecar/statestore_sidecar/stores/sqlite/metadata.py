@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from ...schema import Field, Kind, MetadataError, Resolved, StoreSchema
+from ...schema import Field, Kind, MetadataError, Persistence, Resolved, StoreSchema
 from ..base import Feature
 
 _PRAGMA = re.compile(r"([A-Za-z_]+)\(([A-Za-z0-9_.+-]*)\)")
@@ -120,4 +120,5 @@ SCHEMA = StoreSchema(
     ),
     features=frozenset({Feature.ETAG, Feature.TRANSACTIONAL, Feature.TTL, Feature.QUERY_API}),
     check=check,
+    persistence=Persistence.LOCAL_FILES,
 )
