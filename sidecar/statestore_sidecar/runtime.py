@@ -40,8 +40,6 @@ class StoreHandle:
         self.type = canonical_type(component.type)
         self.version = component.version or validated.schema.versions[0]
         self.features: frozenset[Feature] = validated.schema.features
-        # A pluggable component says what it can do only once initialised.
-        self._features_from_store = validated.schema.passthrough
         self.keys = KeyScheme(
             prefix_for(
                 str(validated.metadata["keyPrefix"]),
@@ -54,6 +52,8 @@ class StoreHandle:
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
         self.store: Store = encrypted(store, keys, component.name)
+        # A pluggable component says what it can do only once initialised.
+        self._features_from = store if validated.schema.passthrough else None
         if keys is not None:
             log.info(
                 "state store %s: values are encrypted (primary key from secret %s%s)",
@@ -112,8 +112,8 @@ class StoreHandle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, INIT_BACKOFF_MAX)
                 continue
-            if self._features_from_store:
-                self.features = self.store.features
+            if self._features_from is not None:
+                self.features = self._features_from.features
             log.info("state store %s (%s) is ready", self.name, self.type)
             self.ready.set()
             return

@@ -33,6 +33,7 @@ def component(request: pytest.FixtureRequest) -> ComponentUnderTest:
     Component name (tests/pluggable hold daprd and ours to that component)."""
     return _component(request)
 
+
 KEYS = ("k0", "k1", "k2", "k3", "k4")
 SEEDS = (1, 2, 3)
 OPS_PER_SEQUENCE = 60
