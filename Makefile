@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3500
 
-.PHONY: run test lint format unit venv backends k8s-binaries daprd go-client images cluster cluster-down clean bench
+.PHONY: run test lint format unit venv backends k8s-binaries daprd go-client pluggable images cluster cluster-down clean bench
 
 # A virtualenv with the project and its test tools; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
@@ -22,8 +22,8 @@ run: venv
 	$(BIN)/statestore-sidecar --resources-path examples --app-id myapp --dapr-http-port $(PORT) --metrics-port 0
 
 ## Everything the tests need (database servers, Kubernetes binaries, daprd, the Go SDK client, the
-## images), then lint and the whole suite.
-test: venv backends k8s-binaries daprd go-client images lint
+## pluggable test store, the images), then lint and the whole suite.
+test: venv backends k8s-binaries daprd go-client pluggable images lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # mypy: the packages, then the shared fixtures, then each test folder on its own (a folder's helper
@@ -64,6 +64,10 @@ daprd:
 ## The state operations client of the official Dapr Go SDK that tests run (docs/daprd.md).
 go-client:
 	bash hack/sdk/go-client/build.sh
+
+## A components-contrib state store served as a Dapr pluggable component, for tests (docs/daprd.md).
+pluggable:
+	bash hack/pluggable/build.sh
 
 ## A local control plane (etcd, kube-apiserver, kube-controller-manager); kubeconfig in .cluster/kubeconfig.
 cluster: venv k8s-binaries

@@ -52,6 +52,8 @@ class StoreHandle:
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
         self.store: Store = encrypted(store, keys, component.name)
+        # A pluggable component says what it can do only once initialised.
+        self._features_from = store if validated.schema.passthrough else None
         if keys is not None:
             log.info(
                 "state store %s: values are encrypted (primary key from secret %s%s)",
@@ -110,6 +112,8 @@ class StoreHandle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, INIT_BACKOFF_MAX)
                 continue
+            if self._features_from is not None:
+                self.features = self._features_from.features
             log.info("state store %s (%s) is ready", self.name, self.type)
             self.ready.set()
             return

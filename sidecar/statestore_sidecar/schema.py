@@ -70,6 +70,9 @@ class StoreSchema:
     # Rules across fields, run on the resolved values (fields not given are their defaults, None for
     # values the caller cannot see); raises MetadataError naming a field.
     check: Callable[[Resolved], None] | None = None
+    # Metadata this server does not interpret (a pluggable component's): every item is kept as given,
+    # as a string, for the store to pass on.
+    passthrough: bool = False
 
     @property
     def transactional_with_etags(self) -> bool:
@@ -290,6 +293,9 @@ def resolve(schema: StoreSchema, raw: Mapping[str, str], *, opaque: Iterable[str
         if lowered in unsupported:
             raise MetadataError(name, f"is not supported by this server: {unsupported[lowered]}")
         known = by_name.get(lowered)
+        if known is None and schema.passthrough:
+            values[name] = text
+            continue
         if known is None:
             if lowered not in IGNORED_KEYS:
                 unknown.append(name)

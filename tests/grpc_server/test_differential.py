@@ -22,9 +22,17 @@ from differential import Op, Outcome, Server, pairs
 from grpc_testing import serve
 
 from conftest import serve_daprd
-from fixtures.stores import BACKENDS, ComponentUnderTest
+from fixtures.stores import BACKENDS, PLUGGABLE_BACKENDS, ComponentUnderTest, _component, _params
 
 pytestmark = pytest.mark.backends  # daprd is built with the database servers (tests/fixtures/daprd.py)
+
+
+@pytest.fixture(params=_params(b for b in BACKENDS if b not in PLUGGABLE_BACKENDS))
+def component(request: pytest.FixtureRequest) -> ComponentUnderTest:
+    """Every backend but the pluggable component: daprd and ours would share its one instance of the
+    Component name (tests/pluggable hold daprd and ours to that component)."""
+    return _component(request)
+
 
 KEYS = ("k0", "k1", "k2", "k3", "k4")
 SEEDS = (1, 2, 3)

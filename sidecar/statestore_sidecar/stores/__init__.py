@@ -4,13 +4,19 @@ A store package `<name>/` holds `metadata.py` (`SCHEMA`: the settings and the pa
 values, importable without the database driver, so the operator validates with it cheaply) and
 `store.py` (`create(config: StoreConfig) -> Store`). SQL stores add `dialect.py`, their dialect of the
 shared query translator in `sql/`.
+
+A `state.<name>` type that is none of these is a Dapr pluggable component when a socket named
+`<name>` (any extension) is in the pluggable sockets folder (`pluggable/sockets.py`): the package
+`pluggable/` serves it, as daprd does.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, cast
+
+from .pluggable.sockets import socket_folder, socket_for
 
 if TYPE_CHECKING:
     from ..schema import Resolved, StoreSchema
@@ -35,6 +41,7 @@ class StoreConfig:
     name: str
     metadata: Resolved
     version: str = ""
+    store_type: str = ""
 
 
 class _MetadataModule(Protocol):
@@ -56,14 +63,30 @@ def known_types() -> list[str]:
 def canonical_type(store_type: str) -> str:
     lowered = store_type.lower()
     lowered = _ALIASES.get(lowered, lowered)
-    if lowered not in _PACKAGES:
-        raise UnknownStoreType(f"unknown state store type {store_type!r} (known: {', '.join(known_types())})")
-    return lowered
+    if lowered in _PACKAGES:
+        return lowered
+    if is_pluggable(store_type):
+        return store_type  # the socket's name, as written
+    raise UnknownStoreType(
+        f"unknown state store type {store_type!r} (known: {', '.join(known_types())}; "
+        f"or a pluggable component's socket in {socket_folder()})"
+    )
+
+
+def is_pluggable(store_type: str) -> bool:
+    """Whether the type is no built-in one and names a pluggable component socket present now."""
+    lowered = store_type.lower()
+    return _ALIASES.get(lowered, lowered) not in _PACKAGES and socket_for(store_type) is not None
+
+
+def _package(store_type: str) -> str:
+    canonical = canonical_type(store_type)
+    return _PACKAGES.get(canonical, "pluggable")
 
 
 def metadata_module(store_type: str) -> str:
     """The module name of a store type's metadata (schema and parsers)."""
-    return f"{__name__}.{_PACKAGES[canonical_type(store_type)]}.metadata"
+    return f"{__name__}.{_package(store_type)}.metadata"
 
 
 def schema_for(store_type: str, version: str = "") -> StoreSchema:
@@ -74,5 +97,6 @@ def schema_for(store_type: str, version: str = "") -> StoreSchema:
 
 
 def create_store(store_type: str, config: StoreConfig) -> Store:
-    package = _PACKAGES[canonical_type(store_type)]
+    package = _package(store_type)
+    config = replace(config, store_type=canonical_type(store_type))
     return cast(_StoreModule, importlib.import_module(f"{__name__}.{package}.store")).create(config)

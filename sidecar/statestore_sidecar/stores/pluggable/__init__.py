@@ -1,0 +1,1 @@
+"""Dapr pluggable state stores: a store served by another process over gRPC on a Unix socket."""
