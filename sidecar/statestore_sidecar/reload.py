@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .components import ComponentError, Validated
 from .resources import load_stores
 from .runtime import StoreHandle
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from .state_api import StateCore
@@ -155,10 +156,7 @@ class Reloader:
 
     async def stop(self) -> None:
         for task in list(self.retiring):
-            task.cancel()
-        for task in list(self.retiring):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 @contextlib.asynccontextmanager
@@ -172,7 +170,5 @@ async def watch(
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await reloader.stop()

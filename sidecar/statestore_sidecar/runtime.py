@@ -14,6 +14,7 @@ from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, Store, StoreError
 from .stores.encrypted import encrypted
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("statestore.runtime")
 
@@ -134,9 +135,7 @@ class StoreHandle:
 
     async def close(self) -> None:
         if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self.ready.is_set():
             await self.store.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import orjson
 
 from ... import query as q
+from ...tasks import cancel_and_wait
 from .. import StoreConfig
 from ..base import (
     DeleteRequest,
@@ -43,9 +43,7 @@ class MemoryStore:
 
     async def close(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait(self._sweeper)
 
     async def ping(self) -> None:
         return None

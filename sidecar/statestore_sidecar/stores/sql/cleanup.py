@@ -7,10 +7,10 @@ store's `sweep` claims the turn in its metadata table, so one replica at a time 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from ...tasks import cancel_and_wait
 from ..base import StoreError
 
 log = logging.getLogger("statestore.cleanup")
@@ -37,6 +37,7 @@ class Cleaner:
         self._interval = interval
         self._sweep = sweep
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         if self._interval > 0 and self._task is None:
@@ -44,14 +45,15 @@ class Cleaner:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._stopping = True  # the loop ends at its next turn even if the cancellation is lost
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._interval)
+            if self._stopping:
+                return
             try:
                 deleted = await self._sweep()
             except StoreError as exc:

@@ -89,8 +89,10 @@ class Lane:
         assert mode is Mode.ALONE, "reader connections do not write"
         deadline = time.monotonic() + seconds
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, deadline)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
         try:
-            return await asyncio.wait_for(future, seconds + grace)
+            async with asyncio.timeout(seconds + grace):
+                return await future
         except TimeoutError:
             raise Timeout from None
 
@@ -147,7 +149,8 @@ class Writer:
         future: Future[T] = Future()
         self._queue.put(_Job(fn, time.monotonic() + seconds, future, mode))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), seconds + grace)
+            async with asyncio.timeout(seconds + grace):
+                return await asyncio.wrap_future(future)
         except TimeoutError:
             raise Timeout from None
 
