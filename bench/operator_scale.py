@@ -11,7 +11,11 @@ Component CRD and `statestore-operator --all-namespaces`; then applies every Com
 * every Component is `Validated=True` and has its Deployment and Service ("validated and created"),
 * every Component is `Ready=True` (its Deployment rolled out: kwok's Pods are Ready),
 
-reporting both times, and the operator's CPU seconds and peak RSS over the whole run.
+reporting both times, and the operator's CPU seconds and peak RSS over the whole run; with the
+control plane's CPU seconds (per process) and kube-apiserver's request counts and latencies over the
+same span (its /metrics), to tell the operator's costs from the control plane's.
+
+    .venv/bin/python -m bench.operator_scale --components 2000 --poll 5 --timeout 1800 --py-spy op.txt
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,7 @@ from typing import Any
 from statestore_testing.control_plane import ControlPlane
 from statestore_testing.ports import free_port
 
+from . import prom
 from .proc import Usage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,24 +103,107 @@ def _census(cluster: ControlPlane) -> dict[str, int]:
     return {"components": len(names), "validated": validated, "ready": ready, **owned}
 
 
-def _api_requests(metrics_port: int) -> dict[str, float]:
-    """The operator's own requests to the API server, by method (its metrics endpoint)."""
+def _operator_metrics(metrics_port: int) -> list[prom.Sample]:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("statestore_operator_api_requests_total{"):
-            method = line.split('method="', 1)[1].split('"', 1)[0]
-            counts[method] = float(line.rsplit(" ", 1)[1])
-    return counts
+        return prom.parse(r.read().decode())
 
 
-def run(components: int, namespaces: int, poll: float, workdir: Path, extra: list[str]) -> dict[str, Any]:
+def _api_requests(samples: list[prom.Sample]) -> dict[str, float]:
+    """The operator's own requests to the API server, by method (its metrics endpoint)."""
+    return prom.total(samples, "statestore_operator_api_requests_total", by="method")
+
+
+def _operator_figures(after: list[prom.Sample], before: list[prom.Sample], total: int) -> dict[str, Any]:
+    """Reconciliations (count and mean time, the latter mostly waiting for the API server)."""
+    done = prom.delta(
+        prom.total(after, "statestore_operator_reconcile_total", by="result"),
+        prom.total(before, "statestore_operator_reconcile_total", by="result"),
+    )
+    spent = prom.delta(
+        prom.total(after, "statestore_operator_reconcile_time_seconds_sum"),
+        prom.total(before, "statestore_operator_reconcile_time_seconds_sum"),
+    ).get("", 0.0)
+    count = sum(done.values())
+    return {
+        "reconciliations": {k: int(v) for k, v in done.items()},
+        "reconciliations_per_component": round(count / max(total, 1), 2),
+        "reconcile_mean_s": round(spent / count, 3) if count else None,
+    }
+
+
+_NOT_WATCH = {"WATCH", "CONNECT", "WATCHLIST"}
+
+
+def _apiserver_metrics(cluster: ControlPlane) -> list[prom.Sample]:
+    return prom.parse(cluster.kubectl("get", "--raw", "/metrics").stdout)
+
+
+def _apiserver_figures(after: list[prom.Sample], before: list[prom.Sample]) -> dict[str, Any]:
+    """kube-apiserver over the run, every client together (operator, census, controllers, kwok)."""
+
+    def short(labels: prom.Labels) -> bool:
+        return labels.get("verb", "") not in _NOT_WATCH
+
+    def figures(name: str, by: str) -> dict[str, float]:
+        return prom.delta(prom.total(after, name, by, short), prom.total(before, name, by, short))
+
+    count = figures("apiserver_request_duration_seconds_count", "verb")
+    spent = figures("apiserver_request_duration_seconds_sum", "verb")
+    buckets = figures("apiserver_request_duration_seconds_bucket", "le")
+    wait_n = figures("apiserver_flowcontrol_request_wait_duration_seconds_count", "")
+    wait_s = figures("apiserver_flowcontrol_request_wait_duration_seconds_sum", "")
+    etcd_n = prom.delta(
+        prom.total(after, "etcd_request_duration_seconds_count", "operation"),
+        prom.total(before, "etcd_request_duration_seconds_count", "operation"),
+    )
+    etcd_s = prom.delta(
+        prom.total(after, "etcd_request_duration_seconds_sum", "operation"),
+        prom.total(before, "etcd_request_duration_seconds_sum", "operation"),
+    )
+    return {
+        "requests": {verb: int(n) for verb, n in sorted(count.items())},
+        "mean_ms": {verb: round(1000 * spent.get(verb, 0.0) / n, 1) for verb, n in sorted(count.items())},
+        "p50_ms_at_most": _ms(prom.quantile(buckets, 0.5)),
+        "p99_ms_at_most": _ms(prom.quantile(buckets, 0.99)),
+        "flowcontrol_wait_mean_ms": round(1000 * wait_s.get("", 0.0) / wait_n[""], 2)
+        if wait_n.get("")
+        else None,
+        "etcd_mean_ms": {op: round(1000 * etcd_s.get(op, 0.0) / n, 2) for op, n in sorted(etcd_n.items())},
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
+
+
+def _control_plane_cpu(cluster: ControlPlane) -> dict[str, float]:
+    return {name: Usage.sample([pid]).cpu for name, pid in cluster.pids().items()}
+
+
+def _queue_depth(metrics_port: int) -> int | None:
+    try:
+        depth = prom.total(_operator_metrics(metrics_port), "statestore_operator_workqueue_depth")
+    except OSError:
+        return None
+    return int(depth.get("", 0))
+
+
+def run(
+    components: int,
+    namespaces: int,
+    poll: float,
+    workdir: Path,
+    extra: list[str],
+    *,
+    timeout: float = MAX_SECONDS,
+    profile: Path | None = None,
+) -> dict[str, Any]:
     cluster = ControlPlane(workdir / "k8s", kwok=True)
     began = time.monotonic()
     cluster.start()
     result: dict[str, Any] = {"control_plane_start_s": round(time.monotonic() - began, 1)}
     operator: subprocess.Popen[bytes] | None = None
+    spy: subprocess.Popen[bytes] | None = None
     try:
         cluster.kubectl("apply", "-f", str(CRD))
         cluster.kubectl("wait", "--for=condition=Established", "crd/components.dapr.io", "--timeout=60s")
@@ -157,8 +247,12 @@ def run(components: int, namespaces: int, poll: float, workdir: Path, extra: lis
             time.sleep(0.2)
         idle = Usage.sample([operator.pid])
         result["operator_idle_rss_mb"] = round(idle.rss / 2**20, 1)
-        requests_before = _api_requests(metrics_port)
+        operator_before = _operator_metrics(metrics_port)
+        apiserver_before = _apiserver_metrics(cluster)
+        control_before = _control_plane_cpu(cluster)
         result["load_average_before"] = os.getloadavg()
+        if profile is not None:
+            spy = _start_profile(operator.pid, profile)
 
         per_ns = components // namespaces
         started = time.monotonic()
@@ -171,10 +265,11 @@ def run(components: int, namespaces: int, poll: float, workdir: Path, extra: lis
         total = per_ns * namespaces
         timeline: list[dict[str, Any]] = []
         created_at = ready_at = None
-        while time.monotonic() - started < MAX_SECONDS:
+        while time.monotonic() - started < timeout:
             census = _census(cluster)
             elapsed = round(time.monotonic() - started, 1)
-            timeline.append({"t": elapsed, **census})
+            loadavg = Path("/proc/loadavg").read_text().split()[0]
+            timeline.append({"t": elapsed, **census, "queue": _queue_depth(metrics_port), "load": loadavg})
             print(f"  {elapsed:6.1f}s {census}", file=sys.stderr, flush=True)
             if (
                 created_at is None
@@ -189,8 +284,11 @@ def run(components: int, namespaces: int, poll: float, workdir: Path, extra: lis
                 raise RuntimeError("statestore-operator exited during the run")
             time.sleep(poll)
         busy = Usage.sample([operator.pid])
-        requests = _api_requests(metrics_port)
-        spent = {m: int(n - requests_before.get(m, 0)) for m, n in requests.items()}
+        operator_after = _operator_metrics(metrics_port)
+        control_after = _control_plane_cpu(cluster)
+        apiserver_after = _apiserver_metrics(cluster)
+        requests = _api_requests(operator_after)
+        spent = {m: int(n - _api_requests(operator_before).get(m, 0)) for m, n in requests.items()}
         result.update(
             operator_args=extra,
             load_average_after=os.getloadavg(),
@@ -203,9 +301,21 @@ def run(components: int, namespaces: int, poll: float, workdir: Path, extra: lis
             operator_cpu_s=round(busy.cpu - idle.cpu, 2),
             operator_rss_mb=round(busy.rss / 2**20, 1),
             operator_peak_rss_mb=round(_peak_rss(operator.pid) / 2**20, 1),
+            **_operator_figures(operator_after, operator_before, total),
+            control_plane_cpu_s={
+                name: round(cpu - control_before.get(name, 0.0), 1) for name, cpu in control_after.items()
+            },
+            apiserver=_apiserver_figures(apiserver_after, apiserver_before),
             timeline=timeline,
         )
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on Ctrl-C (SIGTERM loses it)
+            try:
+                spy.wait(60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
         if operator is not None:
             operator.terminate()
             try:
@@ -217,12 +327,23 @@ def run(components: int, namespaces: int, poll: float, workdir: Path, extra: lis
     return result
 
 
+def _start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (not a project dependency: `pip install py-spy`) sampling the operator, 20 Hz, raw stacks."""
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+    if spy is None:
+        raise RuntimeError("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+    command = [spy, "record", "--pid", str(pid), "--rate", "20", "--nonblocking", "--format", "raw"]
+    return subprocess.Popen([*command, "--output", str(out.resolve())], stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.operator_scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--components", type=int, default=500)
     p.add_argument("--namespaces", type=int, default=10)
     p.add_argument("--poll", type=float, default=2.0, help="seconds between two census of the cluster")
     p.add_argument("--json", type=Path, help="also write the figures (and the timeline) here")
+    p.add_argument("--timeout", type=float, default=MAX_SECONDS, help="give up this long after the apply")
+    p.add_argument("--py-spy", type=Path, help="profile the operator with py-spy into this file (raw stacks)")
     p.add_argument(
         "operator_args", nargs="*", help="extra statestore-operator flags (after --), e.g. -- --workers 16"
     )
@@ -232,7 +353,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="statestore-operator-scale-") as tmp:
         os.chmod(tmp, 0o755)
-        result = run(args.components, args.namespaces, args.poll, Path(tmp), args.operator_args)
+        result = run(
+            args.components,
+            args.namespaces,
+            args.poll,
+            Path(tmp),
+            args.operator_args,
+            timeout=args.timeout,
+            profile=args.py_spy,
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     summary = {k: v for k, v in result.items() if k != "timeline"}

@@ -565,6 +565,10 @@ class ControlPlane:
         cp._load_state()
         return cp
 
+    def pids(self) -> dict[str, int]:
+        """Process id of each of this control plane's processes, by name (for CPU and memory figures)."""
+        return {p.name: p.pid for p in self._procs or self._load_state()}
+
     def running(self) -> list[str]:
         """Names of this control plane's processes that are alive."""
         procs = self._procs or self._load_state()
