@@ -147,6 +147,17 @@ def _apiserver_figures(after: list[prom.Sample], before: list[prom.Sample]) -> d
     def figures(name: str, by: str) -> dict[str, float]:
         return prom.delta(prom.total(after, name, by, short), prom.total(before, name, by, short))
 
+    def resource(labels: prom.Labels) -> str:
+        sub = labels.get("subresource")
+        return f"{labels.get('verb')} {labels.get('resource')}" + (f"/{sub}" if sub else "")
+
+    def by_resource(name: str) -> dict[str, float]:
+        return prom.delta(
+            prom.total_by(after, name, resource, short), prom.total_by(before, name, resource, short)
+        )
+
+    resource_n = by_resource("apiserver_request_duration_seconds_count")
+    resource_s = by_resource("apiserver_request_duration_seconds_sum")
     count = figures("apiserver_request_duration_seconds_count", "verb")
     spent = figures("apiserver_request_duration_seconds_sum", "verb")
     buckets = figures("apiserver_request_duration_seconds_bucket", "le")
@@ -163,6 +174,11 @@ def _apiserver_figures(after: list[prom.Sample], before: list[prom.Sample]) -> d
     return {
         "requests": {verb: int(n) for verb, n in sorted(count.items())},
         "mean_ms": {verb: round(1000 * spent.get(verb, 0.0) / n, 1) for verb, n in sorted(count.items())},
+        "by_resource": {
+            key: {"requests": int(n), "mean_ms": round(1000 * resource_s.get(key, 0.0) / n, 1)}
+            for key, n in sorted(resource_n.items(), key=lambda kv: -kv[1])
+            if n >= 1
+        },
         "p50_ms_at_most": _ms(prom.quantile(buckets, 0.5)),
         "p99_ms_at_most": _ms(prom.quantile(buckets, 0.99)),
         "flowcontrol_wait_mean_ms": round(1000 * wait_s.get("", 0.0) / wait_n[""], 2)

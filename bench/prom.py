@@ -42,11 +42,21 @@ def total(
     samples: list[Sample], name: str, by: str | None = None, where: Callable[[Labels], bool] | None = None
 ) -> dict[str, float]:
     """Sum of one metric's samples, grouped by one label ("" when `by` is None)."""
+    return total_by(samples, name, lambda labels: labels.get(by, "") if by else "", where)
+
+
+def total_by(
+    samples: list[Sample],
+    name: str,
+    key: Callable[[Labels], str],
+    where: Callable[[Labels], bool] | None = None,
+) -> dict[str, float]:
+    """Sum of one metric's samples, grouped by key(labels)."""
     out: dict[str, float] = {}
     for s in samples:
         if s.name == name and (where is None or where(s.labels)):
-            key = s.labels.get(by, "") if by else ""
-            out[key] = out.get(key, 0.0) + s.value
+            group = key(s.labels)
+            out[group] = out.get(group, 0.0) + s.value
     return out
 
 

@@ -15,7 +15,7 @@ from . import access, actors, admission, fallback, injection, naming, render
 from .kube import Client
 from .reconcile import Reconciler
 from .validation import is_state_store
-from .workqueue import Key, WorkQueue
+from .workqueue import LOW, Key, WorkQueue
 
 log = logging.getLogger("statestore.operator")
 
@@ -176,7 +176,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
         created after its Component or given a new value, or a write that failed)."""
         while True:
             await asyncio.sleep(options.resync_seconds)
-            assert runtime.reconciler is not None
+            assert runtime.reconciler is not None and runtime.queue is not None
             try:
                 # The CRD may have been upgraded (or replaced by Dapr's) since the last pass.
                 await runtime.reconciler.refresh_status_support()
@@ -184,7 +184,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                     for body in await runtime.reconciler.client.list_components(namespace):
                         if is_state_store(body):
                             meta = body["metadata"]
-                            enqueue(meta["namespace"], meta["name"])
+                            # Behind every trigger: new Components never wait for a whole round.
+                            runtime.queue.add((meta["namespace"], meta["name"]), priority=LOW)
             except Exception as exc:
                 log.warning("resync failed: %s", exc)
 

@@ -61,8 +61,9 @@ def path_of(kind: str, namespace: str, name: str = "") -> str:
 class Client:
     """One aiohttp session; re-logs in once on 401 (service account tokens rotate)."""
 
-    def __init__(self, login: Callable[[], kopf.ConnectionInfo]) -> None:
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], timeout: float = 30.0) -> None:
         self._login = login
+        self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
         self._lock = asyncio.Lock()
@@ -79,7 +80,7 @@ class Client:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=30),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
             return self._session
 
@@ -103,21 +104,28 @@ class Client:
             data = None if body is None else json.dumps(body)
             headers = {"Content-Type": content_type} if body is not None else {}
             metrics.API_REQUESTS.labels(method).inc()
-            async with session.request(
-                method, self._server + path, data=data, headers=headers, params=params
-            ) as response:
-                if response.status == 401 and attempt == 0:
-                    continue
-                if response.status == 404 and method in ("GET", "DELETE"):
-                    return None
-                text = await response.text()
-                if response.status >= 400:
-                    try:
-                        message = json.loads(text).get("message", text)
-                    except ValueError:
-                        message = text
-                    raise ApiError(response.status, str(message))
-                return json.loads(text) if text else {}
+            try:
+                async with session.request(
+                    method, self._server + path, data=data, headers=headers, params=params
+                ) as response:
+                    if response.status == 401 and attempt == 0:
+                        continue
+                    if response.status == 404 and method in ("GET", "DELETE"):
+                        return None
+                    text = await response.text()
+            except TimeoutError:
+                # aiohttp's timeout has no message: say what was waited for (e.g. a Service
+                # creation on an overloaded API server), as a 504 the callers treat as any failure.
+                raise ApiError(
+                    504, f"no answer from the API server to {method} {path} within {self._timeout:g} s"
+                ) from None
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("message", text)
+                except ValueError:
+                    message = text
+                raise ApiError(response.status, str(message))
+            return json.loads(text) if text else {}
         raise AssertionError("unreachable")
 
     async def get(self, kind: str, namespace: str, name: str) -> JSON | None:

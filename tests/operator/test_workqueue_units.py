@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from statestore_operator.workqueue import Key, WorkQueue
+from statestore_operator.workqueue import LOW, Key, WorkQueue
 
 
 async def test_a_burst_for_one_key_is_one_pass_plus_at_most_one_more() -> None:
@@ -95,5 +95,58 @@ async def test_a_full_request_wins_over_status_refreshes() -> None:
             (("ns", "c"), False),
             (("ns", "a"), False),
         ]
+    finally:
+        await queue.stop()
+
+
+async def test_resync_keys_wait_for_every_trigger_and_a_trigger_moves_one_up() -> None:
+    calls: list[tuple[Key, bool]] = []
+    gate = asyncio.Event()
+
+    async def handle(key: Key, full: bool) -> None:
+        calls.append((key, full))
+        await gate.wait()
+
+    queue = WorkQueue(handle, workers=1)
+    queue.start()
+    try:
+        queue.add(("ns", "busy"))
+        await asyncio.sleep(0.01)  # the only worker is busy
+        for name in ("r1", "r2", "r3"):
+            queue.add(("ns", name), priority=LOW)  # a resync round
+        queue.add(("ns", "new"))  # a new Component, after the round
+        queue.add(("ns", "r3"), full=False)  # its Deployment moved: ahead of the round, and still full
+        queue.add(("ns", "r3"), priority=LOW)  # the resync again: stays up
+        queue.add(("ns", "busy"), priority=LOW)  # running: once more afterwards, at low priority
+        queue.add(("ns", "r1"), priority=LOW)  # already waiting: not twice
+        gate.set()
+        await asyncio.wait_for(queue.drained(), 5)
+        assert calls == [
+            (("ns", "busy"), True),
+            (("ns", "new"), True),
+            (("ns", "r3"), True),
+            (("ns", "r1"), True),
+            (("ns", "r2"), True),
+            (("ns", "busy"), True),
+        ]
+        assert len(queue) == 0
+    finally:
+        await queue.stop()
+
+
+async def test_a_key_moved_up_then_taken_is_not_run_again_by_its_old_entry() -> None:
+    calls: list[Key] = []
+
+    async def handle(key: Key, full: bool) -> None:
+        calls.append(key)
+
+    queue = WorkQueue(handle, workers=1)
+    queue.add(("ns", "a"), priority=LOW)
+    queue.add(("ns", "a"))  # moved up: two entries, one key
+    queue.add(("ns", "b"), priority=LOW)
+    queue.start()
+    try:
+        await asyncio.wait_for(queue.drained(), 5)
+        assert calls == [("ns", "a"), ("ns", "b")]
     finally:
         await queue.stop()
