@@ -274,9 +274,8 @@ def run(
         started = time.monotonic()
         for n, ns in enumerate(names):
             items = [component(f"store-{i:03d}", ns, n * per_ns + i) for i in range(per_ns)]
-            cluster.kubectl(
-                "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
-            )
+            listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+            cluster.kubectl("apply", "-f", "-", input=listed, timeout=timeout)
         result["apply_s"] = round(time.monotonic() - started, 1)
         total = per_ns * namespaces
         timeline: list[dict[str, Any]] = []
