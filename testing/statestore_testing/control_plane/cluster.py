@@ -467,10 +467,11 @@ class ControlPlane:
                         "type": "kwok",
                     },
                 },
-                # Room for many Pods: the operator benchmark runs 500 state API pods on this one node.
+                # Room for many Pods: the operator benchmark runs up to 2,000 state API pods on this one
+                # node, each requesting 50m CPU and 64Mi (32 CPUs held only 640 of them).
                 "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "2000"},
+                    "allocatable": {"cpu": "256", "memory": "1Ti", "pods": "5000"},
+                    "capacity": {"cpu": "256", "memory": "1Ti", "pods": "5000"},
                 },
             }
         )
