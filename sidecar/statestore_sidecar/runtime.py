@@ -38,7 +38,7 @@ class StoreHandle:
         self.init_timeout = component.init_timeout
         self.ignore_errors = component.ignore_errors
         self._on_give_up = on_give_up
-        self.type = canonical_type(component.type)
+        self.type = canonical_type(component.type, pluggable=component.pluggable)
         self.version = component.version or validated.schema.versions[0]
         self.features: frozenset[Feature] = validated.schema.features
         self.keys = KeyScheme(
@@ -49,7 +49,8 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        store = create_store(self.type, StoreConfig(component.name, validated.metadata, component.version))
+        config = StoreConfig(component.name, validated.metadata, component.version)
+        store = create_store(self.type, config, pluggable=component.pluggable)
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
         self.store: Store = encrypted(store, keys, component.name)
