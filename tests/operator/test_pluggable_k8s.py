@@ -1,0 +1,132 @@
+"""Pluggable Components through the real control plane: the `dapr.io/component-container` annotation
+runs its container beside the state API (one sockets folder, an emptyDir both mount, its env on both),
+the condition says the store is pluggable, and a bad annotation is refused at `kubectl apply` by the
+webhook or, without it, reported with a condition and an Event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_testing import Kube, Operator, start_with_webhook, wait_for
+
+pytestmark = pytest.mark.k8s
+
+SOCKETS = "/tmp/dapr-components-sockets"
+SOCKET_ENV = ("DAPR_COMPONENT_SOCKETS_FOLDER", "DAPR_COMPONENTS_SOCKETS_FOLDER")
+MEMSTORE = {
+    "name": "memstore",
+    "image": "example.test/contrib-pluggable:1",
+    "command": ["contrib-pluggable"],
+    "args": ["-socket", f"{SOCKETS}/memstore.sock", "-store", "in-memory"],
+}
+
+
+def component(
+    name: str, container: dict[str, Any] | str | None, ctype: str = "state.memstore"
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if container is not None:
+        text = container if isinstance(container, str) else json.dumps(container)
+        meta["annotations"] = {"dapr.io/component-container": text}
+    return {
+        "apiVersion": "dapr.io/v1alpha1",
+        "kind": "Component",
+        "metadata": meta,
+        "spec": {"type": ctype, "version": "v1", "metadata": [{"name": "anyKey", "value": "any value"}]},
+    }
+
+
+def warnings_of(kube: Kube, name: str, reason: str) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: [e for e in kube.events(name) if e["reason"] == reason]
+
+
+# (annotation, what the message says)
+BAD: list[tuple[str, str]] = [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"name": "memstore"}), "image is required"),
+    (json.dumps({**MEMSTORE, "name": "statestore"}), "is the state API container's"),
+    (
+        json.dumps({**MEMSTORE, "ports": [{"containerPort": 50001}]}),
+        "port 50001 is the state API's 'grpc' port",
+    ),
+]
+
+
+def test_the_deployment_runs_the_component_container_beside_the_state_api(
+    kube: Kube, operator: Operator
+) -> None:
+    kube.apply(component("orders", MEMSTORE))
+    cond = kube.wait_condition("orders", "Validated", "True", "PluggableComponent")
+    assert "state.memstore is a pluggable component served by container 'memstore'" in cond["message"]
+    assert "passed to it as given" in cond["message"]
+    pod = kube.must_get("deployment", "statestore-orders")["spec"]["template"]["spec"]
+    ours, theirs = pod["containers"]
+    assert ours["name"] == "statestore"
+    assert {k: theirs[k] for k in MEMSTORE} == MEMSTORE
+    (socket_volume,) = [v for v in pod["volumes"] if v["name"] == "dapr-components-unix-domain-socket"]
+    assert socket_volume["emptyDir"] == {}
+    for container in (ours, theirs):
+        mounts = [m for m in container["volumeMounts"] if m["name"] == socket_volume["name"]]
+        assert [m["mountPath"] for m in mounts] == [SOCKETS]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert all(env[name] == SOCKETS for name in SOCKET_ENV), env
+    # The server reads the annotation from its Component file and waits for the socket.
+    cm = kube.must_get("configmap", "statestore-orders")
+    assert "dapr.io/component-container" in cm["data"]["component.yaml"]
+
+    # A type no store has and no annotation declares is refused as before.
+    kube.apply(component("typo", None))
+    refused = kube.wait_condition("typo", "Validated", "False", "UnsupportedStoreType")
+    assert "unknown state store type 'state.memstore'" in refused["message"]
+    assert kube.get("deployment", "statestore-typo") is None
+
+
+def test_a_bad_annotation_is_reported_with_a_condition_and_an_event(kube: Kube, operator: Operator) -> None:
+    for index, (annotation, _) in enumerate(BAD):
+        kube.apply(component(f"bad-{index}", annotation))
+    for index, (_, detail) in enumerate(BAD):
+        name = f"bad-{index}"
+        cond = kube.wait_condition(name, "Validated", "False", "InvalidAnnotation")
+        assert cond["message"].startswith("annotation 'dapr.io/component-container': ")
+        assert detail in cond["message"], cond
+        events = wait_for("a Warning event", warnings_of(kube, name, "InvalidAnnotation"))
+        assert events[0]["type"] == "Warning" and detail in events[0]["message"]
+        assert kube.get("deployment", f"statestore-{name}") is None
+    # Fixing the annotation brings the Deployment.
+    kube.apply(component("bad-0", MEMSTORE))
+    kube.wait_condition("bad-0", "Validated", "True", "PluggableComponent")
+    assert len(kube.must_get("deployment", "statestore-bad-0")["spec"]["template"]["spec"]["containers"]) == 2
+
+
+def test_the_webhook_refuses_a_bad_annotation_at_apply(
+    kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
+    try:
+        wait_for(
+            "the webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "validatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        for annotation, detail in BAD:
+            manifest = component("refused", annotation)
+            done = kube.cluster.kubectl(
+                "apply", "-n", kube.ns, "-f", "-", input=json.dumps(manifest), check=False
+            )
+            assert done.returncode != 0, annotation
+            assert "annotation 'dapr.io/component-container'" in done.stderr and detail in done.stderr, (
+                done.stderr
+            )
+            assert kube.get("components.dapr.io", "refused") is None
+        kube.apply(component("admitted", MEMSTORE))
+        kube.wait_condition("admitted", "Validated", "True", "PluggableComponent")
+    finally:
+        kube.cluster.kubectl(
+            "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
+        )
