@@ -196,3 +196,62 @@ def extra_volumes(container: Mapping[str, Any], have: Iterable[str]) -> list[dic
             seen.add(mount["name"])
             volumes.append({"name": mount["name"], "emptyDir": {}})
     return volumes
+
+
+# --- sidecar mode: the containers of an application's pod -----------------------------------------
+LISTED_ANNOTATION = "dapr.io/pluggable-components"  # Dapr: the pod's own component containers
+
+
+def pod_plan(
+    pod_spec: Mapping[str, Any], served: Iterable[Mapping[str, Any]], *, inject: bool, listed: Iterable[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """What Dapr's injector does for the pluggable Components a sidecar serves, and the warnings.
+
+    With `inject` (`dapr.io/inject-pluggable-components: "true"`), each Component's container is added
+    (one per image, as Dapr; none whose name the pod already has). The pod's own containers named in
+    `listed` (`dapr.io/pluggable-components`) get the sockets folder instead. A pluggable Component
+    with neither is served by no container in the pod: the sidecar would wait for it forever.
+    """
+    served = [c for c in served if declared(c)]
+    if not served:
+        return [], []
+    names = {
+        c.get("name") for c in [*(pod_spec.get("containers") or []), *(pod_spec.get("initContainers") or [])]
+    }
+    own = [n for n in listed if n in names]
+    added: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    images: set[str] = set()
+    for component in served:
+        container = container_of(component)
+        who = f"pluggable Component {component['metadata']['name']!r}"
+        if not inject:
+            if not own:
+                warnings.append(
+                    f'{who} has no container in this pod: annotate it {INJECT_ANNOTATION}: "true" '
+                    f"(or list your own component container in {LISTED_ANNOTATION}); its store stays unready"
+                )
+            continue
+        if container["image"] in images:
+            continue
+        if container["name"] in names:
+            warnings.append(f"{who}: the pod already has a container {container['name']!r}; not injected")
+            continue
+        images.add(container["image"])
+        names.add(container["name"])
+        added.append(pod_container(container))
+    return added, warnings
+
+
+def into_pod(spec: dict[str, Any], added: list[dict[str, Any]], listed: Iterable[str]) -> None:
+    """Add the containers (and the volumes they mount that the pod lacks) and share the sockets folder
+    with the pod's own listed component containers (`spec` is changed)."""
+    own = set(listed)
+    for container in spec.get("containers") or []:
+        if container.get("name") in own:
+            container["env"] = [*(container.get("env") or []), *socket_env()]
+            container["volumeMounts"] = [*(container.get("volumeMounts") or []), socket_mount()]
+    volumes = spec.setdefault("volumes", [])
+    for container in added:
+        volumes.extend(extra_volumes(container, [v["name"] for v in volumes]))
+    spec["containers"] = [*(spec.get("containers") or []), *added]

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from operator_testing import Kube, Operator, start_with_webhook, wait_for
 
+from statestore_testing.ports import free_port
+
 pytestmark = pytest.mark.k8s
 
 SOCKETS = "/tmp/dapr-components-sockets"
@@ -130,3 +132,69 @@ def test_the_webhook_refuses_a_bad_annotation_at_apply(
         kube.cluster.kubectl(
             "delete", "validatingwebhookconfiguration", config, "--ignore-not-found", check=False
         )
+
+
+def test_sidecar_mode_injects_the_component_container_when_the_pod_asks(
+    kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    config = f"statestore-plug-{kube.ns}.dapr.io"
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    start_operator(
+        *(
+            "--webhook-address",
+            "127.0.0.1",
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+        ),
+        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
+        "--inject-sidecars",
+    )
+    try:
+        wait_for(
+            "the mutating webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        kube.apply(component("orders", MEMSTORE))
+        kube.wait_condition("orders", "Validated", "True", "PluggableComponent")
+        inject = {"statestore.dapr.io/inject": "true", "statestore.dapr.io/app-id": "web"}
+        kube.apply(app_pod("web", {**inject, "dapr.io/inject-pluggable-components": "true"}))
+        body = kube.must_get("pod", "web")
+        (sidecar,) = [c for c in body["spec"]["initContainers"] if c["name"] == "statestore"]
+        app, plug = body["spec"]["containers"]
+        assert app["name"] == "app" and {k: plug[k] for k in MEMSTORE} == MEMSTORE
+        for container in (sidecar, plug):
+            mounts = [
+                m["mountPath"]
+                for m in container["volumeMounts"]
+                if m["name"] == "dapr-components-unix-domain-socket"
+            ]
+            assert mounts == [SOCKETS]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert all(env[name] == SOCKETS for name in SOCKET_ENV), env
+        cm = kube.must_get("configmap", "statestore-app-web")
+        assert "dapr.io/component-container" in cm["data"]["orders.yaml"]
+        # Without Dapr's annotation the pod gets no component container, and a warning says so.
+        applied = kube.apply(app_pod("other", {**inject, "statestore.dapr.io/app-id": "other"}))
+        assert "pluggable Component 'orders' has no container in this pod" in applied.stderr, applied.stderr
+        assert [c["name"] for c in kube.must_get("pod", "other")["spec"]["containers"]] == ["app"]
+    finally:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
+
+
+def app_pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "example.test/app:1"}]},
+    }

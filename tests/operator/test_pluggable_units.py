@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from statestore_operator import admission, pluggable, render, validation
+from statestore_operator import admission, inject, pluggable, render, validation
 from statestore_operator.validation import check
 from statestore_sidecar.validation import parse
 
@@ -161,3 +161,67 @@ def test_builtin_stores_render_as_before() -> None:
     assert pluggable.SOCKET_VOLUME not in {v["name"] for v in pod["volumes"]}
     doc = yaml.safe_load(render.config_map(b)["data"][render.COMPONENT_FILE])
     assert "annotations" not in doc["metadata"]
+
+
+# --- sidecar mode ---------------------------------------------------------------------------------
+def app_pod(annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "annotations": {"statestore.dapr.io/inject": "true", **annotations},
+        },
+        "spec": {
+            "containers": [{"name": "app", "image": "app:1"}],
+            "volumes": [{"name": "cache", "emptyDir": {}}],
+        },
+    }
+
+
+def test_injection_adds_the_component_container_when_the_pod_asks_as_in_dapr() -> None:
+    b = body(
+        {
+            **MEMSTORE,
+            "volumeMounts": [{"name": "cache", "mountPath": "/c"}, {"name": "own", "mountPath": "/o"}],
+        }
+    )
+    twin = body(MEMSTORE, name="z-carts")  # same image: one container serves both (Dapr's rule)
+    pod = app_pod({pluggable.INJECT_ANNOTATION: "true"})
+    req = inject.request(pod)
+    selection = inject.select([b, twin], "web")
+    out = inject.mutate(pod, "ns", req, selection, PODS, native=True)
+    assert inject.pluggable_plan(pod, req, selection)[1] == []
+    app, plug = out["spec"]["containers"]
+    assert plug["name"] == "memstore" and plug["image"] == MEMSTORE["image"]
+    (sidecar,) = out["spec"]["initContainers"]
+    for container in (sidecar, plug):
+        assert pluggable.socket_mount() in container["volumeMounts"]
+        assert pluggable.socket_env()[0] in container["env"] and pluggable.socket_env()[1] in container["env"]
+    assert "DAPR_COMPONENT_SOCKETS_FOLDER" not in {e["name"] for e in app.get("env", [])}
+    names = [v["name"] for v in out["spec"]["volumes"]]
+    # The pod's own `cache` is shared (Dapr's rule), `own` is a new emptyDir, the sockets folder is one.
+    assert sorted(names) == sorted(
+        ["cache", "statestore-components", "statestore-tmp", pluggable.SOCKET_VOLUME, "own"]
+    )
+
+
+def test_without_the_annotation_the_pod_is_warned_or_its_own_container_shares_the_folder() -> None:
+    selection = inject.select([body()], "web")
+    plain = app_pod({})
+    out = inject.mutate(plain, "ns", inject.request(plain), selection, PODS, native=True)
+    assert [c["name"] for c in out["spec"]["containers"]] == ["app"]
+    (warning,) = inject.pluggable_plan(plain, inject.request(plain), selection)[1]
+    assert "pluggable Component 'orders' has no container in this pod" in warning
+    assert pluggable.INJECT_ANNOTATION in warning
+    # The pod brings its own component container and names it, as Dapr's dapr.io/pluggable-components.
+    own = app_pod({pluggable.LISTED_ANNOTATION: "app"})
+    assert inject.pluggable_plan(own, inject.request(own), selection)[1] == []
+    out = inject.mutate(own, "ns", inject.request(own), selection, PODS, native=True)
+    (app,) = out["spec"]["containers"]
+    assert pluggable.socket_mount() in app["volumeMounts"]
+    # No pluggable store served: nothing of this.
+    builtin = body(container=None, ctype="state.in-memory")
+    builtin["spec"]["metadata"] = []
+    out = inject.mutate(own, "ns", inject.request(own), inject.select([builtin], "web"), PODS, native=True)
+    assert pluggable.SOCKET_VOLUME not in {v["name"] for v in out["spec"]["volumes"]}
+    assert "volumeMounts" not in out["spec"]["containers"][0]
