@@ -6,6 +6,8 @@ webhook or, without it, reported with a condition and an Event."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,3 +200,43 @@ def app_pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:
         "metadata": {"name": name, "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "example.test/app:1"}]},
     }
+
+
+# --- docs/operator.md, "Pluggable state stores" ---------------------------------------------------
+TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
+DOC = Path(__file__).resolve().parents[2] / "docs" / "operator.md"
+
+
+def documented(name: str) -> str:
+    (body,) = [body for key, _, body in TESTED.findall(DOC.read_text()) if key == name]
+    return str(body)
+
+
+def test_the_documented_component_and_commands(kube: Kube, operator: Operator, tmp_path: Path) -> None:
+    kube.apply(documented("pluggable-component"))
+    kube.wait_condition("carts", "Validated", "True", "PluggableComponent")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
+    kube.cluster.kubectl(
+        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
+    )
+    env = {
+        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(kubeconfig),
+        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
+    }
+    script = documented("pluggable-check")
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    # What the docs say it prints (kubectl adds no newline after a jsonpath).
+    assert ran.stdout == "statestore memstorePluggableComponent"
+    doc = DOC.read_text()
+    assert "prints `statestore memstore` and `PluggableComponent`" in doc
+    pod = kube.must_get("deployment", "statestore-carts")["spec"]["template"]["spec"]
+    plug = pod["containers"][1]
+    assert plug["args"] == ["-socket", f"{SOCKETS}/memstore.sock"]
+    validated = kube.conditions("carts")["Validated"]
+    assert "'registry.example.com/memstore:1.0'" in validated["message"]
