@@ -179,9 +179,42 @@ def socket_volume() -> dict[str, Any]:
     return {"name": SOCKET_VOLUME, "emptyDir": {}}
 
 
+# Plain (not pointer) fields the API server drops when false or zero (a zero probe setting is its default).
+_DROPPED_FALSE = frozenset({"stdin", "stdinOnce", "tty", "readOnly"})
+_DROPPED_ZERO = frozenset(
+    {
+        "initialDelaySeconds",
+        "timeoutSeconds",
+        "periodSeconds",
+        "successThreshold",
+        "failureThreshold",
+        "hostPort",
+    }
+)
+
+
+def _pruned(value: Any) -> Any:
+    """`value` without what the API server would not store (empty strings, lists and objects, and the
+    false or zero of the fields above), so the stored container compares equal to the rendered one and
+    a loosely written annotation is not written again every round."""
+    if isinstance(value, dict):
+        out = {}
+        for key, raw in value.items():
+            item = _pruned(raw)
+            if item is None or item in ("", [], {}):
+                continue
+            if (key in _DROPPED_FALSE and item is False) or (key in _DROPPED_ZERO and item == 0):
+                continue
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        return [_pruned(item) for item in value]
+    return value
+
+
 def pod_container(container: Mapping[str, Any]) -> dict[str, Any]:
     """The checked container as it runs in the pod: the sockets folder mounted and named in its env."""
-    out = copy.deepcopy(dict(container))
+    out: dict[str, Any] = _pruned(copy.deepcopy(dict(container)))
     out["env"] = [*out.get("env", []), *socket_env()]
     out["volumeMounts"] = [*out.get("volumeMounts", []), socket_mount()]
     return out

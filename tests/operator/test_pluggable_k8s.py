@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, start_with_webhook, wait_for
+from operator_testing import (
+    Kube,
+    Operator,
+    no_change,
+    reconciled,
+    reconciles,
+    settled,
+    start_with_webhook,
+    wait_for,
+)
 
 from statestore_testing.ports import free_port
 
@@ -240,3 +249,37 @@ def test_the_documented_component_and_commands(kube: Kube, operator: Operator, t
     assert plug["args"] == ["-socket", f"{SOCKETS}/memstore.sock"]
     validated = kube.conditions("carts")["Validated"]
     assert "'registry.example.com/memstore:1.0'" in validated["message"]
+
+
+def test_a_container_written_loosely_is_not_rewritten_on_every_resync(kube: Kube, operator: Operator) -> None:
+    """Values the API server drops (empty strings and lists, false of plain booleans) or writes in
+    canonical form (quantities) do not make the operator see a difference every round."""
+    loose = {
+        **MEMSTORE,
+        "workingDir": "",
+        "command": [],
+        "env": [{"name": "EMPTY", "value": ""}, {"name": "SET", "value": "1"}],
+        "stdin": False,
+        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch", "readOnly": False}],
+        "resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"}},
+        "securityContext": {"readOnlyRootFilesystem": False},
+    }
+    kube.apply(component("loose", loose))
+    kube.wait_condition("loose", "Validated", "True", "PluggableComponent")
+    objects = [("deployment", "statestore-loose"), ("configmap", "statestore-loose")]
+    kube.must_get(*objects[0])
+    settled(kube, *objects)
+    writes = object_writes(operator)
+    with no_change(kube, *objects):
+        reconciled(operator, 3, since=reconciles(operator))
+    assert object_writes(operator) == writes
+    plug = kube.must_get("deployment", "statestore-loose")["spec"]["template"]["spec"]["containers"][1]
+    assert plug["securityContext"] == {"readOnlyRootFilesystem": False}  # a meaningful false is kept
+    assert {"name": "SET", "value": "1"} in plug["env"]
+
+
+def object_writes(operator: Operator) -> float:
+    name = "statestore_operator_object_writes_total{"
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in operator.metrics().splitlines() if line.startswith(name)
+    )
