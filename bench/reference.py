@@ -29,7 +29,10 @@ def own_rows(component_type: str, metadata: dict[str, str]) -> dict[str, str]:
     """The same store, with rows of daprd's own: its stored format differs from ours."""
     out = {**metadata, "keyPrefix": "daprdbench"}
     if component_type == "state.postgresql":
+        # Its own metadata table too: daprd keeps one migration level per metadata table, and at
+        # the level ours left it would never create its table.
         out["tableName"] = "daprd_state"
+        out["metadataTableName"] = "daprd_metadata"
     if component_type == "state.sqlite":
         out["connectionString"] = metadata["connectionString"].replace(".db", "-daprd.db")
     return out
