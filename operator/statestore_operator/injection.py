@@ -8,7 +8,7 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -24,6 +24,9 @@ class _State:
     client: Client | None = None
     native: bool = True
     sweep: asyncio.Task[None] | None = None
+    # (namespace, ConfigMap, pod uid) seen owned: a pod's later events need no read (the periodic pass
+    # reads the ConfigMaps themselves, so one deleted meanwhile is still noticed).
+    owned: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 async def _components(client: Client, namespace: str) -> list[dict[str, Any]]:
@@ -155,12 +158,15 @@ def register(
     )
     async def pod_event(type: str, body: kopf.Body, **_: Any) -> None:
         """An injected pod appeared or changed: it owns its ConfigMap (deleted pods: the GC's part)."""
-        if type == "DELETED" or state.client is None:
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace") or ""), app_configs.config_map_of(body) or "", str(meta.get("uid")))
+        if type == "DELETED":
+            state.owned.discard(key)
             return
-        name = app_configs.config_map_of(body)
-        namespace = str(body.get("metadata", {}).get("namespace") or "")
-        if name and namespace:
-            await _own(state.client, body, await state.client.get("ConfigMap", namespace, name))
+        if state.client is None or not all(key) or key in state.owned:
+            return
+        await _own(state.client, body, await state.client.get("ConfigMap", key[0], key[1]))
+        state.owned.add(key)
 
     @kopf.on.mutate(
         "",
