@@ -135,6 +135,7 @@ def test_config_map_lives_as_long_as_the_apps_pods(kube: Kube, injecting: Operat
     # The app's last pod gone (the Deployment deleted): the garbage collector takes the ConfigMap.
     kube.cluster.kubectl("delete", "deployment", "web", "-n", kube.ns)
     wait_for("the ConfigMap gone", lambda: kube.get("configmap", "statestore-app-web") is None, timeout=120)
+    assert f"{kube.ns}/statestore-app-web deleted" not in injecting.output()  # the GC's doing
     # Nothing else went: the other app's ConfigMap (its pod lives), the user's, the Components.
     assert owners(kube, "statestore-app-other") == uids([other])
     assert kube.get("configmap", "keep-me") is not None
@@ -165,3 +166,31 @@ def test_a_config_map_no_pod_took_is_removed(kube: Kube, injecting: Operator) ->
     assert kube.get("configmap", "statestore-app-refused") is None
     kept = kube.must_get("pod", "kept")
     assert owners(kube, "statestore-app-kept") == uids([kept])
+
+
+def test_pods_injected_before_they_were_labelled_become_owners(kube: Kube, injecting: Operator) -> None:
+    """A ConfigMap without an owner that an unlabelled pod mounts (injected by an earlier operator
+    version) is not deleted: the pod becomes its owner, and the garbage collector takes it later."""
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "statestore-app-legacy", "labels": {LABEL: "legacy"}},
+        "data": {},
+    }
+    kube.apply(cm)
+    legacy = bare_pod("legacy", {"statestore.dapr.io/injected": "legacy"})  # left alone by the webhook
+    legacy["spec"]["volumes"] = [
+        {"name": "statestore-components", "configMap": {"name": "statestore-app-legacy"}}
+    ]
+    kube.apply(legacy)
+    pod = kube.must_get("pod", "legacy")
+    assert LABEL not in (pod["metadata"].get("labels") or {})
+    wait_for(
+        "the unlabelled pod owning its ConfigMap",
+        lambda: owners(kube, "statestore-app-legacy") == uids([pod]),
+    )
+    assert "statestore-app-legacy deleted" not in injecting.output()
+    kube.cluster.kubectl("delete", "pod", "legacy", "-n", kube.ns)
+    wait_for(
+        "the ConfigMap gone with its pod", lambda: kube.get("configmap", "statestore-app-legacy") is None
+    )
