@@ -93,8 +93,9 @@ async def _sweep(client: Client, namespace: str | None, grace: datetime.timedelt
         # Candidates: look at every pod of the namespace, not only labelled ones (pods injected before
         # pods were labelled mount them too, and become their owners now).
         every = await client.list_labelled("Pod", ns, "")
+        labelled = {p["metadata"]["uid"] for p in pods}
         for pod in every:
-            if (name := app_configs.config_map_of(pod)) and pod not in pods:
+            if (name := app_configs.config_map_of(pod)) and pod["metadata"]["uid"] not in labelled:
                 await _own(client, pod, by_name.get((ns, name)))
         for name in app_configs.orphans(own, every, now, grace):
             await client.delete("ConfigMap", ns, name)
