@@ -236,7 +236,7 @@ LISTED_ANNOTATION = "dapr.io/pluggable-components"  # Dapr: the pod's own compon
 
 
 def pod_plan(
-    pod_spec: Mapping[str, Any], served: Iterable[Mapping[str, Any]], *, inject: bool, listed: Iterable[str]
+    pod_spec: Mapping[str, Any], served: Iterable[Mapping[str, Any]], inject: bool, listed: Iterable[str]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """What Dapr's injector does for the pluggable Components a sidecar serves, and the warnings.
 
@@ -276,10 +276,15 @@ def pod_plan(
     return added, warnings
 
 
-def into_pod(spec: dict[str, Any], added: list[dict[str, Any]], listed: Iterable[str]) -> None:
-    """Add the containers (and the volumes they mount that the pod lacks) and share the sockets folder
-    with the pod's own listed component containers (`spec` is changed)."""
-    own = set(listed)
+def into_pod(
+    spec: dict[str, Any],
+    added: list[dict[str, Any]],
+    listed: Iterable[str],
+    served: Iterable[Mapping[str, Any]],
+) -> None:
+    """Add the containers (and the volumes they mount that the pod lacks) and, when a served Component
+    is pluggable, share the sockets folder with the pod's own listed containers (`spec` is changed)."""
+    own = set(listed) if any(declared(c) for c in served) else set()
     for container in spec.get("containers") or []:
         if container.get("name") in own:
             container["env"] = [*(container.get("env") or []), *socket_env()]
