@@ -99,21 +99,30 @@ def test_a_declared_component_waits_for_its_socket(tmp_path: Path) -> None:
     annotations = {"dapr.io/component-container": container}
     write_components(tmp_path / "resources", "one", annotations=annotations)
     env = {"DAPR_COMPONENTS_SOCKETS_FOLDER": str(sockets)}
-    args = ["--resources-path", str(tmp_path / "resources"), "--app-id", "app"]
+    args = ["--resources-path", str(tmp_path / "resources"), "--app-id", "app", "--log-level", "debug"]
     plug = ContribPluggable(sockets / "memstore.sock")
     try:
-        with sidecar_process(args, env, wait_ready=False) as server:
+        log = tmp_path / "sidecar.log"
+        with sidecar_process(args, env, wait_ready=False, log=log) as server:
             url = server.url
             assert httpx.get(f"{url}/v1.0/healthz").status_code == 500
             early = httpx.get(f"{url}/v1.0/state/one/a")
             assert early.status_code == 500, early.text
             assert "no socket for pluggable component state.memstore" in early.text
+
+            def looks() -> list[str]:
+                return [line for line in log.read_text().splitlines() if "init failed, retrying" in line]
+
+            wait_for("the socket looked for three times", lambda: len(looks()) >= 3, timeout=60)
             plug.start()
             wait_for("health 204", lambda: httpx.get(f"{url}/v1.0/healthz").status_code == 204, timeout=90)
             assert httpx.post(f"{url}/v1.0/state/one", json=[{"key": "a", "value": 1}]).status_code == 204
             assert httpx.get(f"{url}/v1.0/state/one/a").json() == 1
             meta = httpx.get(f"{url}/v1.0/metadata").json()
             assert [(c["name"], c["type"]) for c in meta["components"]] == [("one", "state.memstore")]
+        # Looked for again and again (debug), but said once (warning).
+        warned = [line for line in looks() if "WARNING" in line or '"warning"' in line.lower()]
+        assert len(warned) == 1 and "no socket for pluggable component state.memstore" in warned[0], looks()
     finally:
         plug.stop()
 
