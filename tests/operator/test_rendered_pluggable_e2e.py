@@ -1,7 +1,8 @@
 """The Deployment the operator renders for a pluggable Component really serves state: both of its
 containers run as local processes the way the kubelet would run them (commands, args, env, the
 ConfigMap as files, one sockets folder for the shared emptyDir), the component's container started
-after ours, and state driven through the state API over HTTP into the components-contrib store."""
+after ours, and state driven through the state API over HTTP into the components-contrib store; and
+the same for the pod sidecar mode injects with `dapr.io/inject-pluggable-components`."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from operator_testing import Kube, Operator, container_env, without
+from operator_testing import Kube, Operator, container_env, wait_for, without
 
 from fixtures.pluggable import contrib_pluggable_binary
 from fixtures.sidecar import sidecar_process
-from statestore_testing.waiting import wait_for
+from statestore_testing.ports import free_port
 
 pytestmark = [pytest.mark.k8s, pytest.mark.backends]
 
@@ -124,3 +125,109 @@ def test_rendered_pluggable_deployment_serves_state(
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
             log.close()
+
+
+def test_injected_pluggable_pod_serves_state(
+    kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path, sockets: Path
+) -> None:
+    """Sidecar mode: the pod the webhook returns, with `dapr.io/inject-pluggable-components`, runs (as
+    local processes) the `statestore` sidecar and the component's container over one sockets folder."""
+    config = f"statestore-plug-e2e-{kube.ns}.dapr.io"
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    start_operator(
+        *(
+            "--webhook-address",
+            "127.0.0.1",
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+        ),
+        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
+        "--inject-sidecars",
+    )
+    plug = {
+        "name": "memstore",
+        "image": "example.test/contrib-pluggable:1",
+        "command": ["contrib-pluggable"],
+        "args": ["-socket", f"{SOCKETS}/memstore.sock"],
+    }
+    try:
+        wait_for(
+            "the mutating webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        kube.apply(
+            {
+                "apiVersion": "dapr.io/v1alpha1",
+                "kind": "Component",
+                "metadata": {
+                    "name": "carts",
+                    "annotations": {"dapr.io/component-container": json.dumps(plug)},
+                },
+                "spec": {"type": "state.memstore", "version": "v1", "metadata": []},
+                "scopes": ["web"],
+            }
+        )
+        kube.wait_condition("carts", "Validated", "True", "PluggableComponent")
+        annotations = {
+            "statestore.dapr.io/inject": "true",
+            "statestore.dapr.io/app-id": "web",
+            "dapr.io/inject-pluggable-components": "true",
+        }
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web", "annotations": annotations},
+                "spec": {"containers": [{"name": "app", "image": "example.test/app:1"}]},
+            }
+        )
+        pod = kube.must_get("pod", "web")["spec"]
+        (ours,) = [
+            c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == "statestore"
+        ]
+        (theirs,) = [c for c in pod["containers"] if c["name"] == "memstore"]
+        (cm_volume,) = [v for v in pod["volumes"] if v["name"] == "statestore-components"]
+        cm = kube.must_get("configmap", cm_volume["configMap"]["name"])
+        components = tmp_path / "components"
+        components.mkdir()
+        for name, text in cm["data"].items():
+            (components / name).write_text(text)
+        volumes = {"statestore-components": components, "dapr-components-unix-domain-socket": sockets}
+        mounts = [
+            {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"] if m["name"] in volumes}
+            for c in (ours, theirs)
+        ]
+        args = without(
+            [local(a, mounts[0]) for a in ours["args"]],
+            "--dapr-http-port",
+            "--dapr-grpc-port",
+            "--metrics-port",
+        )
+        env = {k: local(v, mounts[0]) for k, v in container_env(kube, ours["env"]).items()}
+        their_env = {k: local(v, mounts[1]) for k, v in container_env(kube, theirs["env"]).items()}
+        command = [str(contrib_pluggable_binary()), *(local(a, mounts[1]) for a in theirs["args"])]
+        log = (tmp_path / "memstore.log").open("wb")
+        proc = subprocess.Popen(command, env={"PATH": "/usr/bin:/bin", **their_env}, stdout=log, stderr=log)
+        try:
+            with sidecar_process(args, env, wait_ready=False) as server:
+                url = server.url
+                wait_for("ready", lambda: httpx.get(f"{url}/v1.0/healthz").status_code == 204, timeout=90)
+                saved = httpx.post(f"{url}/v1.0/state/carts", json=[{"key": "c-1", "value": [1, 2]}])
+                assert saved.status_code == 204, saved.text
+                assert httpx.get(f"{url}/v1.0/state/carts/c-1").json() == [1, 2]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+            log.close()
+    finally:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
