@@ -21,20 +21,8 @@ import httpx
 import pytest
 
 from fixtures.operator_process import wait_for
-from fixtures.sidecar import BIN, free_port, run_cli, sidecar
+from fixtures.sidecar import BIN, component_yaml, free_port, run_cli, sidecar
 
-COMPONENT = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: store
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-    - name: connectionString
-      value: "{db}"
-"""
 CLIENTS = 6
 
 
@@ -123,7 +111,7 @@ def slow_body(url: str, started: threading.Event) -> Iterator[bytes]:
 
 def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
-    (tmp_path / "c.yaml").write_text(COMPONENT.format(db=db))
+    (tmp_path / "c.yaml").write_text(component_yaml("store", "state.sqlite", connectionString=str(db)))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
