@@ -6,6 +6,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
@@ -310,3 +311,36 @@ def webhook_configurations(kube: Kube, name: str) -> list[str]:
     """Which of the two kinds of webhook configuration named `name` exist."""
     kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
     return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]
+
+
+# --- documented commands: the docs' `<!-- tested: NAME -->` blocks, run as a user runs them ---------------
+
+TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
+
+
+def documented(doc: str, name: str) -> str:
+    """The body of docs/<doc>'s single block marked `<!-- tested: <name> -->`."""
+    found = [body for key, _lang, body in TESTED.findall((ROOT / "docs" / doc).read_text()) if key == name]
+    assert len(found) == 1, f"docs/{doc} has no single `<!-- tested: {name} -->` block"
+    return str(found[0])
+
+
+def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:
+    """A documented shell block, with kubectl on PATH and the test namespace as the current one; its
+    output."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
+    kube.cluster.kubectl(
+        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
+    )
+    env = {
+        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(kubeconfig),
+        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{script}\nfailed:\n{result.stderr}{result.stdout}"
+    return result.stdout
