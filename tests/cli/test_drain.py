@@ -13,6 +13,7 @@ closes together with the HTTP listener, and a call in flight then still complete
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sqlite3
@@ -116,26 +117,40 @@ def slow_body(url: str, started: threading.Event) -> Iterator[bytes]:
     yield b'"value": "finished after the listener closed"}]'
 
 
-def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def draining_server(tmp_path: Path, **metadata: str) -> Iterator[tuple[subprocess.Popen[bytes], Sidecar]]:
+    """A ready server draining for 10 s on SIGTERM, its store `store` on tmp_path/state.db (`metadata`
+    added), its log in tmp_path/server.log; killed at the end if it still runs."""
     db = tmp_path / "state.db"
-    (tmp_path / "c.yaml").write_text(component_yaml("store", "state.sqlite", connectionString=str(db)))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
+    (tmp_path / "c.yaml").write_text(
+        component_yaml("store", "state.sqlite", connectionString=str(db), **metadata)
+    )
+    server = Sidecar(f"http://127.0.0.1:{free_port()}", free_port())
+    with (tmp_path / "server.log").open("wb") as out:
         proc = subprocess.Popen(
             [
                 str(BIN / "statestore-sidecar"),
-                *("--resources-path", str(tmp_path / "c.yaml")),
-                *("--dapr-http-port", str(port), "--dapr-listen-addresses", "127.0.0.1"),
+                *("--resources-path", str(tmp_path / "c.yaml"), "--dapr-listen-addresses", "127.0.0.1"),
+                *("--dapr-http-port", server.url.rsplit(":", 1)[1]),
+                *("--dapr-grpc-port", str(server.grpc_port)),
                 *("--metrics-port", "0", "--drain-seconds", "10"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        ready = lambda: httpx.get(f"{url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
+        ready = lambda: httpx.get(f"{server.url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
         wait_for("the server", lambda: _quiet(ready), timeout=30)
+        yield proc, server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
+    with draining_server(tmp_path) as (proc, server):
+        url = server.url
         with Load(url) as load:
             wait_for("load before the signal", lambda: all(len(c.acked) >= 20 for c in load.clients))
             proc.send_signal(signal.SIGTERM)
@@ -172,11 +187,7 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
             assert started.is_set()
             assert slow.status_code == 204, slow.text
             proc.wait(60)
-        assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "server.log").read_text()
 
     print(
         "acknowledged:",
@@ -220,27 +231,7 @@ def port_closed(port: int) -> bool:
 def test_grpc_follows_the_drain(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     # Writes wait this long for the database's write lock: held by the test, it keeps calls in flight.
-    patient = {"busyTimeout": "120s", "timeout": "120s"}
-    (tmp_path / "c.yaml").write_text(
-        component_yaml("store", "state.sqlite", connectionString=str(db), **patient)
-    )
-    server = Sidecar(f"http://127.0.0.1:{free_port()}", free_port())
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "statestore-sidecar"),
-                *("--resources-path", str(tmp_path / "c.yaml"), "--dapr-listen-addresses", "127.0.0.1"),
-                *("--dapr-http-port", server.url.rsplit(":", 1)[1]),
-                *("--dapr-grpc-port", str(server.grpc_port)),
-                *("--metrics-port", "0", "--drain-seconds", "10"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        ready = lambda: httpx.get(f"{server.url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
-        wait_for("the server", lambda: _quiet(ready), timeout=30)
+    with draining_server(tmp_path, busyTimeout="120s", timeout="120s") as (proc, server):
         with sdk_client(server) as kept, ThreadPoolExecutor(2) as pool:
             kept.save_state("store", "before", "0")
             proc.send_signal(signal.SIGTERM)
@@ -285,11 +276,7 @@ def test_grpc_follows_the_drain(tmp_path: Path) -> None:
             grpc_call.result(60)  # the SDK raises DaprGrpcError if the call was cut off
             assert http_call.result(60).status_code == 204
         proc.wait(60)
-        assert proc.returncode == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.returncode == 0, (tmp_path / "server.log").read_text()
     assert port_closed(server.grpc_port)
 
     with sidecar(["--resources-path", str(tmp_path / "c.yaml")]) as again:
