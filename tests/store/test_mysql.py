@@ -18,7 +18,7 @@ from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
-from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
+from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.mysql.dialect import (
     MAX_JSON_DEPTH,
     build_query,
@@ -382,18 +382,6 @@ async def test_slow_call_is_backend_unavailable_and_pool_recovers(
     finally:
         locker.close()
         await store.close()
-
-
-@pytest.mark.backends
-async def test_transaction_rolls_back_on_mismatch(my_store: MySQLStore) -> None:
-    await my_store.set(SetRequest("x", b"0"))
-    with pytest.raises(EtagMismatch):
-        await my_store.transact(
-            [SetRequest("x", b"1"), SetRequest("y", b"1"), SetRequest("z", b"1", etag="nope")]
-        )
-    item = await my_store.get("x")
-    assert item is not None and item.data == b"0"
-    assert await my_store.get("y") is None
 
 
 # --- TLS ----------------------------------------------------------------------------------------

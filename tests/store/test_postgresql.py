@@ -17,7 +17,7 @@ from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
-from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
+from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.postgresql.dialect import build_query, json_doc
 from statestore_sidecar.stores.postgresql.metadata import SCHEMA, parse_connection_string, quote_table
 from statestore_sidecar.stores.postgresql.store import PostgresStore
@@ -414,18 +414,6 @@ async def test_statement_timeout_is_backend_unavailable(
     finally:
         await locker.close()
         await store.close()
-
-
-@pytest.mark.backends
-async def test_transaction_rolls_back_on_mismatch(pg_store: PostgresStore) -> None:
-    await pg_store.set(SetRequest("x", b"0"))
-    with pytest.raises(EtagMismatch):
-        await pg_store.transact(
-            [SetRequest("x", b"1"), SetRequest("y", b"1"), SetRequest("z", b"1", etag="nope")]
-        )
-    item = await pg_store.get("x")
-    assert item is not None and item.data == b"0"
-    assert await pg_store.get("y") is None
 
 
 # --- TLS ----------------------------------------------------------------------------------------
