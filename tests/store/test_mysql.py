@@ -14,10 +14,11 @@ import pymysql  # type: ignore[import-untyped]
 import pytest
 
 from fixtures.backends import MariaDBServer, free_port, unique_name
+from fixtures.stores import built_as
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, schema_for
+from statestore_sidecar.stores import StoreConfig, create_store
 from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.mysql.dialect import (
     MAX_JSON_DEPTH,
@@ -33,9 +34,7 @@ DOCS = Path(__file__).parent / "dapr_docs"
 
 
 def make(metadata: dict[str, str]) -> MySQLStore:
-    store = create_store("state.mysql", StoreConfig("my-test", resolve(schema_for("state.mysql"), metadata)))
-    assert isinstance(store, MySQLStore)
-    return store
+    return built_as(MySQLStore, "state.mysql", metadata, "my-test")
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import orjson
 import pytest
 
 from fixtures.backends import PostgresServer, free_port, unique_name
+from fixtures.stores import built_as
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, schema_for
+from statestore_sidecar.stores import StoreConfig, create_store
 from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.postgresql.dialect import build_query, json_doc
 from statestore_sidecar.stores.postgresql.metadata import SCHEMA, parse_connection_string, quote_table
@@ -26,10 +27,7 @@ DOCS = Path(__file__).parent / "dapr_docs"
 
 
 def make(metadata: dict[str, str]) -> PostgresStore:
-    config = StoreConfig("pg-test", resolve(schema_for("state.postgresql"), metadata))
-    store = create_store("state.postgresql", config)
-    assert isinstance(store, PostgresStore)
-    return store
+    return built_as(PostgresStore, "state.postgresql", metadata, "pg-test")
 
 
 @pytest.fixture
