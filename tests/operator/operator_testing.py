@@ -282,8 +282,9 @@ def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidec
         yield server
 
 
-def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
-    """An operator serving its admission webhook and managing its configurations (named for the test)."""
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path, *args: str) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test),
+    with `args` added to its command line; the operator and the configurations' name."""
     cert, key = kube.cluster.ca.issue(
         tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
     )
@@ -303,6 +304,7 @@ def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple
         str(key),
         "--webhook-config-name",
         config,
+        *args,
     )
     return operator, config
 

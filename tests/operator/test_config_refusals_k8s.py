@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, wait_for
-
-from statestore_testing.ports import free_port
+from operator_testing import Kube, Operator, start_with_webhook, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -68,23 +66,7 @@ def test_refused_settings_are_reported_with_an_event(kube: Kube, operator: Opera
 def test_the_webhook_refuses_them_at_apply(
     kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-refusals-{kube.ns}.dapr.io"  # webhook names need three DNS segments
-    start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-    )
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
     try:
         wait_for(
             "the webhook configuration",

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from dapr.clients import DaprClient
 from dapr.conf import settings
-from operator_testing import Kube, Operator, container_env, wait_for, without
+from operator_testing import Kube, Operator, container_env, start_with_webhook, wait_for, without
 
 from fixtures.sidecar import BIN, free_port
 from statestore_testing.volumes import project
@@ -56,24 +56,7 @@ DOCUMENTED = re.compile(r"<!-- tested: (\S+) -->\n```yaml\n(.*?)```", re.S)
 @pytest.fixture
 def injecting(kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path) -> Iterator[Operator]:
     """The operator with its webhooks (Components and Pods) registered against the control plane."""
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-inject-{kube.ns}.dapr.io"
-    op = start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-        "--inject-sidecars",
-    )
+    op, config = start_with_webhook(kube, start_operator, tmp_path, "--inject-sidecars")
     try:
         wait_for(
             "the mutating webhook configuration",
