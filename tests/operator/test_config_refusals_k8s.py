@@ -14,33 +14,30 @@ from typing import Any
 import pytest
 from operator_testing import Kube, Operator, start_with_webhook, wait_for
 
+from fixtures.sidecar import component_doc
+
 pytestmark = pytest.mark.k8s
-
-
-def component(name: str, ctype: str, **metadata: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name},
-        "spec": {
-            "type": ctype,
-            "version": "v1",
-            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
-        },
-    }
 
 
 # (Component, the field the message names, more of the message)
 REFUSED: list[tuple[dict[str, Any], str, str]] = [
-    (component("redis-port", "state.redis", redisHost="localhost:notaport"), "'redisHost'", "invalid port"),
-    (component("mysql-dsn", "state.mysql", connectionString="host=db user=u"), "'connectionString'", "DSN"),
     (
-        component("sqlite-pragma", "state.sqlite", connectionString="file:state.db?_pragma=fast"),
+        component_doc("redis-port", "state.redis", redisHost="localhost:notaport"),
+        "'redisHost'",
+        "invalid port",
+    ),
+    (
+        component_doc("mysql-dsn", "state.mysql", connectionString="host=db user=u"),
+        "'connectionString'",
+        "DSN",
+    ),
+    (
+        component_doc("sqlite-pragma", "state.sqlite", connectionString="file:state.db?_pragma=fast"),
         "'connectionString'",
         "_pragma",
     ),
     (
-        component("pg-typo", "state.postgresql", conectionString="host=db user=u password=p"),
+        component_doc("pg-typo", "state.postgresql", conectionString="host=db user=u password=p"),
         "'connectionString'",
         "'conectionString' is not a setting of state.postgresql: did you mean 'connectionString'?",
     ),
@@ -84,7 +81,7 @@ def test_the_webhook_refuses_them_at_apply(
             assert kube.get("components.dapr.io", manifest["metadata"]["name"]) is None
         # A misspelt optional name is let through (Dapr ignores unknown names), with a warning.
         warned = kube.apply(
-            component("typo", "state.sqlite", connectionString=":memory:", tabelName="orders")
+            component_doc("typo", "state.sqlite", connectionString=":memory:", tabelName="orders")
         )
         assert "'tabelName'" in warned.stderr and "did you mean 'tableName'?" in warned.stderr
     finally:
