@@ -28,6 +28,7 @@ __all__ = [
     "Operator",
     "WaitTimeout",
     "container_env",
+    "injecting_operator",
     "no_change",
     "reconciled",
     "reconciles",
@@ -307,6 +308,24 @@ def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path, *args: s
         *args,
     )
     return operator, config
+
+
+@contextlib.contextmanager
+def injecting_operator(kube: Kube, start_operator: Any, tmp_path: Path, *extra: str) -> Iterator[Operator]:
+    """The operator with its webhooks (Components and Pods) registered against the control plane."""
+    op, config = start_with_webhook(kube, start_operator, tmp_path, "--inject-sidecars", *extra)
+    try:
+        wait_for(
+            "the mutating webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        yield op
+    finally:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def webhook_configurations(kube: Kube, name: str) -> list[str]:
