@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,11 +12,10 @@ import orjson
 import pytest
 
 from fixtures.backends import PostgresServer, free_port, unique_name
-from fixtures.stores import built_as
+from fixtures.stores import built_as, documented_component_works, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store
 from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.postgresql.dialect import build_query, json_doc
 from statestore_sidecar.stores.postgresql.metadata import SCHEMA, parse_connection_string, quote_table
@@ -32,12 +30,8 @@ def make(metadata: dict[str, str]) -> PostgresStore:
 
 @pytest.fixture
 async def pg_store(postgresql_metadata: dict[str, str]) -> AsyncIterator[PostgresStore]:
-    store = make(postgresql_metadata)
-    await store.init()
-    try:
+    async with initialised(make(postgresql_metadata)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def sql(server: PostgresServer, text: str, *args: object) -> list[asyncpg.Record]:
@@ -178,21 +172,10 @@ def test_query_sql_uses_parameters_only() -> None:
 
 @pytest.mark.backends
 async def test_dapr_documentation_component_loads_and_connects(postgres_server: PostgresServer) -> None:
-    (component,) = components.load([DOCS / "postgresql.yaml"]).stores
     env = {components.secret_env_var("postgres", "connectionString"): postgres_server.connection_string()}
-    validated = components.validate(component, components.metadata_values(component, env))
-    assert validated.warnings == ()
-    assert validated.metadata["cleanupInterval"] == 3600.0
-    assert validated.metadata["timeout"] == 20.0
-    store = create_store(component.type, StoreConfig(component.name, validated.metadata))
-    await store.init()
-    try:
-        k = f"docs||{uuid.uuid4().hex}"
-        await store.set(SetRequest(k, b'"hello"'))
-        item = await store.get(k)
-        assert item is not None and item.data == b'"hello"'
-    finally:
-        await store.close()
+    settings = await documented_component_works(DOCS / "postgresql.yaml", env)
+    assert settings["cleanupInterval"] == 3600.0
+    assert settings["timeout"] == 20.0
 
 
 # --- behaviour against the real server ----------------------------------------------------------

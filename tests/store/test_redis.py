@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from fixtures.backends import RedisServer, free_port
-from fixtures.stores import built_as
+from fixtures.stores import built_as, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
@@ -37,12 +37,8 @@ def make(metadata: dict[str, str]) -> RedisStore:
 
 @pytest.fixture
 async def redis_store(redis_metadata: dict[str, str]) -> AsyncIterator[RedisStore]:
-    store = make(redis_metadata)
-    await store.init()
-    try:
+    async with initialised(make(redis_metadata)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def key() -> str:
