@@ -6,7 +6,6 @@ import base64
 import contextlib
 import json
 import os
-import re
 import subprocess
 import time
 import urllib.request
@@ -335,15 +334,6 @@ def webhook_configurations(kube: Kube, name: str) -> list[str]:
 
 
 # --- documented commands: the docs' `<!-- tested: NAME -->` blocks, run as a user runs them ---------------
-
-TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
-
-
-def documented(doc: str, name: str) -> str:
-    """The body of docs/<doc>'s single block marked `<!-- tested: <name> -->`."""
-    found = [body for key, _lang, body in TESTED.findall((ROOT / "docs" / doc).read_text()) if key == name]
-    assert len(found) == 1, f"docs/{doc} has no single `<!-- tested: {name} -->` block"
-    return str(found[0])
 
 
 def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:

@@ -21,7 +21,6 @@ from operator_testing import (
     Kube,
     Operator,
     container_env,
-    documented,
     no_change,
     reconciled,
     reconciles,
@@ -31,6 +30,8 @@ from operator_testing import (
     settled,
     wait_for,
 )
+
+from fixtures.docs import documented
 
 pytestmark = pytest.mark.k8s
 

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from operator_testing import Kube, Operator, documented, rendered_pod, run_documented
+from operator_testing import Kube, Operator, rendered_pod, run_documented
 
 from fixtures.backends import RedisServer
+from fixtures.docs import documented
 from statestore_testing.waiting import wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.backends]

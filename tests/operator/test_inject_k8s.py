@@ -18,6 +18,7 @@ import pytest
 from dapr.clients import DaprClient
 from operator_testing import Kube, Operator, container_env, injecting_operator, wait_for, without
 
+from fixtures.docs import documented
 from fixtures.sdk import sdk_settings
 from fixtures.sidecar import BIN, free_port
 from statestore_testing.volumes import project
@@ -49,8 +50,6 @@ def pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 INJECT = {"statestore.dapr.io/inject": "true"}
-DOC = Path(__file__).resolve().parents[2] / "docs" / "operator.md"
-DOCUMENTED = re.compile(r"<!-- tested: (\S+) -->\n```yaml\n(.*?)```", re.S)
 
 
 @pytest.fixture
@@ -153,7 +152,7 @@ def test_named_stores_warn_when_missing(kube: Kube, injecting: Operator) -> None
 
 def test_documented_deployment_pods_take_the_workload_name_as_app_id(kube: Kube, injecting: Operator) -> None:
     kube.apply(component("carts", ["shop"]))
-    (manifest,) = [body for key, body in DOCUMENTED.findall(DOC.read_text()) if key == "sidecar-deployment"]
+    manifest = documented("operator.md", "sidecar-deployment")
     kube.apply(manifest)
 
     def shop_pod() -> dict[str, Any] | None:
