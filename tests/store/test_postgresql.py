@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from fixtures.backends import PostgresServer, free_port, unique_name
+from fixtures.backends import PostgresServer, free_port, postgres_rows, unique_name
 from fixtures.stores import built_as, documented_component_works, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
@@ -32,17 +32,6 @@ def make(metadata: dict[str, str]) -> PostgresStore:
 async def pg_store(postgresql_metadata: dict[str, str]) -> AsyncIterator[PostgresStore]:
     async with initialised(make(postgresql_metadata)) as store:
         yield store
-
-
-async def sql(server: PostgresServer, text: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(
-        host=server.host, port=server.port, user=server.user, password=server.password, database="postgres"
-    )
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(text, *args)
-        return rows
-    finally:
-        await conn.close()
 
 
 # --- connection strings -------------------------------------------------------------------------
@@ -205,14 +194,14 @@ async def test_values_are_stored_in_daprds_layout(
     assert item is not None and item.data == b'{"a": [1000, 2], "b": 1}'
     binary = await pg_store.get("k-bin")
     assert binary is not None and binary.data == b"\x00\xff"
-    rows = await sql(
+    rows = await postgres_rows(
         postgres_server, f"SELECT key, value::text, isbinary, xmin::text FROM {pg_store.table} ORDER BY key"
     )
     assert [tuple(r) for r in rows] == [
         ("k-bin", '"AP8="', True, binary.etag),
         ("k-json", '{"a": [1000, 2], "b": 1}', False, item.etag),
     ]
-    level = await sql(
+    level = await postgres_rows(
         postgres_server, f"SELECT value FROM {pg_store.metadata_table} WHERE key = 'migrations'"
     )
     assert [r[0] for r in level] == ["2"]
@@ -225,15 +214,15 @@ async def test_earlier_layout_is_converted(
     """A table of this server's earlier layout (bytes in `value bytea`, JSON in `doc`, an `etag`
     column) is converted to daprd's on start; every value reads back, TTLs are kept."""
     table = postgresql_metadata["tableName"]
-    await sql(
+    await postgres_rows(
         postgres_server,
         f'CREATE TABLE "{table}" (key text NOT NULL PRIMARY KEY, value bytea NOT NULL, doc jsonb, '
         "etag text NOT NULL, insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
         "expiredate timestamptz)",
     )
-    await sql(postgres_server, f'CREATE INDEX "{table}_expiredate_idx" ON "{table}" (expiredate)')
+    await postgres_rows(postgres_server, f'CREATE INDEX "{table}_expiredate_idx" ON "{table}" (expiredate)')
     big = bytes(range(256)) * 2  # long enough for PostgreSQL's base64 to break lines
-    await sql(
+    await postgres_rows(
         postgres_server,
         f'INSERT INTO "{table}" (key, value, doc, etag, expiredate) VALUES '
         "('j', '\\x7b2261223a317d', '{\"a\":1}', 'e1', now() + interval '1 hour'), "
@@ -250,7 +239,7 @@ async def test_earlier_layout_is_converted(
         await store.set(SetRequest("j", b"2", etag=found["j"].etag))
     finally:
         await store.close()
-    columns = await sql(
+    columns = await postgres_rows(
         postgres_server,
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
         f'"{table}"',
@@ -263,12 +252,12 @@ async def test_schema_qualified_table(
     postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
 ) -> None:
     schema = unique_name("s")
-    await sql(postgres_server, f'CREATE SCHEMA "{schema}"')
+    await postgres_rows(postgres_server, f'CREATE SCHEMA "{schema}"')
     store = make({**postgresql_metadata, "tableName": f"{schema}.state"})
     await store.init()
     try:
         await store.set(SetRequest("k", b"1"))
-        rows = await sql(postgres_server, f'SELECT key FROM "{schema}"."state"')
+        rows = await postgres_rows(postgres_server, f'SELECT key FROM "{schema}"."state"')
         assert [r[0] for r in rows] == ["k"]
     finally:
         await store.close()
@@ -279,7 +268,7 @@ async def test_foreign_table_layout_is_refused(
     postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
 ) -> None:
     table = unique_name("foreign")
-    await sql(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
+    await postgres_rows(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
     store = make({**postgresql_metadata, "tableName": table})
     with pytest.raises(StoreError, match="does not have daprd's state\\.postgresql layout"):
         await store.init()
@@ -296,7 +285,7 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await asyncio.sleep(1.2)
     assert await pg_store.get("short") is None  # filtered on read before any cleanup
     assert await pg_store.cleanup_expired() == 1
-    rows = await sql(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
+    rows = await postgres_rows(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
     assert [r[0] for r in rows] == ["forever", "long"]
     await pg_store.set(SetRequest("short2", b"1", ttl=1))
     await asyncio.sleep(1.2)
@@ -412,7 +401,7 @@ def postgres_tls_server() -> Iterator[PostgresServer]:
 
 async def uses_tls(server: PostgresServer, application_name: str) -> bool:
     """Whether the store's sessions (found by their application_name) use TLS, as the server sees them."""
-    rows = await sql(
+    rows = await postgres_rows(
         server,
         "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
         application_name,
