@@ -36,8 +36,8 @@ import uvloop
 from statestore_testing.ports import free_port
 
 from . import targets as t
-from .load import open_loop, pinned, run_wrk, wrk_script
-from .proc import Usage
+from .load import have_wrk, open_loop, pinned, run_wrk, wrk_script
+from .proc import Usage, tree
 from .run import CLIENT_CORES, SERVER_CORE, SIDECAR, Backend, Sidecar, request, start_backend
 
 BIN = Path(sys.executable).parent
@@ -46,6 +46,19 @@ BIN = Path(sys.executable).parent
 def _loadavg() -> str:
     with open("/proc/loadavg") as handle:
         return " ".join(handle.read().split()[:3])
+
+
+def _switches(roots: list[int]) -> int:
+    """Voluntary context switches of every thread of the process trees."""
+    total = 0
+    for pid in {p for root in roots for p in tree(root)}:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/status") as handle:
+                    for line in handle:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            total += int(line.split()[1])
+    return total
 
 
 def _wait_http(port: int, proc: subprocess.Popen[bytes], log: Path, path: str = "/v1.0/healthz") -> None:
@@ -180,13 +193,17 @@ async def measure(
         call = api.get if op == "get" else api.save
         await open_loop(call, rate, 1.0)  # warm-up
         load = _loadavg()
+        switches = _switches(pids)
         before, started = Usage.sample(pids), time.monotonic()
         phase = await open_loop(call, rate, seconds)
         after, elapsed = Usage.sample(pids), time.monotonic() - started
+        switches = _switches(pids) - switches
         summary = phase.summary()
         out: dict[str, Any] = {
             "cpu_us": round((after.cpu - before.cpu) / max(phase.requests, 1) * 1e6, 1),
             "core_share": round((after.cpu - before.cpu) / elapsed, 3),
+            # Times the server's threads went to sleep and were woken (voluntary context switches).
+            "wakeups_per_request": round(switches / max(phase.requests, 1), 2),
             "p50_ms": summary["p50_ms"],
             "p99_ms": summary["p99_ms"],
             "ok": summary["ok_2xx"],
@@ -194,7 +211,7 @@ async def measure(
             "loadavg": load,
             "rss_max_mb": round(after.rss_max / 2**20, 1),
         }
-        if max_seconds > 0:
+        if max_seconds > 0 and have_wrk():
             paths = [f"/v1.0/state/{t.STORE}/{t.key(i)}" for i in range(t.KEYS)]
             if op == "get":
                 script = wrk_script("GET", paths, None)
@@ -262,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--seconds", type=float, default=5.0, help="fixed-rate phase (default 5)")
-    p.add_argument("--max-seconds", type=float, default=0.0, help="wrk maximum phase (default none)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=0.0,
+        help="wrk maximum phase, when wrk is installed (default none)",
+    )
     p.add_argument("--cores", default="", help=f"the servers' cores (default {SERVER_CORE})")
     p.add_argument("--client-cores", default="", help="the load generator's cores (default 1)")
     p.add_argument("--nice", type=int, default=0)
