@@ -1,7 +1,7 @@
 """daprd measured in the same run as statestore-sidecar: the same backend, core, payload and clients.
 
-A real daprd (tests/fixtures/daprd.py; `make daprd` builds it) serves a Component of the same kind on
-its own rows (another key prefix, table or file), pinned to the sidecar's core once it is up. Its HTTP
+A real daprd (`statestore_testing.daprd`; `make daprd` builds it) serves a Component of the same
+kind on its own rows (another key prefix, table or file), pinned to the sidecar's core once it is up. Its HTTP
 API is driven by the same client as ours (wrk when present), its gRPC API by the same gRPC client.
 """
 
@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from statestore_testing.daprd import DaprComponent, Daprd
+
 from . import targets as t
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fixtures.daprd import DaprComponent, Daprd  # noqa: E402
 
 PATHS = ("daprd-http", "daprd-grpc")
 Measure = Callable[..., Awaitable[dict[str, Any]]]
@@ -29,7 +25,10 @@ def own_rows(component_type: str, metadata: dict[str, str]) -> dict[str, str]:
     """The same store, with rows of daprd's own: its stored format differs from ours."""
     out = {**metadata, "keyPrefix": "daprdbench"}
     if component_type == "state.postgresql":
+        # Its own metadata table too: daprd keeps one migration level per metadata table, and at
+        # the level ours left it would never create its table.
         out["tableName"] = "daprd_state"
+        out["metadataTableName"] = "daprd_metadata"
     if component_type == "state.sqlite":
         out["connectionString"] = metadata["connectionString"].replace(".db", "-daprd.db")
     return out

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import kopf
 import prometheus_client
 
-from . import __version__, access, handlers, quantities, render, scaling
+from . import __version__, access, handlers, inject, quantities, render, scaling
 
 DEFAULT_IMAGE = "ghcr.io/statestore-operator/statestore-sidecar:" + __version__
 
@@ -140,6 +140,13 @@ def parser() -> argparse.ArgumentParser:
         help="failurePolicy of the Pod webhook: Ignore (default) lets pods start without the sidecar while "
         "the operator is down; Fail refuses them instead",
     )
+    hook.add_argument(
+        "--inject-sidecar-kind",
+        choices=inject.SIDECAR_KINDS,
+        default="auto",
+        help="the injected container: native (an initContainer with restartPolicy Always), ordinary (the "
+        "last of the pod's containers), or auto (default): native when the API server is 1.29 or later",
+    )
     p.add_argument("--verbose", action="store_true", help="debug logging")
     p.add_argument("--version", action="version", version=f"statestore-operator {__version__}")
     return p
@@ -216,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         webhook_config_name=args.webhook_config_name,
         inject_sidecars=args.inject_sidecars,
         inject_failure_policy=args.inject_failure_policy,
+        inject_sidecar_kind=args.inject_sidecar_kind,
     )
     registry = kopf.OperatorRegistry()
     handlers.register(registry, options)

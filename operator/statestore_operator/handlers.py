@@ -42,6 +42,7 @@ class Options:
     webhook_config_name: str = "statestore-operator.dapr.io"
     inject_sidecars: bool = False  # the Pod mutating webhook (sidecar mode)
     inject_failure_policy: str = "Ignore"
+    inject_sidecar_kind: str = "auto"  # native (initContainers), ordinary (containers), or by version
 
 
 def login() -> kopf.ConnectionInfo:
@@ -238,6 +239,8 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
             options.namespaces,
             login,
             ignore_failures=options.inject_failure_policy == "Ignore",
+            sidecar_kind=options.inject_sidecar_kind,
+            resync_seconds=options.resync_seconds,
         )
 
     @kopf.on.validate(

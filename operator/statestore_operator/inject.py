@@ -28,7 +28,7 @@ GRPC_PORT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/grpc-port"
 METRICS_PORT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/metrics-port"
 INJECTED_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/injected"
 TOKEN_SECRET_ANNOTATION = access.API_TOKEN_SECRET_ANNOTATION
-APP_ID_LABEL = f"{naming.ANNOTATION_PREFIX}/sidecar-app-id"  # on the per-app-id ConfigMaps
+APP_ID_LABEL = f"{naming.ANNOTATION_PREFIX}/sidecar-app-id"  # on injected pods and their ConfigMaps
 DAPR_ENABLED_ANNOTATION = "dapr.io/enabled"
 DAPR_CONTAINER = "daprd"
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "dapr-system"})
@@ -323,12 +323,51 @@ def mutate(
     else:
         spec["containers"] = [*(spec.get("containers") or []), container]
     spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
-    annotations = result.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[INJECTED_ANNOTATION] = req.app_id
+    meta = result.setdefault("metadata", {})
+    meta.setdefault("annotations", {})[INJECTED_ANNOTATION] = req.app_id
+    # As Dapr's injector labels its pods: the operator watches injected pods by this label.
+    meta.setdefault("labels", {})[APP_ID_LABEL] = naming.label_value(req.app_id)
     return result
 
 
-def supports_native_sidecars(major: str, minor: str) -> bool:
-    """Sidecar containers are on by default from Kubernetes 1.29 (beta) and GA in 1.33."""
+def request_of_pod(pod: Mapping[str, Any]) -> Request:
+    """What an injected pod was given (to render its ConfigMap again if it went missing)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    stores = tuple(s for s in str(annotations.get(STORES_ANNOTATION, "")).split(",") if s.strip())
+    app = str(annotations.get(INJECTED_ANNOTATION, ""))
+    return Request(app, naming.HTTP_PORT, naming.GRPC_PORT, tuple(sorted({s.strip() for s in stores})))
+
+
+SIDECAR_KINDS = ("auto", "native", "ordinary")
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+
+
+def supports_native_sidecars(version: Mapping[str, Any]) -> bool:
+    """Whether an API server (its `/version`) runs native sidecars by default.
+
+    The SidecarContainers feature gate is alpha (off) in 1.28, beta and on by default from 1.29, GA
+    in 1.33. `minor` may carry a suffix ("29+" on some providers); `gitVersion` is the fallback.
+    """
+    major, minor = str(version.get("major", "")), str(version.get("minor", ""))
     digits = re.match(r"\d+", minor)
-    return major == "1" and digits is not None and int(digits.group()) >= 29
+    if major.isdigit() and digits:
+        numbers = (int(major), int(digits.group()))
+    elif found := _VERSION.match(str(version.get("gitVersion", ""))):
+        numbers = (int(found.group(1)), int(found.group(2)))
+    else:
+        return False  # unknown: the ordinary container works everywhere
+    return numbers >= (1, 29)
+
+
+def native_sidecars(kind: str, version: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """The container kind to inject (True: native sidecar) and why, for `--inject-sidecar-kind`."""
+    if kind == "native":
+        return True, "forced by --inject-sidecar-kind=native"
+    if kind == "ordinary":
+        return False, "forced by --inject-sidecar-kind=ordinary"
+    if kind != "auto":
+        raise ValueError(f"sidecar kind {kind!r} is not one of {', '.join(SIDECAR_KINDS)}")
+    if version is None:
+        return False, "the API server's version is unknown"
+    shown = str(version.get("gitVersion") or f"{version.get('major')}.{version.get('minor')}")
+    return supports_native_sidecars(version), f"API server {shown}"

@@ -27,6 +27,7 @@ _CORE = {
     "Secret": "secrets",
     "Event": "events",
     "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Pod": "pods",
 }
 _APPS = {"Deployment": "deployments"}
 _NETWORKING = {"NetworkPolicy": "networkpolicies"}
@@ -165,6 +166,27 @@ class Client:
             if exc.status == 404:
                 return None
             raise
+
+    async def add_owner(self, kind: str, namespace: str, name: str, owner: Mapping[str, Any]) -> JSON | None:
+        """Add one ownerReference, keeping the others (a strategic merge by uid: no read-modify-write
+        race with the garbage collector, which drops the references of deleted owners); None if gone."""
+        try:
+            return await self.request(
+                "PATCH",
+                path_of(kind, namespace, name),
+                body={"metadata": {"ownerReferences": [dict(owner)]}},
+                content_type="application/strategic-merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list_labelled(self, kind: str, namespace: str | None, label_selector: str) -> list[JSON]:
+        """Objects of a core kind by label, in one namespace or all (None)."""
+        path = path_of(kind, namespace) if namespace else f"/api/v1/{_CORE[kind]}"
+        result = await self.request("GET", path, params={"labelSelector": label_selector})
+        return list((result or {}).get("items") or [])
 
     async def discovery(self) -> JSON | None:
         """The APIResourceList of the Component's group version (None: not served)."""

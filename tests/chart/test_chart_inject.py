@@ -7,7 +7,7 @@ from pathlib import Path
 
 import kopf
 import pytest
-from chart_testing import CHART, by_kind, one, operator_container, template
+from chart_testing import CHART, by_kind, helm, one, operator_container, template, values_args
 
 from statestore_operator import handlers, render
 
@@ -29,6 +29,7 @@ def test_off_by_default(tmp_path: Path) -> None:
     docs = template({}, home=tmp_path)
     assert not by_kind(docs, "MutatingWebhookConfiguration")
     assert "--inject-sidecars" not in operator_container(docs)["args"]
+    assert not [r for d in by_kind(docs, "ClusterRole") for r in d["rules"] if "pods" in r["resources"]]
 
 
 @pytest.mark.helm
@@ -36,6 +37,7 @@ def test_pod_webhook(tmp_path: Path) -> None:
     docs = template({"sidecarInjection": {"enabled": True}, "watchNamespaces": ["apps"]}, home=tmp_path)
     args = operator_container(docs)["args"]
     assert "--inject-sidecars" in args and "--inject-failure-policy=Ignore" in args
+    assert "--inject-sidecar-kind=auto" in args  # native sidecars chosen by the API server's version
     (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["clientConfig"]["service"]["path"] == "/inject-sidecar"
     assert hook["clientConfig"]["caBundle"]
@@ -53,3 +55,17 @@ def test_pod_webhook(tmp_path: Path) -> None:
         if "configmaps" in r["resources"] and "list" in r["verbs"]
     ]
     assert lists and all(r["verbs"] == ["list"] for r in lists)
+    # Injected pods are watched (by label) to own their ConfigMaps: no get, no write.
+    pods = [r for d in by_kind(docs, "ClusterRole") for r in d["rules"] if "pods" in r["resources"]]
+    assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in pods] == [
+        ([""], ["pods"], ["list", "watch"])
+    ]
+
+
+@pytest.mark.helm
+def test_sidecar_kind_can_be_forced(tmp_path: Path) -> None:
+    values = {"sidecarInjection": {"enabled": True, "sidecarKind": "ordinary"}}
+    assert "--inject-sidecar-kind=ordinary" in operator_container(template(values, home=tmp_path))["args"]
+    bad = {"sidecarInjection": {"enabled": True, "sidecarKind": "sometimes"}}
+    refused = helm("template", "ss", str(CHART), *values_args(bad, tmp_path), home=tmp_path, check=False)
+    assert refused.returncode != 0 and "sidecarKind" in refused.stderr, refused.stderr

@@ -1,4 +1,4 @@
-"""The lean daprd of `make daprd`, started by tests/fixtures/daprd.py, serves the state API as the
+"""The lean daprd of `make daprd`, started by testing/statestore_testing/daprd.py, serves the state API as the
 reference: its components, version, and the ETag round trip over HTTP on in-memory, SQLite and Redis."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.daprd import DaprComponent, Daprd
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

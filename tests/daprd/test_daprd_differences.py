@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from fixtures.backends import RedisServer
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.sidecar import sidecar
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

@@ -25,10 +25,10 @@ import httpx
 import pytest
 import redis
 
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.go_client import go_client
 from fixtures.sidecar import run_cli, sidecar_process
 from statestore_sidecar.components import secret_env_var
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

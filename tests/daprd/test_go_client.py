@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.go_client import go_client
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

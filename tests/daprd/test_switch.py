@@ -27,12 +27,12 @@ import orjson
 import pytest
 
 from fixtures.backends import MariaDBServer, PostgresServer, RedisServer, unique_name
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.go_client import go_client
 from fixtures.sidecar import sidecar
 from statestore_sidecar.schema import resolve
 from statestore_sidecar.stores import StoreConfig, create_store, schema_for
 from statestore_sidecar.stores.base import SetRequest
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

@@ -12,13 +12,13 @@ import pytest
 from dapr.clients import DaprClient
 from grpc_testing import APP_ID, STORE, isolated, serve
 
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.sdk import sdk_client
 from fixtures.sidecar import Sidecar
 from fixtures.stores import ComponentUnderTest
+from statestore_testing.daprd import DaprComponent, Daprd
 
 # "daprd": the same tests against a real daprd on the same kind of backend, which shows that they
-# expect daprd's behaviour (tests/fixtures/daprd.py; built by `make daprd`).
+# expect daprd's behaviour (testing/statestore_testing/daprd.py; built by `make daprd`).
 IMPLEMENTATIONS = [pytest.param("ours"), pytest.param("daprd", marks=pytest.mark.backends)]
 
 

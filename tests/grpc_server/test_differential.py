@@ -24,7 +24,9 @@ from grpc_testing import serve
 from conftest import serve_daprd
 from fixtures.stores import BACKENDS, PLUGGABLE_BACKENDS, ComponentUnderTest, _component, _params
 
-pytestmark = pytest.mark.backends  # daprd is built with the database servers (tests/fixtures/daprd.py)
+pytestmark = (
+    pytest.mark.backends
+)  # daprd is built with the database servers (testing/statestore_testing/daprd.py)
 
 
 @pytest.fixture(params=_params(b for b in BACKENDS if b not in PLUGGABLE_BACKENDS))

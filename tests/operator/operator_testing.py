@@ -27,6 +27,7 @@ __all__ = [
     "Operator",
     "WaitTimeout",
     "container_env",
+    "injecting_operator",
     "no_change",
     "reconciled",
     "reconciles",
@@ -304,6 +305,42 @@ def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple
         config,
     )
     return operator, config
+
+
+@contextlib.contextmanager
+def injecting_operator(kube: Kube, start_operator: Any, tmp_path: Path, *extra: str) -> Iterator[Operator]:
+    """The operator with its webhooks (Components and Pods) registered against the control plane."""
+    cert, key = kube.cluster.ca.issue(
+        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
+    )
+    chain = tmp_path / "chain.crt"
+    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
+    config = f"statestore-inject-{kube.ns}.dapr.io"
+    op = start_operator(
+        *(
+            "--webhook-address",
+            "127.0.0.1",
+            "--webhook-host",
+            "127.0.0.1",
+            "--webhook-port",
+            str(free_port()),
+        ),
+        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
+        "--inject-sidecars",
+        *extra,
+    )
+    try:
+        wait_for(
+            "the mutating webhook configuration",
+            lambda: (
+                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
+                == 0
+            ),
+        )
+        yield op
+    finally:
+        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def webhook_configurations(kube: Kube, name: str) -> list[str]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from dapr.clients import DaprClient
 from dapr.conf import settings
-from operator_testing import Kube, Operator, container_env, wait_for, without
+from operator_testing import Kube, Operator, container_env, injecting_operator, wait_for, without
 
 from fixtures.sidecar import BIN, free_port
 from statestore_testing.volumes import project
@@ -55,37 +55,9 @@ DOCUMENTED = re.compile(r"<!-- tested: (\S+) -->\n```yaml\n(.*?)```", re.S)
 
 @pytest.fixture
 def injecting(kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path) -> Iterator[Operator]:
-    """The operator with its webhooks (Components and Pods) registered against the control plane."""
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-inject-{kube.ns}.dapr.io"
-    op = start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-        "--inject-sidecars",
-    )
-    try:
-        wait_for(
-            "the mutating webhook configuration",
-            lambda: (
-                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
-                == 0
-            ),
-        )
+    """The operator with its webhooks (Components and Pods), the container kind chosen by version."""
+    with injecting_operator(kube, start_operator, tmp_path) as op:
         yield op
-    finally:
-        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def sidecar_of(body: dict[str, Any]) -> Any:
@@ -100,6 +72,8 @@ def test_annotated_pods_get_the_sidecar_others_are_untouched(kube: Kube, injecti
     body = kube.must_get("pod", "web")
     sidecar = sidecar_of(body)
     assert sidecar["restartPolicy"] == "Always"  # native sidecar: starts before, stops after the app
+    # Chosen from the API server's version (discovery): the test control plane is recent.
+    assert re.search(r"sidecar injection on: native sidecars \(API server v1\.\d+", injecting.output())
     assert sidecar["command"] == ["statestore-sidecar"]
     args = sidecar["args"]
     assert args[args.index("--app-id") + 1] == "web"
@@ -190,6 +164,92 @@ def test_documented_deployment_pods_take_the_workload_name_as_app_id(kube: Kube,
     args = sidecar_of(body)["args"]
     assert args[args.index("--app-id") + 1] == "shop"
     assert sorted(kube.must_get("configmap", "statestore-app-shop")["data"]) == ["carts.yaml"]
+
+
+def test_ordinary_container_when_forced(
+    kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
+) -> None:
+    """`--inject-sidecar-kind ordinary`: the container of API servers before 1.29, on a real one."""
+    kube.cluster.kubectl("create", "secret", "generic", "redis", "-n", kube.ns, "--from-literal=pw=s3cret")
+    kube.cluster.kubectl("create", "secret", "generic", "tok", "-n", kube.ns, "--from-literal=token=t")
+    files = component("files", ["web"])
+    files["spec"] = {
+        "type": "state.sqlite",
+        "version": "v1",
+        "metadata": [{"name": "connectionString", "value": "d.db"}],
+    }
+    cache = component("cache")
+    cache["spec"] = {
+        "type": "state.redis",
+        "version": "v1",
+        "metadata": [
+            {"name": "redisHost", "value": "redis:6379"},
+            {"name": "redisPassword", "secretKeyRef": {"name": "redis", "key": "pw"}},
+        ],
+    }
+    annotations = {**INJECT, "statestore.dapr.io/app-id": "web", "statestore.dapr.io/api-token-secret": "tok"}
+    with injecting_operator(kube, start_operator, tmp_path, "--inject-sidecar-kind", "ordinary") as op:
+        assert (
+            "sidecar injection on: ordinary sidecars (forced by --inject-sidecar-kind=ordinary)"
+            in op.output()
+        )
+        kube.apply(files)
+        kube.apply(cache)
+        two = pod("web", annotations)
+        two["spec"]["containers"].append({"name": "worker", "image": "example.test/worker:1"})
+        kube.apply(two)
+        body = kube.must_get("pod", "web")
+        # Appended after the app's containers, as Dapr's injector appends daprd: the app stays the
+        # pod's first (default) container for kubectl logs/exec.
+        assert "initContainers" not in body["spec"]
+        assert [c["name"] for c in body["spec"]["containers"]] == ["app", "worker", "statestore"]
+        sidecar = body["spec"]["containers"][2]
+        assert "restartPolicy" not in sidecar
+        assert sidecar["command"] == ["statestore-sidecar"]
+        args = sidecar["args"]
+        assert args[args.index("--app-id") + 1] == "web"
+        ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
+        assert ports == {"statestore-http": 3500, "statestore-grpc": 50001, "statestore-mtr": 9090}
+        assert sidecar["readinessProbe"]["httpGet"] == {
+            "path": "/v1.0/healthz",
+            "port": "statestore-http",
+            "scheme": "HTTP",
+        }
+        assert sidecar["livenessProbe"]["httpGet"]["port"] == "statestore-http"
+        security = sidecar["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["capabilities"] == {"drop": ["ALL"]}
+        assert (security["runAsUser"], security["runAsNonRoot"]) == (65532, True)
+        env = {e["name"]: e.get("valueFrom") for e in sidecar["env"]}
+        assert env["NAMESPACE"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}
+        assert {"secretKeyRef": {"name": "redis", "key": "pw"}} in env.values()
+        assert env["DAPR_API_TOKEN"] == {"secretKeyRef": {"name": "tok", "key": "token"}}
+        mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+        volumes = {v["name"]: v for v in body["spec"]["volumes"]}
+        assert set(mounts) == {"statestore-components", "statestore-tmp", "statestore-data"} <= set(volumes)
+        assert volumes["statestore-components"]["configMap"]["name"] == "statestore-app-web"
+        assert sidecar["workingDir"] == mounts["statestore-data"]
+        for app in body["spec"]["containers"][:2]:  # every app container finds the sidecar
+            app_env = {e["name"]: e.get("value") for e in app.get("env") or []}
+            assert (app_env["DAPR_HTTP_PORT"], app_env["DAPR_GRPC_PORT"]) == ("3500", "50001")
+            assert "DAPR_API_TOKEN" in app_env
+        assert sorted(kube.must_get("configmap", "statestore-app-web")["data"]) == [
+            "cache.yaml",
+            "files.yaml",
+        ]
+        # Idempotent in this mode too: the injected spec created again is left as it is.
+        again = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "again", "annotations": body["metadata"]["annotations"]},
+            "spec": {k: body["spec"][k] for k in ("containers", "volumes")},
+        }
+        kube.apply(again)
+        twice = kube.must_get("pod", "again")
+        assert [c["name"] for c in twice["spec"]["containers"]] == ["app", "worker", "statestore"]
+        assert "initContainers" not in twice["spec"]
+        for app in twice["spec"]["containers"][:2]:
+            assert [e["name"] for e in app["env"]].count("DAPR_HTTP_PORT") == 1
+        assert [v["name"] for v in twice["spec"]["volumes"]] == [v["name"] for v in body["spec"]["volumes"]]
 
 
 @contextlib.contextmanager

@@ -194,7 +194,43 @@ def test_ordinary_container_without_native_sidecars() -> None:
     assert "restartPolicy" not in out["spec"]["containers"][1]
 
 
-def test_native_sidecar_support_by_version() -> None:
-    assert inject.supports_native_sidecars("1", "37")
-    assert inject.supports_native_sidecars("1", "29+")
-    assert not inject.supports_native_sidecars("1", "28")
+@pytest.mark.parametrize(
+    ("version", "native"),
+    [
+        ({"major": "1", "minor": "28", "gitVersion": "v1.28.15"}, False),  # SidecarContainers alpha, off
+        ({"major": "1", "minor": "29", "gitVersion": "v1.29.0"}, True),  # beta, on by default
+        ({"major": "1", "minor": "29+", "gitVersion": "v1.29.4-eks-1"}, True),  # a provider's suffix
+        ({"major": "1", "minor": "33"}, True),  # GA
+        ({"major": "1", "minor": "37"}, True),
+        ({"major": "2", "minor": "0"}, True),
+        ({"major": "1", "minor": "27"}, False),
+        ({"major": "", "minor": "", "gitVersion": "v1.30.1+k3s1"}, True),  # blank fields: gitVersion
+        ({"major": "", "minor": "", "gitVersion": "v1.28.2"}, False),
+        ({}, False),  # unknown: the ordinary container works everywhere
+    ],
+)
+def test_native_sidecar_support_by_version(version: dict[str, str], native: bool) -> None:
+    assert inject.supports_native_sidecars(version) is native
+
+
+def test_sidecar_kind_choice() -> None:
+    recent = {"major": "1", "minor": "31", "gitVersion": "v1.31.2"}
+    old = {"major": "1", "minor": "28", "gitVersion": "v1.28.9"}
+    assert inject.native_sidecars("auto", recent) == (True, "API server v1.31.2")
+    assert inject.native_sidecars("auto", old) == (False, "API server v1.28.9")
+    assert inject.native_sidecars("auto", None) == (False, "the API server's version is unknown")
+    assert inject.native_sidecars("ordinary", recent)[0] is False
+    assert inject.native_sidecars("native", old)[0] is True
+    with pytest.raises(ValueError, match="not one of auto, native, ordinary"):
+        inject.native_sidecars("sometimes", recent)
+
+
+def test_injected_pods_are_labelled_and_remember_their_request() -> None:
+    body = pod({"statestore.dapr.io/app-id": "cart", "statestore.dapr.io/stores": "b, a"}, labels={"x": "1"})
+    req = inject.request(body)
+    out = inject.mutate(body, "ns", req, inject.select([], "cart"), PODS, native=False)
+    assert out["metadata"]["labels"] == {"x": "1", inject.APP_ID_LABEL: "cart"}
+    assert "labels" in body["metadata"] and inject.APP_ID_LABEL not in body["metadata"]["labels"]
+    again = inject.request_of_pod(out)
+    assert (again.app_id, again.stores) == ("cart", ("a", "b"))
+    assert inject.config_map_name(again.app_id, again.stores) == inject.config_map_name("cart", req.stores)

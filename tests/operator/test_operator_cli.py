@@ -32,8 +32,22 @@ def test_help_lists_the_flags() -> None:
         "--pod-memory-limit",
         "--webhook-cert-reload-seconds",
         "--default-replicas",
+        "--inject-sidecar-kind",
     ):
         assert flag in out
+
+
+def test_sidecar_kind_is_one_of_three() -> None:
+    assert cli.parser().parse_args([]).inject_sidecar_kind == "auto"
+    assert cli.parser().parse_args(["--inject-sidecar-kind", "ordinary"]).inject_sidecar_kind == "ordinary"
+    refused = subprocess.run(
+        [str(BIN / "statestore-operator"), "--inject-sidecar-kind", "sometimes"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "--inject-sidecar-kind: invalid choice: 'sometimes'" in refused.stderr
+    assert all(kind in refused.stderr.rsplit("choose from", 1)[1] for kind in ("auto", "native", "ordinary"))
 
 
 def test_image_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

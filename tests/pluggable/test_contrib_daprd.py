@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.daprd import DaprComponent, Daprd
 from fixtures.pluggable import ContribPluggable
+from statestore_testing.daprd import DaprComponent, Daprd
 
 pytestmark = pytest.mark.backends
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures.daprd import DaprComponent, Daprd
+from statestore_testing.daprd import DaprComponent, Daprd
 from statestore_testing.waiting import wait_for
 
 pytestmark = pytest.mark.backends
