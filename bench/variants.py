@@ -120,8 +120,7 @@ def serve(variant: str, backend: Backend, workdir: Path, cores: str) -> Iterator
         env["PYTHONPATH"] = path
     log = workdir / f"{name}.log"
     if name == "daprd":
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from fixtures.daprd import DaprComponent, Daprd
+        from statestore_testing.daprd import DaprComponent, Daprd
 
         from .reference import own_rows
 
