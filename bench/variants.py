@@ -10,7 +10,8 @@ per request at a fixed open-loop rate; maxima (`--max-seconds`, wrk) are noisy. 
 Variants:
 
 * `uvicorn`: `statestore-sidecar` as shipped; `uvicorn@<path>` imports the sidecar from <path>.
-* `granian`: the same application (`server:worker_app`) under granian's ASGI server, one worker.
+* `granian`: the same application (`server:worker_app`) under granian's ASGI server, one worker
+  (granian is not a dependency: `.venv/bin/pip install granian` first).
 * `workers2`: `statestore-sidecar --workers 2` on both cores (for the scaling figure: `--cores 0,1`).
 * `daprd`: a real daprd (tests/fixtures/daprd.py) with the same kind of store, on its own rows.
 * `bare-uvicorn`, `bare-granian`: a constant ASGI application (bench/bare_app.py), no state path.
