@@ -186,7 +186,14 @@ def _argv(args: dict[str, Any]) -> list[str]:
 
 
 async def measure(
-    port: int, pids: list[int], op: str, *, rate: float, seconds: float, max_seconds: float
+    port: int,
+    pids: list[int],
+    op: str,
+    *,
+    db_pids: list[int],
+    rate: float,
+    seconds: float,
+    max_seconds: float,
 ) -> dict[str, Any]:
     api = await t.Api.open(port, t.value_1kb(), 16)
     try:
@@ -194,14 +201,16 @@ async def measure(
         await open_loop(call, rate, 1.0)  # warm-up
         load = _loadavg()
         switches = _switches(pids)
-        before, started = Usage.sample(pids), time.monotonic()
+        before, db_before, started = Usage.sample(pids), Usage.sample(db_pids), time.monotonic()
         phase = await open_loop(call, rate, seconds)
-        after, elapsed = Usage.sample(pids), time.monotonic() - started
+        after, db_after, elapsed = Usage.sample(pids), Usage.sample(db_pids), time.monotonic() - started
         switches = _switches(pids) - switches
         summary = phase.summary()
         out: dict[str, Any] = {
             "cpu_us": round((after.cpu - before.cpu) / max(phase.requests, 1) * 1e6, 1),
             "core_share": round((after.cpu - before.cpu) / elapsed, 3),
+            # Redis' own CPU per request: what the store's commands cost the server.
+            "redis_cpu_us": round((db_after.cpu - db_before.cpu) / max(phase.requests, 1) * 1e6, 1),
             # Times the server's threads went to sleep and were woken (voluntary context switches).
             "wakeups_per_request": round(switches / max(phase.requests, 1), 2),
             "p50_ms": summary["p50_ms"],
@@ -220,9 +229,12 @@ async def measure(
                     b'[{"key":"%s","value":%s}]' % (t.key(i).encode(), t.value_1kb()) for i in range(t.KEYS)
                 ]
                 script = wrk_script("POST", [f"/v1.0/state/{t.STORE}"] * t.KEYS, bodies)
-            before = Usage.sample(pids)
+            before, db_before, started = Usage.sample(pids), Usage.sample(db_pids), time.monotonic()
             peak, _ = await asyncio.to_thread(run_wrk, f"http://127.0.0.1:{port}", script, 16, max_seconds)
             cpu = Usage.sample(pids).cpu - before.cpu
+            elapsed = time.monotonic() - started
+            out["max_core_share"] = round(cpu / elapsed, 3)
+            out["max_redis_core_share"] = round((Usage.sample(db_pids).cpu - db_before.cpu) / elapsed, 3)
             out["max_rps"] = round(peak.rate)
             out["max_req_per_cpu_s"] = round(peak.requests / cpu) if cpu > 0 else None
             out["max_loadavg"] = _loadavg()
@@ -262,6 +274,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                     port,
                                     pids,
                                     op,
+                                    db_pids=[backend.pid] if backend.pid else [],
                                     rate=args.rate,
                                     seconds=args.seconds,
                                     max_seconds=args.max_seconds,
