@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import access, naming, render
+from . import access, naming, pluggable, render
 from .validation import check, is_state_store
 
 INJECT_ANNOTATION = f"{naming.ANNOTATION_PREFIX}/inject"
@@ -56,6 +56,8 @@ class Request:
     stores: tuple[str, ...] = ()  # empty: every state Component whose scopes admit the app id
     token: access.TokenSource | None = None
     metrics_port: int = naming.METRICS_PORT
+    inject_pluggable: bool = False  # dapr.io/inject-pluggable-components
+    component_containers: tuple[str, ...] = ()  # dapr.io/pluggable-components: the pod's own
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,18 @@ def request(pod: Mapping[str, Any]) -> Request:
             )
         except access.AccessError as exc:
             raise InjectError(str(exc)) from None
-    return Request(app, http_port, grpc_port, tuple(sorted(set(stores))), token, metrics_port)
+    inject_pluggable = str(annotations.get(pluggable.INJECT_ANNOTATION, "")).strip().lower() == "true"
+    own = str(annotations.get(pluggable.LISTED_ANNOTATION, "")).split(",")
+    return Request(
+        app,
+        http_port,
+        grpc_port,
+        tuple(sorted(set(stores))),
+        token,
+        metrics_port,
+        inject_pluggable,
+        tuple(n.strip() for n in own if n.strip()),
+    )
 
 
 def applies(component: Mapping[str, Any], app_id: str) -> bool:
@@ -274,9 +287,13 @@ def sidecar_container(
         container[probe] = _rename_ports(container[probe])
     # The application's Pod keeps its own pod-level security context: ours goes on the container.
     container["securityContext"] = {**container["securityContext"], "runAsUser": 65532, "runAsGroup": 65532}
-    container["volumeMounts"] = [
-        {**m, "name": _RENAMED_VOLUMES.get(m["name"], m["name"])} for m in container["volumeMounts"]
-    ]
+    mounts = list(container["volumeMounts"])
+    if pluggable.SOCKET_VOLUME in volumes and pluggable.socket_mount() not in mounts:
+        mounts.append(pluggable.socket_mount())
+    container["volumeMounts"] = [{**m, "name": _RENAMED_VOLUMES.get(m["name"], m["name"])} for m in mounts]
+    # Only the volumes our container mounts (a pluggable container's own are added with it).
+    mounted = {m["name"] for m in mounts}
+    volumes = {name: volume for name, volume in volumes.items() if name in mounted}
     if native:
         container["restartPolicy"] = "Always"
     out_volumes = []
@@ -298,6 +315,14 @@ def app_env(req: Request) -> list[dict[str, Any]]:
         ref = {"name": req.token.secret, "key": req.token.key}
         env.append({"name": access.TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}})
     return env
+
+
+def pluggable_plan(
+    pod: Mapping[str, Any], req: Request, selection: Selection
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The pluggable Components' containers to add to the pod, and the admission warnings."""
+    spec = pod.get("spec") or {}
+    return pluggable.pod_plan(spec, selection.components, req.inject_pluggable, req.component_containers)
 
 
 def mutate(
@@ -323,6 +348,8 @@ def mutate(
     else:
         spec["containers"] = [*(spec.get("containers") or []), container]
     spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
+    added, _ = pluggable_plan(pod, req, selection)
+    pluggable.into_pod(spec, added, req.component_containers, selection.components)
     meta = result.setdefault("metadata", {})
     meta.setdefault("annotations", {})[INJECTED_ANNOTATION] = req.app_id
     # As Dapr's injector labels its pods: the operator watches injected pods by this label.

@@ -194,6 +194,7 @@ def register(
             raise kopf.AdmissionError(str(exc), code=422) from None
         selection = inject.select(await _components(state.client, namespace), req.app_id, req.stores)
         warnings.extend(selection.warnings)
+        warnings.extend(inject.pluggable_plan(body, req, selection)[1])
         if not dryrun:
             await _apply_if_changed(state.client, inject.config_map(namespace, req, selection))
         mutated = inject.mutate(body, namespace, req, selection, pods, native=state.native)

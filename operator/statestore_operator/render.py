@@ -19,12 +19,12 @@ import yaml
 
 from statestore_sidecar.validation import Component, Persistence, secret_env_var
 
-from . import access, naming, quantities, rotation, scaling
+from . import access, naming, pluggable, quantities, rotation, scaling
 
 COMPONENTS_DIR = "/etc/statestore/components"
 DATA_DIR = "/var/lib/statestore"
 COMPONENT_FILE = "component.yaml"
-CONTAINER = "statestore"
+CONTAINER = naming.CONTAINER
 # After the drain: time for the requests in flight to finish and the stores to close, before SIGKILL.
 STOP_SECONDS = 25
 
@@ -87,13 +87,18 @@ def component_document(body: Mapping[str, Any]) -> dict[str, Any]:
     """The Component as the server reads it from its folder.
 
     `scopes` is left out: the operator already decided that these pods serve the Component, and the
-    server would otherwise skip it when the pods' app id is not among them.
+    server would otherwise skip it when the pods' app id is not among them. Of the annotations, only
+    Dapr's component container is kept.
     """
     meta = body["metadata"]
+    metadata: dict[str, Any] = {"name": meta["name"], "namespace": meta["namespace"]}
+    if pluggable.declared(body):
+        # The server waits for the socket of a Component whose container is named (it may start later).
+        metadata["annotations"] = {pluggable.ANNOTATION: meta["annotations"][pluggable.ANNOTATION]}
     return {
         "apiVersion": naming.API_VERSION,
         "kind": naming.KIND,
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "metadata": metadata,
         "spec": body.get("spec") or {},
         **({"auth": body["auth"]} if body.get("auth") else {}),
     }
@@ -243,6 +248,16 @@ def deployment(
         mounts.append({"name": scaling.DATA_VOLUME, "mountPath": DATA_DIR})
         volumes.append({"name": scaling.DATA_VOLUME, "emptyDir": {}})
         container["workingDir"] = DATA_DIR
+    containers = [container]
+    if component.pluggable:
+        # Dapr's layout: the component's container beside ours, the sockets folder an emptyDir both
+        # mount (inside our /tmp mount, listed after it) and both are told of.
+        plug = pluggable.pod_container(pluggable.container_of(body))
+        env.extend(pluggable.socket_env())
+        mounts.append(pluggable.socket_mount())
+        volumes.append(pluggable.socket_volume())
+        volumes.extend(pluggable.extra_volumes(plug, [v["name"] for v in volumes]))
+        containers.append(plug)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -266,7 +281,7 @@ def deployment(
                         "fsGroup": 65532,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [container],
+                    "containers": containers,
                     "volumes": volumes,
                 },
             },

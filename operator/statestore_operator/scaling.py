@@ -85,7 +85,7 @@ class Plan:
 
 def persistence_of(component: Component) -> Persistence:
     try:
-        return schema_for(component.type).persistence
+        return schema_for(component.type, pluggable=component.pluggable).persistence
     except UnknownStoreType:
         return Persistence.NETWORK
 

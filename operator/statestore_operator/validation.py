@@ -16,16 +16,19 @@ from statestore_sidecar.validation import (
     ComponentError,
     Persistence,
     SecretRef,
+    UnknownStoreType,
     Validated,
     parse,
+    schema_for,
     validate,
 )
 
-from . import access, scaling
+from . import access, pluggable, scaling
 
 # Reasons of the Validated condition (CamelCase, as metav1.Condition wants).
 VALID = "Valid"
 VALID_WITH_WARNINGS = "UnknownMetadata"
+VALID_PLUGGABLE = "PluggableComponent"
 INVALID_SPEC = "InvalidSpec"
 INVALID_METADATA = "InvalidMetadata"
 UNSUPPORTED_TYPE = "UnsupportedStoreType"
@@ -105,6 +108,12 @@ def check(
         component = parse(body)
     except ComponentError as exc:
         return _failure(exc)
+    served_by = ""
+    if component.pluggable:
+        try:
+            served_by = _component_container(body, component)
+        except pluggable.ContainerError as exc:
+            return Outcome(False, INVALID_ANNOTATION, str(exc), pluggable.ANNOTATION, component=component)
     # Secret-backed values replace literal ones (as in daprd), so neither they nor envRefs are judged,
     # except the values in `read`.
     read = read or {}
@@ -188,5 +197,27 @@ def check(
     if warnings:
         message = "; ".join([*warnings, *note])
         return Outcome(True, VALID_WITH_WARNINGS, message, "", warnings, component, validated, token)
+    if served_by:
+        message = "; ".join([f"the Component is valid: {served_by}", *note])
+        return Outcome(True, VALID_PLUGGABLE, message, "", (), component, validated, token)
     message = "; ".join(["the Component is valid", *note])
     return Outcome(True, VALID, message, "", (), component, validated, token)
+
+
+def _component_container(body: Mapping[str, Any], component: Component) -> str:
+    """What the condition says of a pluggable Component, or ContainerError."""
+    container = pluggable.container_of(body)
+    try:
+        builtin = not schema_for(component.type, pluggable=True).passthrough
+    except UnknownStoreType:
+        builtin = False  # not a state store type at all: validate() says so
+    if builtin:
+        raise pluggable.ContainerError(
+            f"{component.type} is a built-in store type, served by the state API itself; a component "
+            "container serves only a type of its own (state.<socket name>)"
+        )
+    return (
+        f"{component.type} is a pluggable component served by container {container['name']!r} "
+        f"(image {container['image']!r}); its metadata is passed to it as given (only keyPrefix, "
+        "actorStateStore and the encryption keys are checked here)"
+    )

@@ -33,6 +33,8 @@ API_VERSION = "dapr.io/v1alpha1"
 KIND = "Component"
 _INITIAL_VERSIONS = frozenset({"", "v0", "v1"})
 DEFAULT_INIT_TIMEOUT = 5.0  # daprd's default spec.initTimeout
+# Dapr's annotation naming the container (JSON) that serves a pluggable Component on Kubernetes.
+COMPONENT_CONTAINER_ANNOTATION = "dapr.io/component-container"
 # daprd refuses these as envRef targets, so a Component cannot read the server's own secrets.
 _REFUSED_ENV = re.compile(r"^(DAPR_.*|APP_API_TOKEN)$|\s")
 
@@ -75,6 +77,8 @@ class Component:
     secret_store: str | None = None
     source: str = ""
     init_timeout: float = DEFAULT_INIT_TIMEOUT  # seconds one initialisation attempt may take
+    # Declared pluggable (a component container is named): its socket may appear after the server starts.
+    pluggable: bool = False
 
     @property
     def is_state_store(self) -> bool:
@@ -168,6 +172,8 @@ def parse(doc: Mapping[str, Any], source: str = "") -> Component:
     scopes = doc.get("scopes") or []
     auth = doc.get("auth") or {}
     namespace = meta.get("namespace")
+    annotations = meta.get("annotations")
+    container = annotations.get(COMPONENT_CONTAINER_ANNOTATION) if isinstance(annotations, Mapping) else None
     return Component(
         name=name,
         type=ctype,
@@ -179,6 +185,7 @@ def parse(doc: Mapping[str, Any], source: str = "") -> Component:
         secret_store=auth.get("secretStore") if isinstance(auth, Mapping) else None,
         source=source,
         init_timeout=init_timeout,
+        pluggable=isinstance(container, str) and bool(container.strip()),
     )
 
 
@@ -195,13 +202,14 @@ class Validated:
 def store_schema(component: Component) -> StoreSchema:
     """The schema for a Component's type and version, or ComponentError on `spec.type`/`spec.version`."""
     try:
-        schema = schema_for(component.type, component.version)
+        schema = schema_for(component.type, component.version, pluggable=component.pluggable)
     except UnknownStoreType as exc:
         raise component.error(str(exc), "spec.type") from None
     if component.version not in _INITIAL_VERSIONS and component.version not in schema.versions:
         supported = ", ".join(schema.versions)
         raise component.error(
-            f"version {component.version!r} of {canonical_type(component.type)} is not supported "
+            f"version {component.version!r} of "
+            f"{canonical_type(component.type, pluggable=component.pluggable)} is not supported "
             f"(supported: {supported})",
             "spec.version",
         )

@@ -12,7 +12,7 @@ from .components import Validated, encryption_keys
 from .drain import Drain
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
-from .stores.base import BackendUnavailable, Feature, Store, StoreError
+from .stores.base import BackendUnavailable, Feature, NotThereYet, Store, StoreError
 from .stores.encrypted import encrypted
 from .tasks import cancel_and_wait
 
@@ -20,6 +20,7 @@ log = logging.getLogger("statestore.runtime")
 
 PING_TIMEOUT = 2.0
 INIT_BACKOFF_MAX = 30.0
+NOT_THERE_YET_RETRY = 1.0  # e.g. a pluggable component's socket: a cheap look, ready soon after it comes
 
 
 class StoreHandle:
@@ -38,7 +39,7 @@ class StoreHandle:
         self.init_timeout = component.init_timeout
         self.ignore_errors = component.ignore_errors
         self._on_give_up = on_give_up
-        self.type = canonical_type(component.type)
+        self.type = canonical_type(component.type, pluggable=component.pluggable)
         self.version = component.version or validated.schema.versions[0]
         self.features: frozenset[Feature] = validated.schema.features
         self.keys = KeyScheme(
@@ -49,7 +50,8 @@ class StoreHandle:
                 namespace=namespace,
             )
         )
-        store = create_store(self.type, StoreConfig(component.name, validated.metadata, component.version))
+        config = StoreConfig(component.name, validated.metadata, component.version)
+        store = create_store(self.type, config, pluggable=component.pluggable)
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
         self.store: Store = encrypted(store, keys, component.name)
@@ -79,6 +81,7 @@ class StoreHandle:
     async def _init_with_backoff(self) -> None:
         # An unreachable backend must not crash-loop the pod: keep trying and stay unready meanwhile.
         delay = 0.5
+        said = False
         while True:
             try:
                 # spec.initTimeout bounds each attempt, as daprd bounds its one attempt.
@@ -107,10 +110,21 @@ class StoreHandle:
                     # retrying cannot help, so it is reported once and the store stays unready.
                     log.error("state store %s: init failed, not retried: %s", self.name, self.last_error)
                     return
-                log.warning(
-                    "state store %s: init failed, retrying in %.1fs: %s", self.name, delay, self.last_error
+                wait = delay
+                if isinstance(exc, NotThereYet):
+                    # Looked for often and said once (a pluggable container may take a while to start).
+                    wait = min(delay, NOT_THERE_YET_RETRY)
+                    level, said = (logging.DEBUG if said else logging.WARNING), True
+                else:
+                    level = logging.WARNING
+                log.log(
+                    level,
+                    "state store %s: init failed, retrying in %.1fs: %s",
+                    self.name,
+                    wait,
+                    self.last_error,
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(wait)
                 delay = min(delay * 2, INIT_BACKOFF_MAX)
                 continue
             if self._features_from is not None:

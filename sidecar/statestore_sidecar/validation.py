@@ -6,12 +6,22 @@ without touching it, and importing them loads no database driver.
 
 from __future__ import annotations
 
-from .components import Component, ComponentError, SecretRef, Validated, parse, secret_env_var, validate
+from .components import (
+    COMPONENT_CONTAINER_ANNOTATION,
+    Component,
+    ComponentError,
+    SecretRef,
+    Validated,
+    parse,
+    secret_env_var,
+    validate,
+)
 from .encryption import NAMES as ENCRYPTION_KEYS
 from .schema import Persistence, is_truthy
 from .stores import UnknownStoreType, schema_for
 
 __all__ = [
+    "COMPONENT_CONTAINER_ANNOTATION",
     "ENCRYPTION_KEYS",
     "Component",
     "ComponentError",

@@ -7,7 +7,8 @@ shared query translator in `sql/`.
 
 A `state.<name>` type that is none of these is a Dapr pluggable component when a socket named
 `<name>` (any extension) is in the pluggable sockets folder (`pluggable/sockets.py`): the package
-`pluggable/` serves it, as daprd does.
+`pluggable/` serves it, as daprd does. A type declared pluggable (`pluggable=True`: its Component names
+the container serving it) is one whether or not its socket is there yet: the store waits for it.
 """
 
 from __future__ import annotations
@@ -60,12 +61,12 @@ def known_types() -> list[str]:
     return sorted(_PACKAGES)
 
 
-def canonical_type(store_type: str) -> str:
+def canonical_type(store_type: str, *, pluggable: bool = False) -> str:
     lowered = store_type.lower()
     lowered = _ALIASES.get(lowered, lowered)
     if lowered in _PACKAGES:
         return lowered
-    if is_pluggable(store_type):
+    if is_pluggable(store_type, declared=pluggable):
         return store_type  # the socket's name, as written
     raise UnknownStoreType(
         f"unknown state store type {store_type!r} (known: {', '.join(known_types())}; "
@@ -73,30 +74,32 @@ def canonical_type(store_type: str) -> str:
     )
 
 
-def is_pluggable(store_type: str) -> bool:
-    """Whether the type is no built-in one and names a pluggable component socket present now."""
+def is_pluggable(store_type: str, *, declared: bool = False) -> bool:
+    """Whether the type is no built-in one and is declared pluggable or names a socket present now."""
     lowered = store_type.lower()
-    return _ALIASES.get(lowered, lowered) not in _PACKAGES and socket_for(store_type) is not None
+    if _ALIASES.get(lowered, lowered) in _PACKAGES or not lowered.startswith("state."):
+        return False
+    return declared or socket_for(store_type) is not None
 
 
-def _package(store_type: str) -> str:
-    canonical = canonical_type(store_type)
+def _package(store_type: str, pluggable: bool = False) -> str:
+    canonical = canonical_type(store_type, pluggable=pluggable)
     return _PACKAGES.get(canonical, "pluggable")
 
 
-def metadata_module(store_type: str) -> str:
+def metadata_module(store_type: str, *, pluggable: bool = False) -> str:
     """The module name of a store type's metadata (schema and parsers)."""
-    return f"{__name__}.{_package(store_type)}.metadata"
+    return f"{__name__}.{_package(store_type, pluggable)}.metadata"
 
 
-def schema_for(store_type: str, version: str = "") -> StoreSchema:
+def schema_for(store_type: str, version: str = "", *, pluggable: bool = False) -> StoreSchema:
     """The metadata schema of a store type (and `spec.version`), or UnknownStoreType."""
-    module = cast(_MetadataModule, importlib.import_module(metadata_module(store_type)))
+    module = cast(_MetadataModule, importlib.import_module(metadata_module(store_type, pluggable=pluggable)))
     versions: dict[str, StoreSchema] = getattr(module, "VERSIONS", {})
     return versions.get(version, module.SCHEMA)
 
 
-def create_store(store_type: str, config: StoreConfig) -> Store:
-    package = _package(store_type)
-    config = replace(config, store_type=canonical_type(store_type))
+def create_store(store_type: str, config: StoreConfig, *, pluggable: bool = False) -> Store:
+    package = _package(store_type, pluggable)
+    config = replace(config, store_type=canonical_type(store_type, pluggable=pluggable))
     return cast(_StoreModule, importlib.import_module(f"{__name__}.{package}.store")).create(config)

@@ -83,6 +83,11 @@ class BackendUnavailable(StoreError):
     """The backend cannot be reached, or did not answer within the configured timeout."""
 
 
+class NotThereYet(BackendUnavailable):
+    """The backend is not there yet and checking again is cheap (a pluggable component's socket that
+    its container has not made yet): retried often, not with the growing backoff."""
+
+
 class QueryError(StoreError):
     """The query is well formed but this store cannot run it (for example a bad page token)."""
 

@@ -22,6 +22,7 @@ from ..base import (
     DeleteRequest,
     Feature,
     Item,
+    NotThereYet,
     Operation,
     QueryError,
     QueryItem,
@@ -85,9 +86,7 @@ class PluggableStore:
         async with self._init_lock:
             socket = socket_for(self.store_type)
             if socket is None:
-                raise BackendUnavailable(
-                    f"no socket for pluggable component {self.store_type} in {socket_folder()}"
-                )
+                raise NotThereYet(f"no socket for pluggable component {self.store_type} in {socket_folder()}")
             if self._channel is not None:
                 await self._channel.close()
             self._channel = protocol.channel_for(socket)
