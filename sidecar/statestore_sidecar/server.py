@@ -36,6 +36,7 @@ from . import __version__, logs, reload
 from .app import Service, create_app
 from .components import Validated
 from .drain import FINISH_SECONDS, Drain
+from .hot_http import HotHttpProtocol
 from .resources import load_stores
 from .runtime import Runtime, Settings
 
@@ -124,7 +125,8 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "server_header": False,
         # Named, not "auto": a missing uvloop or httptools must fail loudly, not halve throughput.
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools' protocol, serving GET and SAVE without an ASGI cycle (hot_http.py).
+        "http": HotHttpProtocol,
         # Nothing reads the client address, so X-Forwarded-* need not be parsed on every request.
         "proxy_headers": False,
         "timeout_graceful_shutdown": FINISH_SECONDS,
