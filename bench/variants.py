@@ -13,7 +13,7 @@ Variants:
 * `granian`: the same application (`server:worker_app`) under granian's ASGI server, one worker
   (granian is not a dependency: `.venv/bin/pip install granian` first).
 * `workers2`: `statestore-sidecar --workers 2` on both cores (for the scaling figure: `--cores 0,1`).
-* `daprd`: a real daprd (tests/fixtures/daprd.py) with the same kind of store, on its own rows.
+* `daprd`: a real daprd (`statestore_testing.daprd`) with the same kind of store, on its own rows.
 * `bare-uvicorn`, `bare-granian`: a constant ASGI application (bench/bare_app.py), no state path.
 """
 
@@ -287,7 +287,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__.split("\n\n")[0])
-    p.add_argument("--variants", default="uvicorn,granian")
+    p.add_argument("--variants", default="uvicorn,daprd")
     p.add_argument("--ops", default="get,save")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--rate", type=float, default=1000.0)
@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nice", type=int, default=0)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    if "granian" in args.variants and not (BIN / "granian").exists():
+        p.error("the granian variants need granian, which is not a dependency: .venv/bin/pip install granian")
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     clients = {int(c) for c in args.client_cores.split(",")} if args.client_cores else CLIENT_CORES
