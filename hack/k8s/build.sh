@@ -26,40 +26,18 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=../lib/version_check.sh
-source "$REPO_ROOT/hack/lib/version_check.sh"
-# shellcheck source=../lib/atomic_cache.sh
-source "$REPO_ROOT/hack/lib/atomic_cache.sh"
-CHECK_ONLY=0
-case ${1:-} in
-  --check) CHECK_ONLY=1 ;;
-  '') ;;
-  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
-esac
+# shellcheck source=../lib/build_script.sh
+source "$REPO_ROOT/hack/lib/build_script.sh"
 # Pinned versions live in versions.env (shared with cluster.py); the environment overrides them.
-while IFS='=' read -r key value; do
-  case $key in ''|'#'*) continue ;; esac
-  [ -n "${!key:-}" ] || declare "$key=$value"
-done < "$REPO_ROOT/hack/k8s/versions.env"
+build_script_start k8s/build.sh "$REPO_ROOT/hack/k8s/versions.env" "$@"
 K8S_SKIP=${K8S_SKIP:-}
-
-CACHE_ROOT=${STATESTORE_CACHE_DIR:-$HOME/.cache/statestore-operator}
 K8S_BIN_DIR=${K8S_BIN_DIR:-$CACHE_ROOT/k8s/v$K8S_VERSION}
 
-# The toolchain on the machine builds everything; never let Go download another one. Static binaries.
-export GOTOOLCHAIN=local CGO_ENABLED=0
 # Go's own defaults (~/go/pkg/mod, ~/.cache/go-build) are under $HOME; honour any override.
 GOMODCACHE=${GOMODCACHE:-$(go env GOMODCACHE 2>/dev/null || true)}
 GOCACHE=${GOCACHE:-$(go env GOCACHE 2>/dev/null || true)}
 export GOMODCACHE GOCACHE
 
-log() { printf '[build.sh] %s\n' "$*" >&2; }
-# Temporary and staging directories, removed on exit (also on failure or a signal). Append right after
-# creating one.
-TMPDIRS=()
-trap 'rm -rf "${TMPDIRS[@]}"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
 skipped() { case " $K8S_SKIP " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 MINOR=${K8S_VERSION#*.}
 MINOR=${MINOR%%.*}

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from statestore_sidecar.drain import FINISH_SECONDS
 from statestore_sidecar.validation import Component, Persistence, secret_env_var
 
 from . import access, naming, pluggable, quantities, rotation, scaling
@@ -26,7 +27,7 @@ DATA_DIR = "/var/lib/statestore"
 COMPONENT_FILE = "component.yaml"
 CONTAINER = naming.CONTAINER
 # After the drain: time for the requests in flight to finish and the stores to close, before SIGKILL.
-STOP_SECONDS = 25
+STOP_SECONDS = int(FINISH_SECONDS) + 5
 
 
 @dataclass(frozen=True, slots=True)

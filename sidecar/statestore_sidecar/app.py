@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__, errors, keys
 from .drain import Drain
 from .errors import ApiError
+from .hot_http import HotRoutes
 from .openapi import ROUTE_DOCS
 from .raw_values import attach_to_save, attach_to_transaction
 from .requests import (
@@ -48,6 +50,10 @@ _BULK_FIELDS = frozenset({"keys", "parallelism", "metadata"})
 _TX_FIELDS = frozenset({"operations", "metadata"})
 _OP_FIELDS = frozenset({"operation", "request"})
 _HEALTH_PATHS = frozenset({"/v1.0/healthz", "/v1.0/healthz/outbound", "/livez"})
+_JSON_HEAD = b"content-type: application/json\r\n"
+_PLAIN_HEAD = b"content-type: text/plain; charset=utf-8\r\n"
+# Header values uvicorn refuses to send (it answers 500 instead).
+HEADER_VALUE_RE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class BodyTooLarge(Exception):
@@ -79,7 +85,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def path_segments(request: Request, count: int) -> list[str]:
     """The decoded segments after `/v1.0/state/` (or the alpha prefix); exactly `count` of them."""
-    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    return segments(request.scope.get("raw_path") or request.scope["path"].encode(), count)
+
+
+def segments(raw: bytes, count: int) -> list[str]:
+    """`path_segments` of a raw (cleaned) path."""
     parts = raw.decode("latin-1").split("/")[3:]
     if len(parts) != count:
         raise _PlainError(404, "404 page not found")
@@ -139,9 +149,21 @@ class StateApi:
     async def save(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 1)
         handle = self.core.handle(store_name)
-        raw_body, body = await self.body_and_bytes(request)
+        try:
+            raw = await read_body(request, self.limit)
+        except BodyTooLarge as exc:
+            raise errors.malformed(str(exc)) from None
+        await self.save_body(handle, raw, request.scope.get("query_string", b""))
+        return _no_content()
+
+    async def save_body(self, handle: StoreHandle, raw_body: bytes, query_string: bytes) -> None:
+        """Save the items of a request body (whole, within the size limit), as daprd does."""
+        try:
+            body = decode_json(raw_body)
+        except Malformed as exc:
+            raise errors.malformed(str(exc)) from None
         if body is None:
-            return _no_content()
+            return
         attach_to_save(raw_body, body)  # values are stored as sent
         if not isinstance(body, list):
             raise errors.malformed("json: cannot unmarshal object into Go value of type []state.SetRequest")
@@ -149,20 +171,25 @@ class StateApi:
             items = [decode_item(raw) for raw in body]
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
-        await self.core.save(handle, items, url_metadata(request.scope.get("query_string", b"")))
-        return _no_content()
+        await self.core.save(handle, items, url_metadata(query_string))
 
     async def get(self, request: Request) -> Response:
-        store_name, key = path_segments(request, 2)
-        handle = self.core.handle(store_name)
-        consistency = query_param(request.scope.get("query_string", b""), "consistency")
-        item = await self.core.get(handle, key, consistency)
+        item = await self.read(
+            request.scope.get("raw_path") or request.scope["path"].encode(),
+            request.scope.get("query_string", b""),
+        )
         if item is None:
             return _no_content()
         headers = {"etag": item.etag}
         if item.expires_at is not None:
             headers["metadata.ttlExpireTime"] = expire_time(item.expires_at)
         return Response(item.data, headers=headers, media_type=JSON)
+
+    async def read(self, raw_path: bytes, query_string: bytes) -> Item | None:
+        """The item a GET of this (cleaned) path reads, or None."""
+        store_name, key = segments(raw_path, 2)
+        handle = self.core.handle(store_name)
+        return await self.core.get(handle, key, query_param(query_string, "consistency"))
 
     async def bulk_get(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
@@ -333,6 +360,37 @@ class StateRoutes:
         self.matcher = FastMatcher(ROUTES)
         self.handlers: dict[str, Handler] = {r.handler: getattr(api, r.handler) for r in ROUTES if r.fast}
 
+    async def answer(self, get: bool, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+        """A GET of one key or a SAVE for `hot_http`: (status, header lines, body), the same answer
+        as `serve` gives through the handlers, with the headers Starlette's Response would set."""
+        api = self.api
+        try:
+            if get:
+                item = await api.read(path, query)
+                if item is None:
+                    return 204, b"", b""
+                etag = item.etag.encode("latin-1")
+                if HEADER_VALUE_RE.search(etag):  # what uvicorn would refuse to send
+                    raise RuntimeError(f"invalid etag {etag!r}")
+                head = [b"etag: ", etag, b"\r\n"]
+                if item.expires_at is not None:
+                    expires = expire_time(item.expires_at).encode("latin-1")
+                    head += [b"metadata.ttlexpiretime: ", expires, b"\r\n"]
+                head += [b"content-length: %d\r\n" % len(item.data), _JSON_HEAD]
+                return 200, b"".join(head), item.data
+            (store_name,) = segments(path, 1)
+            await api.save_body(api.core.handle(store_name), body, query)
+            return 204, b"", b""
+        except ApiError as exc:
+            text = exc.body()
+            return exc.status, b"content-length: %d\r\n%s" % (len(text), _JSON_HEAD), text
+        except _PlainError as exc:
+            text = (exc.text + "\n").encode()
+            return exc.status, b"content-length: %d\r\n%s" % (len(text), _PLAIN_HEAD), text
+        except Exception:
+            log.exception("unhandled error serving %s %s", "GET" if get else "POST", path.decode("latin-1"))
+            return 500, b"content-length: 21\r\n" + _PLAIN_HEAD, b"Internal Server Error"
+
     def route(self, method: str, path: str) -> Handler | None:
         name = self.matcher.match(method, path)
         return None if name is None else self.handlers[name]
@@ -366,6 +424,10 @@ class Transport:
         self.token = token.encode() if token else None
         self.routes = routes
         self.drain = drain
+        # GET and SAVE served inside the HTTP protocol (hot_http.HotHttpProtocol finds them here).
+        self.hot_routes = (
+            None if routes is None else HotRoutes(routes.answer, routes.api.limit, self.token, drain)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

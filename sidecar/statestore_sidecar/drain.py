@@ -5,14 +5,20 @@ but clients, proxies and kube-proxy learn of it a little later, so requests keep
 seconds. The server therefore keeps accepting and answering them for `--drain-seconds` while its
 readiness check fails, and only then stops its listeners, letting in-flight requests finish.
 
-This holds no transport: every listener answers readiness from `Drain.draining`, and the server stops
-all of them once `Drain.expired()`. The signal handler calls `Drain.begin()`; a second signal stops at
-once (`Drain.hurry()`).
+This holds no transport: readiness answers from `Drain.draining`; once `Drain.expired()` the server
+calls `Drain.close()` as it closes its HTTP listener, and every other listener (gRPC) closes on that
+same call, giving its calls in flight `FINISH_SECONDS`, as the HTTP server gives its requests. The
+signal handler calls `Drain.begin()`; a second signal stops at once (`Drain.hurry()`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+# After the listeners close, the requests and calls in flight get this long to finish (a pod's
+# grace period leaves room for it and for the stores to close).
+FINISH_SECONDS = 20.0
 
 
 class Drain:
@@ -24,6 +30,7 @@ class Drain:
         self.grace_seconds = grace_seconds
         self._began: float | None = None
         self._hurried = False
+        self._closed = asyncio.Event()
 
     @property
     def draining(self) -> bool:
@@ -53,3 +60,11 @@ class Drain:
         if self._began is None:
             return self.grace_seconds
         return 0.0 if self._hurried else max(0.0, self._began + self.grace_seconds - time.monotonic())
+
+    def close(self) -> None:
+        """The server is stopping (drained or not): every listener closes now (idempotent)."""
+        self._closed.set()
+
+    async def closed(self) -> None:
+        """Return once `close()` has been called."""
+        await self._closed.wait()

@@ -8,6 +8,7 @@ event loop of the HTTP server (`grpc_service`, entered by the application's life
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from . import errors, keys
+from .drain import FINISH_SECONDS
 from .errors import ApiError
 from .json_codec import Malformed, decode_json, encode_value
 from .state_api import ItemRequest, StateCore, expire_time
@@ -31,7 +33,6 @@ log = logging.getLogger("statestore.grpc")
 
 SERVICE = "dapr.proto.runtime.v1.Dapr"
 TOKEN_HEADER = "dapr-api-token"
-STOP_GRACE_SECONDS = 5.0
 # gRPC core cancels calls that arrive faster than the server takes them up: past 1,000 waiting calls
 # it drops a growing share at random, past 3,000 all (CANCELLED to the client). daprd queues them
 # instead, so a burst of a few thousand concurrent calls completes; so do we, up to this many.
@@ -340,7 +341,8 @@ def _refusing(handler: Handler, err: ApiError) -> Handler:
 async def grpc_service(
     core: StateCore, *, host: str, port: int, token: str | None, shared_port: bool
 ) -> AsyncIterator[None]:
-    """Serve the Dapr service on host:port for the lifetime of the block, then stop gracefully.
+    """Serve the Dapr service on host:port until the server's listeners close (`Drain.close()`), at
+    the latest when the block ends; then stop gracefully.
 
     `shared_port` lets several worker processes listen on the port (SO_REUSEPORT); otherwise a port
     in use is an error, as for the HTTP server.
@@ -363,8 +365,17 @@ async def grpc_service(
         raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
     await server.start()
     log.info("Dapr gRPC API listening on %s:%d", host, port)
+    drain = core.runtime.drain
+
+    async def stop_on_close() -> None:
+        # With the HTTP listener: when the drain ends, or on any other stop of the server.
+        await drain.closed()
+        await server.stop(FINISH_SECONDS)  # closes the port; calls in flight get the grace to finish
+        log.info("Dapr gRPC API stopped")
+
+    stopping = asyncio.create_task(stop_on_close())
     try:
         yield
     finally:
-        await server.stop(STOP_GRACE_SECONDS)
-        log.info("Dapr gRPC API stopped")
+        drain.close()  # the application stops: if the server has not closed its listeners, now
+        await stopping

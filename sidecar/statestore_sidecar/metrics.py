@@ -48,6 +48,10 @@ class MetricsMiddleware:
         # combination once (there are a few dozen at most: operations times status codes).
         self._counters: dict[tuple[str, int], Any] = {}
         self._histograms: dict[str, Any] = {}
+        # Requests served inside the HTTP protocol (hot_http) are observed here too.
+        self.hot_routes = getattr(app, "hot_routes", None)
+        if self.hot_routes is not None:
+            self.hot_routes.observe = self._observe
 
     def _observe(self, op: str, status: int, seconds: float) -> None:
         counter = self._counters.get((op, status))

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _scanstring = json.decoder.scanstring  # type: ignore[attr-defined]
 _WS = re.compile(r"[ \t\n\r]*")
@@ -83,8 +85,35 @@ def _attach(s: str, item: Any, start: int) -> None:
             item[name] = RawValue(s[a:b].encode(), item[name])
 
 
+def _compact_single(body: bytes, decoded: list[Any]) -> bool:
+    """The common save body, one item sent compactly with `value` last (`[{..."value":V}]`):
+    attach V without scanning when V is exactly what orjson would write for the decoded value.
+
+    Sound because `,"value":` or `{"value":` cannot occur inside a string, V is followed by one
+    `}` and the end of the array (so it is the item's own last member, not a nested one), and two
+    JSON values starting at one place and ending before a `}` are the same text.
+    """
+    if len(decoded) != 1 or not isinstance(item := decoded[0], dict) or "value" not in item:
+        return False
+    if sum(1 for name in item if name.lower() == "value") != 1:  # Go's case-insensitive names
+        return False
+    try:
+        text = orjson.dumps(item["value"])
+    except TypeError:
+        return False
+    tail = body.rstrip(b" \t\r\n")
+    if not tail.endswith(b"}]") or not tail[:-2].endswith(text):
+        return False
+    if not tail[: -2 - len(text)].endswith((b',"value":', b'{"value":')):
+        return False
+    item["value"] = RawValue(text, item["value"])
+    return True
+
+
 def attach_to_save(body: bytes, decoded: Any) -> None:
     """In the decoded array of a save body, each item's value becomes a RawValue."""
+    if isinstance(decoded, list) and _compact_single(body, decoded):
+        return
     try:
         s = body.decode()
         start = _ws(s, 0)

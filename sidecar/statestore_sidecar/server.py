@@ -35,7 +35,8 @@ from starlette.types import ASGIApp
 from . import __version__, logs, reload
 from .app import Service, create_app
 from .components import Validated
-from .drain import Drain
+from .drain import FINISH_SECONDS, Drain
+from .hot_http import HotHttpProtocol
 from .resources import load_stores
 from .runtime import Runtime, Settings
 
@@ -124,9 +125,11 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "server_header": False,
         # Named, not "auto": a missing uvloop or httptools must fail loudly, not halve throughput.
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools' protocol, serving GET and SAVE without an ASGI cycle (hot_http.py).
+        "http": HotHttpProtocol,
         # Nothing reads the client address, so X-Forwarded-* need not be parsed on every request.
         "proxy_headers": False,
+        "timeout_graceful_shutdown": FINISH_SECONDS,
     }
 
 
@@ -134,7 +137,8 @@ class DrainingServer(uvicorn.Server):
     """uvicorn's server, stopped by the drain: SIGTERM begins it, the listeners close when it expires.
 
     SIGINT (Ctrl-C) and a second SIGTERM stop at once, as before. Stopping closes the listening
-    sockets and idle connections, then waits for the requests in flight (uvicorn's shutdown).
+    sockets and idle connections, then waits for the requests in flight (uvicorn's shutdown); the
+    other listeners (gRPC) close at the same moment (`Drain.close()`).
     """
 
     def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
@@ -156,6 +160,10 @@ class DrainingServer(uvicorn.Server):
         if self.drain.expired():
             self.should_exit = True
         return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.close()
+        await super().shutdown(sockets)
 
 
 @contextlib.contextmanager

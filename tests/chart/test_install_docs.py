@@ -19,16 +19,10 @@ import pytest
 import yaml
 from chart_testing import CHART, ROOT, helm_binary, helm_env, template
 
+from fixtures.docs import documented_blocks
 from fixtures.k8s import ControlPlane
 
 DOC = ROOT / "docs" / "install.md"
-TESTED = re.compile(r"<!-- tested: (\w+) -->\n```(\w+)\n(.*?)```", re.S)
-
-
-def blocks(kind: str) -> list[str]:
-    found = [body for k, _lang, body in TESTED.findall(DOC.read_text()) if k == kind]
-    assert found, f"docs/install.md has no `<!-- tested: {kind} -->` block"
-    return found
 
 
 def run_block(cluster: ControlPlane, script: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -70,7 +64,7 @@ def test_readme_points_to_the_install_docs() -> None:
     """The README's install commands are the tested ones of docs/install.md."""
     readme = (ROOT / "README.md").read_text()
     assert "docs/install.md" in readme
-    (install,) = blocks("install")
+    (install,) = documented_blocks("install.md", "install")
     assert " ".join(install.replace("\\\n", " ").split()) in " ".join(readme.split())
     assert "kubectl apply -f examples/" in readme
 
@@ -119,13 +113,13 @@ def test_kind_targets_build_load_install_and_apply() -> None:
 
 
 @pytest.mark.k8s
-@pytest.mark.parametrize("index", range(len(blocks("values"))))
+@pytest.mark.parametrize("index", range(len(documented_blocks("install.md", "values"))))
 def test_documented_values_are_accepted(
     index: int, k8s_cluster: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     from chart_testing import install_third_party_crds
 
-    values = yaml.safe_load(blocks("values")[index]) or {}
+    values = yaml.safe_load(documented_blocks("install.md", "values")[index]) or {}
     install_third_party_crds(k8s_cluster)
     created = [
         ns
@@ -149,9 +143,9 @@ def test_documented_values_are_accepted(
 
 @pytest.mark.k8s
 def test_documented_install_upgrade_uninstall(k8s_cluster: ControlPlane, tmp_path: Path) -> None:
-    (install,) = blocks("install")
-    (upgrade,) = blocks("upgrade")
-    (uninstall,) = blocks("uninstall")
+    (install,) = documented_blocks("install.md", "install")
+    (upgrade,) = documented_blocks("install.md", "upgrade")
+    (uninstall,) = documented_blocks("install.md", "uninstall")
     namespace = "statestore-system"
     try:
         out = run_block(k8s_cluster, install, tmp_path).stdout

@@ -6,14 +6,21 @@ connection per request. On SIGTERM the server must at once fail readiness, keep 
 answering new requests for the drain period, then stop listening and still finish the request in
 flight at that moment. Afterwards another server on the same file must return every acknowledged
 write, and nothing that was not acknowledged (a write applied but never answered would show there).
+
+The gRPC API follows the same drain: the official Python SDK's calls are served during it, its port
+closes together with the HTTP listener, and a call in flight then still completes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
+import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,20 +28,9 @@ import httpx
 import pytest
 
 from fixtures.operator_process import wait_for
-from fixtures.sidecar import BIN, free_port, run_cli, sidecar
+from fixtures.sdk import sdk_client
+from fixtures.sidecar import BIN, Sidecar, component_yaml, free_port, run_cli, sidecar
 
-COMPONENT = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: store
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-    - name: connectionString
-      value: "{db}"
-"""
 CLIENTS = 6
 
 
@@ -121,26 +117,40 @@ def slow_body(url: str, started: threading.Event) -> Iterator[bytes]:
     yield b'"value": "finished after the listener closed"}]'
 
 
-def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def draining_server(tmp_path: Path, **metadata: str) -> Iterator[tuple[subprocess.Popen[bytes], Sidecar]]:
+    """A ready server draining for 10 s on SIGTERM, its store `store` on tmp_path/state.db (`metadata`
+    added), its log in tmp_path/server.log; killed at the end if it still runs."""
     db = tmp_path / "state.db"
-    (tmp_path / "c.yaml").write_text(COMPONENT.format(db=db))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
+    (tmp_path / "c.yaml").write_text(
+        component_yaml("store", "state.sqlite", connectionString=str(db), **metadata)
+    )
+    server = Sidecar(f"http://127.0.0.1:{free_port()}", free_port())
+    with (tmp_path / "server.log").open("wb") as out:
         proc = subprocess.Popen(
             [
                 str(BIN / "statestore-sidecar"),
-                *("--resources-path", str(tmp_path / "c.yaml")),
-                *("--dapr-http-port", str(port), "--dapr-listen-addresses", "127.0.0.1"),
+                *("--resources-path", str(tmp_path / "c.yaml"), "--dapr-listen-addresses", "127.0.0.1"),
+                *("--dapr-http-port", server.url.rsplit(":", 1)[1]),
+                *("--dapr-grpc-port", str(server.grpc_port)),
                 *("--metrics-port", "0", "--drain-seconds", "10"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        ready = lambda: httpx.get(f"{url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
+        ready = lambda: httpx.get(f"{server.url}/v1.0/healthz", timeout=2).status_code == 204  # noqa: E731
         wait_for("the server", lambda: _quiet(ready), timeout=30)
+        yield proc, server
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
+    with draining_server(tmp_path) as (proc, server):
+        url = server.url
         with Load(url) as load:
             wait_for("load before the signal", lambda: all(len(c.acked) >= 20 for c in load.clients))
             proc.send_signal(signal.SIGTERM)
@@ -177,11 +187,7 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
             assert started.is_set()
             assert slow.status_code == 204, slow.text
             proc.wait(60)
-        assert proc.returncode in (0, -signal.SIGTERM), log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.returncode in (0, -signal.SIGTERM), (tmp_path / "server.log").read_text()
 
     print(
         "acknowledged:",
@@ -212,6 +218,77 @@ def test_terminated_under_load_answers_what_it_accepted(tmp_path: Path) -> None:
         for key in c.acked:
             assert found[key] == {"n": int(key.rsplit("-", 1)[1]), "by": c.name}
     assert found["slow"] == "finished after the listener closed"
+
+
+def port_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_grpc_follows_the_drain(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    # Writes wait this long for the database's write lock: held by the test, it keeps calls in flight.
+    with draining_server(tmp_path, busyTimeout="120s", timeout="120s") as (proc, server):
+        with sdk_client(server) as kept, ThreadPoolExecutor(2) as pool:
+            kept.save_state("store", "before", "0")
+            proc.send_signal(signal.SIGTERM)
+            wait_for(
+                "readiness to fail",
+                lambda: httpx.get(f"{server.url}/v1.0/healthz", timeout=5).status_code == 500,
+                timeout=10,
+                interval=0.02,
+            )
+
+            # Calls on a kept connection and on a new one are still served.
+            kept.save_state("store", "kept", "1")
+            assert kept.get_state("store", "kept").data == b"1"
+            with sdk_client(server) as fresh:
+                fresh.save_state("store", "fresh", "2")
+                assert fresh.get_state("store", "before").data == b"0"
+            assert proc.poll() is None, "the server stopped before its drain period"
+
+            # A gRPC call and an HTTP request in flight when the drain ends, waiting for the write lock.
+            lock = sqlite3.connect(db, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                grpc_call = pool.submit(kept.save_state, "store", "in-flight", "3")
+                http_call = pool.submit(
+                    httpx.post,
+                    f"{server.url}/v1.0/state/store",
+                    json=[{"key": "in-flight-http", "value": "4"}],
+                    timeout=120,
+                )
+                # Both ports close at the end of the drain, while both calls still wait: the gRPC
+                # server stops with the HTTP listener, not after the HTTP requests in flight.
+                wait_for(
+                    "both listeners to close",
+                    lambda: listener_closed(server.url) and port_closed(server.grpc_port),
+                    timeout=60,
+                    interval=0.05,
+                )
+                assert not grpc_call.done() and not http_call.done()
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+            grpc_call.result(60)  # the SDK raises DaprGrpcError if the call was cut off
+            assert http_call.result(60).status_code == 204
+        proc.wait(60)
+        assert proc.returncode == 0, (tmp_path / "server.log").read_text()
+    assert port_closed(server.grpc_port)
+
+    with sidecar(["--resources-path", str(tmp_path / "c.yaml")]) as again:
+        keys = ["before", "kept", "fresh", "in-flight", "in-flight-http"]
+        r = httpx.post(f"{again}/v1.0/state/store/bulk", json={"keys": keys}, timeout=60)
+        assert {e["key"]: e.get("data") for e in r.json()} == {
+            "before": 0,
+            "kept": 1,
+            "fresh": 2,
+            "in-flight": 3,
+            "in-flight-http": "4",
+        }
 
 
 def _quiet(probe: object) -> bool:

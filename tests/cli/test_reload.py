@@ -10,17 +10,9 @@ from pathlib import Path
 import httpx
 
 from fixtures.operator_process import wait_for
-from fixtures.sidecar import sidecar_process
+from fixtures.sidecar import component_yaml, sidecar_process
 from statestore_sidecar import reload
 from statestore_testing.volumes import project
-
-
-def store(name: str, ctype: str = "state.in-memory", **metadata: str) -> str:
-    items = "".join(f"    - name: {k}\n      value: {v!r}\n" for k, v in metadata.items()) or "    []\n"
-    return (
-        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n"
-        f"spec:\n  type: {ctype}\n  version: v1\n  metadata:\n{items}"
-    )
 
 
 class Load(threading.Thread):
@@ -52,7 +44,7 @@ def names(url: str) -> list[str]:
 def test_changed_components_take_effect_without_a_restart(tmp_path: Path) -> None:
     folder = tmp_path / "components"
     folder.mkdir()
-    project(folder, {"steady.yaml": store("steady"), "moving.yaml": store("moving")})
+    project(folder, {"steady.yaml": component_yaml("steady"), "moving.yaml": component_yaml("moving")})
     log = tmp_path / "server.log"
     args = ["--resources-path", str(folder), "--reload-seconds", "0.2", "--app-id", "app"]
     with sidecar_process(args, log=log) as server:
@@ -67,9 +59,9 @@ def test_changed_components_take_effect_without_a_restart(tmp_path: Path) -> Non
             project(
                 folder,
                 {
-                    "steady.yaml": store("steady"),
-                    "moving.yaml": store("moving", keyPrefix="name"),
-                    "added.yaml": store("added"),
+                    "steady.yaml": component_yaml("steady"),
+                    "moving.yaml": component_yaml("moving", keyPrefix="name"),
+                    "added.yaml": component_yaml("added"),
                 },
             )
             wait_for("the added store", lambda: names(url) == ["added", "moving", "steady"])
@@ -78,13 +70,18 @@ def test_changed_components_take_effect_without_a_restart(tmp_path: Path) -> Non
             # A broken file: the reload fails and the previous configuration keeps serving.
             project(
                 folder,
-                {"steady.yaml": store("steady"), "moving.yaml": store("moving", ctype="state.nope")},
+                {
+                    "steady.yaml": component_yaml("steady"),
+                    "moving.yaml": component_yaml("moving", ctype="state.nope"),
+                },
             )
             wait_for("the failure logged", lambda: "reload failed" in log.read_text())
             assert names(url) == ["added", "moving", "steady"]
             assert httpx.get(f"{url}/v1.0/state/added/a").json() == 2
             # Removed.
-            project(folder, {"steady.yaml": store("steady"), "moving.yaml": store("moving")})
+            project(
+                folder, {"steady.yaml": component_yaml("steady"), "moving.yaml": component_yaml("moving")}
+            )
             wait_for("the removed store", lambda: names(url) == ["moving", "steady"])
             gone = httpx.get(f"{url}/v1.0/state/added/a")
             assert gone.status_code == 400 and gone.json()["errorCode"] == "ERR_STATE_STORE_NOT_FOUND"
@@ -103,11 +100,11 @@ def test_changed_components_take_effect_without_a_restart(tmp_path: Path) -> Non
 
 def test_digest_sees_a_symlink_swap_and_ignores_other_files(tmp_path: Path) -> None:
     folder = tmp_path / "components"
-    project(folder, {"a.yaml": store("a")})
+    project(folder, {"a.yaml": component_yaml("a")})
     first = reload.digest([str(folder)])
     (folder / "notes.txt").write_text("not a Component")
     assert reload.digest([str(folder)]) == first
-    project(folder, {"a.yaml": store("a", keyPrefix="none")})  # same name, new contents
+    project(folder, {"a.yaml": component_yaml("a", keyPrefix="none")})  # same name, new contents
     assert reload.digest([str(folder)]) != first
 
 

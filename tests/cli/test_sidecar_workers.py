@@ -10,21 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from fixtures.sidecar import BIN, free_port
+from fixtures.sidecar import BIN, component_yaml, free_port
 from statestore_testing.waiting import wait_for
-
-COMPONENT = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata:
-  name: store
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-    - name: connectionString
-      value: "{db}"
-"""
 
 
 def _children(pid: int) -> list[int]:
@@ -72,7 +59,9 @@ def _worker_serving_one_connection(port: int, workers: list[int]) -> int | None:
 
 
 def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(COMPONENT.format(db=tmp_path / "state.db"))
+    (tmp_path / "c.yaml").write_text(
+        component_yaml("store", "state.sqlite", connectionString=str(tmp_path / "state.db"))
+    )
     port, metrics_port = free_port(), free_port()
     proc = subprocess.Popen(
         [

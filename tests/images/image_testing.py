@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from fixtures.docs import documented
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_IMAGE = "localhost/statestore-operator:dev"
@@ -37,8 +38,7 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 def build_images() -> None:
     """The images block of docs/install.md (`make images`), run as written: quick when nothing changed."""
-    text = (ROOT / "docs" / "install.md").read_text()
-    (script,) = re.findall(r"<!-- tested: images -->\n```bash\n(.*?)```", text, flags=re.S)
+    script = documented("install.md", "images")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )

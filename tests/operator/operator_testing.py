@@ -282,8 +282,9 @@ def rendered_server(kube: Kube, component: str, workdir: Path) -> Iterator[Sidec
         yield server
 
 
-def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple[Operator, str]:
-    """An operator serving its admission webhook and managing its configurations (named for the test)."""
+def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path, *args: str) -> tuple[Operator, str]:
+    """An operator serving its admission webhook and managing its configurations (named for the test),
+    with `args` added to its command line; the operator and the configurations' name."""
     cert, key = kube.cluster.ca.issue(
         tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
     )
@@ -303,6 +304,7 @@ def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple
         str(key),
         "--webhook-config-name",
         config,
+        *args,
     )
     return operator, config
 
@@ -310,25 +312,7 @@ def start_with_webhook(kube: Kube, start_operator: Any, tmp_path: Path) -> tuple
 @contextlib.contextmanager
 def injecting_operator(kube: Kube, start_operator: Any, tmp_path: Path, *extra: str) -> Iterator[Operator]:
     """The operator with its webhooks (Components and Pods) registered against the control plane."""
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-inject-{kube.ns}.dapr.io"
-    op = start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-        "--inject-sidecars",
-        *extra,
-    )
+    op, config = start_with_webhook(kube, start_operator, tmp_path, "--inject-sidecars", *extra)
     try:
         wait_for(
             "the mutating webhook configuration",
@@ -347,3 +331,27 @@ def webhook_configurations(kube: Kube, name: str) -> list[str]:
     """Which of the two kinds of webhook configuration named `name` exist."""
     kinds = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
     return [kind for kind in kinds if kube.cluster.kubectl("get", kind, name, check=False).returncode == 0]
+
+
+# --- documented commands: the docs' `<!-- tested: NAME -->` blocks, run as a user runs them ---------------
+
+
+def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:
+    """A documented shell block, with kubectl on PATH and the test namespace as the current one; its
+    output."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
+    kube.cluster.kubectl(
+        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
+    )
+    env = {
+        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(kubeconfig),
+        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{script}\nfailed:\n{result.stderr}{result.stdout}"
+    return result.stdout

@@ -18,7 +18,6 @@ import httpx
 import pytest
 import yaml
 from operator_testing import (
-    ROOT,
     Kube,
     Operator,
     container_env,
@@ -27,9 +26,12 @@ from operator_testing import (
     reconciles,
     rendered_pod,
     rendered_server,
+    run_documented,
     settled,
     wait_for,
 )
+
+from fixtures.docs import documented
 
 pytestmark = pytest.mark.k8s
 
@@ -206,34 +208,6 @@ def test_bad_token_annotation_is_reported(kube: Kube, operator: Operator) -> Non
 
 
 # --- the documented commands: a client gets the token and uses it ---------------------------------------
-
-TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
-
-
-def documented(doc: str, name: str) -> str:
-    found = [body for key, _lang, body in TESTED.findall((ROOT / "docs" / doc).read_text()) if key == name]
-    assert len(found) == 1, f"docs/{doc} has no single `<!-- tested: {name} -->` block"
-    return str(found[0])
-
-
-def run_documented(kube: Kube, tmp_path: Path, script: str) -> str:
-    """A documented shell block, with kubectl on PATH and the test namespace as the current one."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
-    kube.cluster.kubectl(
-        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
-    )
-    env = {
-        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "KUBECONFIG": str(kubeconfig),
-        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
-    }
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, f"{script}\nfailed:\n{result.stderr}{result.stdout}"
-    return result.stdout
 
 
 def test_documented_sdk_setup(kube: Kube, operator: Operator, tmp_path: Path) -> None:

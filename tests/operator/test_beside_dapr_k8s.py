@@ -20,24 +20,21 @@ import yaml
 from dapr_crd import dapr_crd_path, regrouped
 from operator_testing import CRD, ROOT, Kube, Operator, wait_for
 
+from fixtures.docs import documented
 from fixtures.k8s import ControlPlane
 
 pytestmark = pytest.mark.k8s
 
 INSTALL_DOC = ROOT / "docs" / "install.md"
-TESTED = re.compile(r"<!-- tested: (\w+) -->\n```(\w+)\n(.*?)```", re.S)
-
-
-def doc_block(kind: str) -> str:
-    (found,) = [body for k, _lang, body in TESTED.findall(INSTALL_DOC.read_text()) if k == kind]
-    return str(found)
 
 
 def run_doc_block(cluster: ControlPlane, kind: str, namespace: str) -> str:
     """A documented bash block, from the repository root, with the test cluster as kubectl's context."""
     env = {**cluster.env(), "PATH": f"{cluster.binary('kubectl').parent}{os.pathsep}{os.environ['PATH']}"}
     env["KUBECACHEDIR"] = str(cluster.workdir / "kubectl-doc-cache")
-    script = f"kubectl config set-context --current --namespace={namespace} >/dev/null\n" + doc_block(kind)
+    script = f"kubectl config set-context --current --namespace={namespace} >/dev/null\n" + documented(
+        "install.md", kind
+    )
     kubeconfig = cluster.workdir / f"doc-{namespace}.kubeconfig"
     kubeconfig.write_text(cluster.kubeconfig.read_text())
     env["KUBECONFIG"] = str(kubeconfig)

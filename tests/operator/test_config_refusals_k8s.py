@@ -12,37 +12,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_testing import Kube, Operator, wait_for
+from operator_testing import Kube, Operator, start_with_webhook, wait_for
 
-from statestore_testing.ports import free_port
+from fixtures.sidecar import component_doc
 
 pytestmark = pytest.mark.k8s
 
 
-def component(name: str, ctype: str, **metadata: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "dapr.io/v1alpha1",
-        "kind": "Component",
-        "metadata": {"name": name},
-        "spec": {
-            "type": ctype,
-            "version": "v1",
-            "metadata": [{"name": k, "value": v} for k, v in metadata.items()],
-        },
-    }
-
-
 # (Component, the field the message names, more of the message)
 REFUSED: list[tuple[dict[str, Any], str, str]] = [
-    (component("redis-port", "state.redis", redisHost="localhost:notaport"), "'redisHost'", "invalid port"),
-    (component("mysql-dsn", "state.mysql", connectionString="host=db user=u"), "'connectionString'", "DSN"),
     (
-        component("sqlite-pragma", "state.sqlite", connectionString="file:state.db?_pragma=fast"),
+        component_doc("redis-port", "state.redis", redisHost="localhost:notaport"),
+        "'redisHost'",
+        "invalid port",
+    ),
+    (
+        component_doc("mysql-dsn", "state.mysql", connectionString="host=db user=u"),
+        "'connectionString'",
+        "DSN",
+    ),
+    (
+        component_doc("sqlite-pragma", "state.sqlite", connectionString="file:state.db?_pragma=fast"),
         "'connectionString'",
         "_pragma",
     ),
     (
-        component("pg-typo", "state.postgresql", conectionString="host=db user=u password=p"),
+        component_doc("pg-typo", "state.postgresql", conectionString="host=db user=u password=p"),
         "'connectionString'",
         "'conectionString' is not a setting of state.postgresql: did you mean 'connectionString'?",
     ),
@@ -68,23 +63,7 @@ def test_refused_settings_are_reported_with_an_event(kube: Kube, operator: Opera
 def test_the_webhook_refuses_them_at_apply(
     kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    config = f"statestore-refusals-{kube.ns}.dapr.io"  # webhook names need three DNS segments
-    start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-    )
+    _, config = start_with_webhook(kube, start_operator, tmp_path)
     try:
         wait_for(
             "the webhook configuration",
@@ -102,7 +81,7 @@ def test_the_webhook_refuses_them_at_apply(
             assert kube.get("components.dapr.io", manifest["metadata"]["name"]) is None
         # A misspelt optional name is let through (Dapr ignores unknown names), with a warning.
         warned = kube.apply(
-            component("typo", "state.sqlite", connectionString=":memory:", tabelName="orders")
+            component_doc("typo", "state.sqlite", connectionString=":memory:", tabelName="orders")
         )
         assert "'tabelName'" in warned.stderr and "did you mean 'tableName'?" in warned.stderr
     finally:

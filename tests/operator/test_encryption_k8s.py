@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from operator_testing import Kube, Operator, rendered_pod
+from operator_testing import Kube, Operator, rendered_pod, run_documented
 
 from fixtures.backends import RedisServer
+from fixtures.docs import documented
 from statestore_testing.waiting import wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.backends]
 
@@ -46,33 +43,6 @@ def encrypted_redis(name: str, redis_server: RedisServer) -> dict[str, Any]:
             ],
         },
     }
-
-
-def documented(name: str) -> str:
-    found: list[str] = [
-        body for key, _, body in TESTED.findall((ROOT / "docs" / "security.md").read_text()) if key == name
-    ]
-    (body,) = found
-    return body
-
-
-def run_documented(kube: Kube, tmp_path: Path, script: str) -> None:
-    """A documented shell block, with kubectl on PATH and the test namespace as the current one."""
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
-    kube.cluster.kubectl(
-        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
-    )
-    env = {
-        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "KUBECONFIG": str(kubeconfig),
-        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
-    }
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, f"{script}\nfailed:\n{done.stderr}{done.stdout}"
 
 
 def sealed_with(redis_server: RedisServer, key: str) -> bytes:
@@ -125,8 +95,8 @@ def test_documented_key_and_rotation(
             "stringData": {"redis-password": redis_server.password},
         }
     )
-    run_documented(kube, tmp_path, documented("encryption-key"))
-    kube.apply(documented("encryption-component").replace("redis-master:6379", address))
+    run_documented(kube, tmp_path, documented("security.md", "encryption-key"))
+    kube.apply(documented("security.md", "encryption-component").replace("redis-master:6379", address))
     kube.wait_condition("orders", "Validated", "True", "Valid")
     (tmp_path / "before").mkdir()
     (tmp_path / "after").mkdir()
@@ -135,8 +105,8 @@ def test_documented_key_and_rotation(
         assert saved.status_code == 204, saved.text
     assert sealed_with(redis_server, "orders||old") == b"orders-key-1"
 
-    run_documented(kube, tmp_path, documented("encryption-key-2"))
-    kube.apply(documented("encryption-rotated").replace("redis-master:6379", address))
+    run_documented(kube, tmp_path, documented("security.md", "encryption-key-2"))
+    kube.apply(documented("security.md", "encryption-rotated").replace("redis-master:6379", address))
     wait_for(
         "the rotated Component rendered",
         lambda: "secondaryEncryptionKey" in json.dumps(kube.must_get("configmap", "statestore-orders")),

@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from dapr.clients import DaprClient
-from dapr.conf import settings
 from operator_testing import Kube, Operator, container_env, injecting_operator, wait_for, without
 
+from fixtures.docs import documented
+from fixtures.sdk import sdk_settings
 from fixtures.sidecar import BIN, free_port
 from statestore_testing.volumes import project
 
@@ -49,8 +50,6 @@ def pod(name: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
 
 
 INJECT = {"statestore.dapr.io/inject": "true"}
-DOC = Path(__file__).resolve().parents[2] / "docs" / "operator.md"
-DOCUMENTED = re.compile(r"<!-- tested: (\S+) -->\n```yaml\n(.*?)```", re.S)
 
 
 @pytest.fixture
@@ -153,7 +152,7 @@ def test_named_stores_warn_when_missing(kube: Kube, injecting: Operator) -> None
 
 def test_documented_deployment_pods_take_the_workload_name_as_app_id(kube: Kube, injecting: Operator) -> None:
     kube.apply(component("carts", ["shop"]))
-    (manifest,) = [body for key, body in DOCUMENTED.findall(DOC.read_text()) if key == "sidecar-deployment"]
+    manifest = documented("operator.md", "sidecar-deployment")
     kube.apply(manifest)
 
     def shop_pod() -> dict[str, Any] | None:
@@ -304,30 +303,23 @@ def test_injected_container_serves_the_sdk_on_the_loopback_ports(
             "DAPR_GRPC_ENDPOINT": None,
             "DAPR_HEALTH_TIMEOUT": 30,
         }
-        saved = {name: getattr(settings, name) for name in wanted}
-        for name, value in wanted.items():
-            setattr(settings, name, value)
-        try:
-            with DaprClient() as client:
-                client.save_state("orders", "o-1", json.dumps({"qty": 3}))
-                assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}
-                assert [c.name for c in client.get_metadata().registered_components] == ["orders"]
-                assert client.get_metadata().application_id == "web"
-                # A Component scoped to the app later: its ConfigMap is rendered again, the kubelet
-                # updates the mounted files, and the running sidecar serves it without a restart.
-                kube.apply(component("later", ["web"]))
-                data = wait_for(
-                    "the new Component in the ConfigMap",
-                    lambda: d if "later.yaml" in (d := kube.must_get("configmap", config)["data"]) else None,
-                )
-                project(folder, data)
-                wait_for(
-                    "the sidecar serving the new store",
-                    lambda: len(client.get_metadata().registered_components) == 2,
-                )
-                client.save_state("later", "l-1", "v")
-                assert client.get_state("later", "l-1").data == b"v"
-                assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}  # untouched
-        finally:
-            for name, value in saved.items():
-                setattr(settings, name, value)
+        with sdk_settings(**wanted), DaprClient() as client:
+            client.save_state("orders", "o-1", json.dumps({"qty": 3}))
+            assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}
+            assert [c.name for c in client.get_metadata().registered_components] == ["orders"]
+            assert client.get_metadata().application_id == "web"
+            # A Component scoped to the app later: its ConfigMap is rendered again, the kubelet
+            # updates the mounted files, and the running sidecar serves it without a restart.
+            kube.apply(component("later", ["web"]))
+            data = wait_for(
+                "the new Component in the ConfigMap",
+                lambda: d if "later.yaml" in (d := kube.must_get("configmap", config)["data"]) else None,
+            )
+            project(folder, data)
+            wait_for(
+                "the sidecar serving the new store",
+                lambda: len(client.get_metadata().registered_components) == 2,
+            )
+            client.save_state("later", "l-1", "v")
+            assert client.get_state("later", "l-1").data == b"v"
+            assert json.loads(client.get_state("orders", "o-1").data) == {"qty": 3}  # untouched

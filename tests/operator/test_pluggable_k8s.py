@@ -6,24 +6,25 @@ webhook or, without it, reported with a condition and an Event."""
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_testing import (
+    ROOT,
     Kube,
     Operator,
     no_change,
     reconciled,
     reconciles,
+    run_documented,
     settled,
     start_with_webhook,
     wait_for,
 )
 
+from fixtures.docs import documented
 from statestore_testing.ports import free_port
 
 pytestmark = pytest.mark.k8s
@@ -212,37 +213,15 @@ def app_pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:
 
 
 # --- docs/operator.md, "Pluggable state stores" ---------------------------------------------------
-TESTED = re.compile(r"<!-- tested: (\S+) -->\n```(\w+)\n(.*?)```", re.S)
-DOC = Path(__file__).resolve().parents[2] / "docs" / "operator.md"
-
-
-def documented(name: str) -> str:
-    (body,) = [body for key, _, body in TESTED.findall(DOC.read_text()) if key == name]
-    return str(body)
 
 
 def test_the_documented_component_and_commands(kube: Kube, operator: Operator, tmp_path: Path) -> None:
-    kube.apply(documented("pluggable-component"))
+    kube.apply(documented("operator.md", "pluggable-component"))
     kube.wait_condition("carts", "Validated", "True", "PluggableComponent")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kube.cluster.kubeconfig.read_text())
-    kube.cluster.kubectl(
-        "config", "set-context", "--current", f"--namespace={kube.ns}", kubeconfig=kubeconfig
-    )
-    env = {
-        "PATH": f"{kube.cluster.binary('kubectl').parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "KUBECONFIG": str(kubeconfig),
-        "KUBECACHEDIR": str(tmp_path / "kubectl-cache"),
-    }
-    script = documented("pluggable-check")
-    ran = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert ran.returncode == 0, ran.stderr
+    out = run_documented(kube, tmp_path, documented("operator.md", "pluggable-check"))
     # What the docs say it prints (kubectl adds no newline after a jsonpath).
-    assert ran.stdout == "statestore memstorePluggableComponent"
-    doc = DOC.read_text()
+    assert out == "statestore memstorePluggableComponent"
+    doc = (ROOT / "docs" / "operator.md").read_text()
     assert "prints `statestore memstore` and `PluggableComponent`" in doc
     pod = kube.must_get("deployment", "statestore-carts")["spec"]["template"]["spec"]
     plug = pod["containers"][1]

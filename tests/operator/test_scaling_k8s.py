@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from operator_testing import ROOT, Kube, Operator, start_with_webhook, wait_for, webhook_configurations
+
+from fixtures.docs import documented
 
 pytestmark = pytest.mark.k8s
 
@@ -233,8 +234,7 @@ def test_webhook_refuses_a_bad_annotation(kube: Kube, start_operator: Any, tmp_p
 
 
 def test_documented_example_and_the_shipped_sqlite_example(kube: Kube, operator: Operator) -> None:
-    text = (ROOT / "docs" / "operator.md").read_text()
-    (block,) = re.findall(r"<!-- tested: scaling-component -->\n```yaml\n(.*?)```", text, re.S)
+    block = documented("operator.md", "scaling-component")
     kube.apply(block)
     kube.wait_condition("orders", "Validated", "True", "Valid")
     hpa = kube.must_get("hpa", "statestore-orders")

@@ -307,24 +307,86 @@ def test_replace_lines_reads_every_active_replace_directive(tmp_path: Path) -> N
     ]
 
 
-@pytest.mark.parametrize(
-    ("script", "binary", "folder_env"),
-    [
-        ("hack/daprd/build.sh", "daprd", "DAPRD_DIR"),
-        ("hack/sdk/go-client/build.sh", "go-client", "GO_CLIENT_DIR"),
-    ],
-)
-def test_go_builds_refuse_a_binary_without_its_stamp(
-    tmp_path: Path, script: str, binary: str, folder_env: str
-) -> None:
-    folder = tmp_path / "out"
-    fake(folder, binary, "1.14.0 github.com/dapr/go-sdk v1.11.0")  # moved into place; the stamp never came
-    dead = folder / ".staging.999999999.abcdef"
+def pinned(path: str, key: str) -> str:
+    (line,) = [x for x in (ROOT / path).read_text().splitlines() if x.startswith(f"{key}=")]
+    return line.split("=", 1)[1]
+
+
+DAPR = pinned("hack/daprd/versions.env", "DAPR_VERSION")
+SDK = pinned("hack/sdk/go-client/versions.env", "DAPR_GO_SDK_VERSION")
+# The Go binaries built from a throwaway module (hack/lib/build_script.sh): script, cached file.
+GO_BUILDS = [
+    pytest.param("hack/daprd/build.sh", f"daprd/v{DAPR}/daprd", id="daprd"),
+    pytest.param("hack/sdk/go-client/build.sh", f"go-client/v{SDK}/go-client", id="go-client"),
+    pytest.param("hack/pluggable/build.sh", f"pluggable/v{DAPR}/contrib-pluggable", id="pluggable"),
+]
+# What each of them checks of a binary: daprd's version, the SDK's version, the -socket flag.
+WORKING = f"{DAPR} github.com/dapr/go-sdk v{SDK} -socket"
+
+
+@pytest.mark.parametrize(("script", "cached"), GO_BUILDS)
+def test_go_builds_refuse_a_binary_without_its_stamp(tmp_path: Path, script: str, cached: str) -> None:
+    binary = tmp_path / "cache" / cached
+    fake(binary.parent, binary.name, WORKING)  # moved into place; the stamp never came
+    dead = binary.parent / ".staging.999999999.abcdef"
     dead.mkdir()
-    result = bash(f"bash '{ROOT / script}' --check", {folder_env: str(folder)})
+    env = {"STATESTORE_CACHE_DIR": str(tmp_path / "cache"), "DAPRD_DIR": "", "GO_CLIENT_DIR": ""}
+    result = bash(f"bash '{ROOT / script}' --check", env)
     assert result.returncode == 1
-    assert f"not cached: {folder / binary}" in result.stderr
+    assert f"not cached: {binary}" in result.stderr
     assert not dead.exists()
+
+
+def fake_go_module(folder: Path, build: str) -> str:
+    """A `go` for a throwaway-module build: `go mod download -json` names a go.mod with a replace
+    line, `go build -o OUT` runs <build> (with $OUT); a PATH with it."""
+    gomod = folder / "upstream.mod"
+    folder.mkdir(parents=True, exist_ok=True)
+    gomod.write_text("module example.com/up\n\ngo 1.22\n\nreplace a.example/x => b.example/x v1.0.0\n")
+    script = f"""#!/bin/bash
+case $1 in
+  env) echo go1.0-fake ;;
+  mod) [ "$2" != download ] || printf '{{\\n\\t"GoMod": "%s",\\n\\t"Hash": "abc",\\n}}\\n' '{gomod}' ;;
+  build)
+    while [ "$#" -gt 0 ] && [ "$1" != -o ]; do shift; done
+    OUT=$2
+    {build}
+    ;;
+esac
+"""
+    (folder / "go").write_text(script)
+    (folder / "go").chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize(("script", "cached"), GO_BUILDS)
+def test_go_builds_publish_only_a_working_binary_stamped(tmp_path: Path, script: str, cached: str) -> None:
+    cache = tmp_path / "cache"
+    binary = cache / cached
+    env = {"STATESTORE_CACHE_DIR": str(cache), "DAPRD_DIR": "", "GO_CLIENT_DIR": ""}
+
+    broken = fake_go_module(tmp_path / "broken", "printf 'half a binary' > \"$OUT\"; exit 1")
+    result = bash(f"bash '{ROOT / script}'", {**env, "PATH": broken})
+    assert result.returncode != 0
+    assert leftovers(binary.parent) == []
+
+    not_working = fake_go_module(
+        tmp_path / "bad", 'printf \'#!/bin/sh\\necho 0.0.0\\n\' > "$OUT"; chmod +x "$OUT"'
+    )
+    result = bash(f"bash '{ROOT / script}'", {**env, "PATH": not_working})
+    assert result.returncode != 0
+    assert leftovers(binary.parent) == []
+
+    working = fake_go_module(
+        tmp_path / "good", f'printf \'#!/bin/sh\\necho "{WORKING}"\\n\' > "$OUT"; chmod +x "$OUT"'
+    )
+    result = bash(f"bash '{ROOT / script}'", {**env, "PATH": working})
+    assert result.returncode == 0, result.stderr
+    assert leftovers(binary.parent) == [binary.name, f"{binary.name}.from"]
+    assert " go1.0-fake sources:" in (binary.parent / f"{binary.name}.from").read_text()
+    again = bash(f"bash '{ROOT / script}' --check", {**env, "PATH": working})
+    assert again.returncode == 0, again.stderr
+    assert f"cached: {binary}" in again.stderr
 
 
 @pytest.mark.parametrize(("listed", "created"), [("statestore", False), ("other", True)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ import pymysql  # type: ignore[import-untyped]
 import pytest
 
 from fixtures.backends import MariaDBServer, free_port, unique_name
+from fixtures.stores import built_as, documented_component_works, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, schema_for
-from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
+from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.mysql.dialect import (
     MAX_JSON_DEPTH,
     build_query,
@@ -33,19 +32,13 @@ DOCS = Path(__file__).parent / "dapr_docs"
 
 
 def make(metadata: dict[str, str]) -> MySQLStore:
-    store = create_store("state.mysql", StoreConfig("my-test", resolve(schema_for("state.mysql"), metadata)))
-    assert isinstance(store, MySQLStore)
-    return store
+    return built_as(MySQLStore, "state.mysql", metadata, "my-test")
 
 
 @pytest.fixture
 async def my_store(mysql_metadata: dict[str, str]) -> AsyncIterator[MySQLStore]:
-    store = make(mysql_metadata)
-    await store.init()
-    try:
+    async with initialised(make(mysql_metadata)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def sql(server: MariaDBServer, text: str, args: Any = None) -> list[tuple[Any, ...]]:
@@ -162,21 +155,10 @@ def test_query_sql_helpers() -> None:
 
 @pytest.mark.backends
 async def test_dapr_documentation_component_loads_and_connects(mariadb_server: MariaDBServer) -> None:
-    (component,) = components.load([DOCS / "mysql.yaml"]).stores
     dsn = mariadb_server.dsn("allowNativePasswords=true")
     env = {components.secret_env_var("mysql", "connectionString"): dsn}
-    validated = components.validate(component, components.metadata_values(component, env))
-    assert validated.warnings == ()
-    assert validated.metadata["timeoutInSeconds"] == 30.0
-    store = create_store(component.type, StoreConfig(component.name, validated.metadata))
-    await store.init()
-    try:
-        k = f"docs||{uuid.uuid4().hex}"
-        await store.set(SetRequest(k, b'"hello"'))
-        item = await store.get(k)
-        assert item is not None and item.data == b'"hello"'
-    finally:
-        await store.close()
+    settings = await documented_component_works(DOCS / "mysql.yaml", env)
+    assert settings["timeoutInSeconds"] == 30.0
 
 
 # --- behaviour against the real server ----------------------------------------------------------
@@ -382,18 +364,6 @@ async def test_slow_call_is_backend_unavailable_and_pool_recovers(
     finally:
         locker.close()
         await store.close()
-
-
-@pytest.mark.backends
-async def test_transaction_rolls_back_on_mismatch(my_store: MySQLStore) -> None:
-    await my_store.set(SetRequest("x", b"0"))
-    with pytest.raises(EtagMismatch):
-        await my_store.transact(
-            [SetRequest("x", b"1"), SetRequest("y", b"1"), SetRequest("z", b"1", etag="nope")]
-        )
-    item = await my_store.get("x")
-    assert item is not None and item.data == b"0"
-    assert await my_store.get("y") is None
 
 
 # --- TLS ----------------------------------------------------------------------------------------

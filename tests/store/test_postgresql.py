@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,12 +11,12 @@ import asyncpg
 import orjson
 import pytest
 
-from fixtures.backends import PostgresServer, free_port, unique_name
+from fixtures.backends import PostgresServer, free_port, postgres_rows, unique_name
+from fixtures.stores import built_as, documented_component_works, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, schema_for
-from statestore_sidecar.stores.base import BackendUnavailable, EtagMismatch, SetRequest, StoreError
+from statestore_sidecar.stores.base import BackendUnavailable, SetRequest, StoreError
 from statestore_sidecar.stores.postgresql.dialect import build_query, json_doc
 from statestore_sidecar.stores.postgresql.metadata import SCHEMA, parse_connection_string, quote_table
 from statestore_sidecar.stores.postgresql.store import PostgresStore
@@ -26,31 +25,13 @@ DOCS = Path(__file__).parent / "dapr_docs"
 
 
 def make(metadata: dict[str, str]) -> PostgresStore:
-    config = StoreConfig("pg-test", resolve(schema_for("state.postgresql"), metadata))
-    store = create_store("state.postgresql", config)
-    assert isinstance(store, PostgresStore)
-    return store
+    return built_as(PostgresStore, "state.postgresql", metadata, "pg-test")
 
 
 @pytest.fixture
 async def pg_store(postgresql_metadata: dict[str, str]) -> AsyncIterator[PostgresStore]:
-    store = make(postgresql_metadata)
-    await store.init()
-    try:
+    async with initialised(make(postgresql_metadata)) as store:
         yield store
-    finally:
-        await store.close()
-
-
-async def sql(server: PostgresServer, text: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(
-        host=server.host, port=server.port, user=server.user, password=server.password, database="postgres"
-    )
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(text, *args)
-        return rows
-    finally:
-        await conn.close()
 
 
 # --- connection strings -------------------------------------------------------------------------
@@ -180,21 +161,10 @@ def test_query_sql_uses_parameters_only() -> None:
 
 @pytest.mark.backends
 async def test_dapr_documentation_component_loads_and_connects(postgres_server: PostgresServer) -> None:
-    (component,) = components.load([DOCS / "postgresql.yaml"]).stores
     env = {components.secret_env_var("postgres", "connectionString"): postgres_server.connection_string()}
-    validated = components.validate(component, components.metadata_values(component, env))
-    assert validated.warnings == ()
-    assert validated.metadata["cleanupInterval"] == 3600.0
-    assert validated.metadata["timeout"] == 20.0
-    store = create_store(component.type, StoreConfig(component.name, validated.metadata))
-    await store.init()
-    try:
-        k = f"docs||{uuid.uuid4().hex}"
-        await store.set(SetRequest(k, b'"hello"'))
-        item = await store.get(k)
-        assert item is not None and item.data == b'"hello"'
-    finally:
-        await store.close()
+    settings = await documented_component_works(DOCS / "postgresql.yaml", env)
+    assert settings["cleanupInterval"] == 3600.0
+    assert settings["timeout"] == 20.0
 
 
 # --- behaviour against the real server ----------------------------------------------------------
@@ -224,14 +194,14 @@ async def test_values_are_stored_in_daprds_layout(
     assert item is not None and item.data == b'{"a": [1000, 2], "b": 1}'
     binary = await pg_store.get("k-bin")
     assert binary is not None and binary.data == b"\x00\xff"
-    rows = await sql(
+    rows = await postgres_rows(
         postgres_server, f"SELECT key, value::text, isbinary, xmin::text FROM {pg_store.table} ORDER BY key"
     )
     assert [tuple(r) for r in rows] == [
         ("k-bin", '"AP8="', True, binary.etag),
         ("k-json", '{"a": [1000, 2], "b": 1}', False, item.etag),
     ]
-    level = await sql(
+    level = await postgres_rows(
         postgres_server, f"SELECT value FROM {pg_store.metadata_table} WHERE key = 'migrations'"
     )
     assert [r[0] for r in level] == ["2"]
@@ -244,15 +214,15 @@ async def test_earlier_layout_is_converted(
     """A table of this server's earlier layout (bytes in `value bytea`, JSON in `doc`, an `etag`
     column) is converted to daprd's on start; every value reads back, TTLs are kept."""
     table = postgresql_metadata["tableName"]
-    await sql(
+    await postgres_rows(
         postgres_server,
         f'CREATE TABLE "{table}" (key text NOT NULL PRIMARY KEY, value bytea NOT NULL, doc jsonb, '
         "etag text NOT NULL, insertdate timestamptz NOT NULL DEFAULT now(), updatedate timestamptz, "
         "expiredate timestamptz)",
     )
-    await sql(postgres_server, f'CREATE INDEX "{table}_expiredate_idx" ON "{table}" (expiredate)')
+    await postgres_rows(postgres_server, f'CREATE INDEX "{table}_expiredate_idx" ON "{table}" (expiredate)')
     big = bytes(range(256)) * 2  # long enough for PostgreSQL's base64 to break lines
-    await sql(
+    await postgres_rows(
         postgres_server,
         f'INSERT INTO "{table}" (key, value, doc, etag, expiredate) VALUES '
         "('j', '\\x7b2261223a317d', '{\"a\":1}', 'e1', now() + interval '1 hour'), "
@@ -269,7 +239,7 @@ async def test_earlier_layout_is_converted(
         await store.set(SetRequest("j", b"2", etag=found["j"].etag))
     finally:
         await store.close()
-    columns = await sql(
+    columns = await postgres_rows(
         postgres_server,
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
         f'"{table}"',
@@ -282,12 +252,12 @@ async def test_schema_qualified_table(
     postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
 ) -> None:
     schema = unique_name("s")
-    await sql(postgres_server, f'CREATE SCHEMA "{schema}"')
+    await postgres_rows(postgres_server, f'CREATE SCHEMA "{schema}"')
     store = make({**postgresql_metadata, "tableName": f"{schema}.state"})
     await store.init()
     try:
         await store.set(SetRequest("k", b"1"))
-        rows = await sql(postgres_server, f'SELECT key FROM "{schema}"."state"')
+        rows = await postgres_rows(postgres_server, f'SELECT key FROM "{schema}"."state"')
         assert [r[0] for r in rows] == ["k"]
     finally:
         await store.close()
@@ -298,7 +268,7 @@ async def test_foreign_table_layout_is_refused(
     postgres_server: PostgresServer, postgresql_metadata: dict[str, str]
 ) -> None:
     table = unique_name("foreign")
-    await sql(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
+    await postgres_rows(postgres_server, f'CREATE TABLE "{table}" (key text PRIMARY KEY, value jsonb)')
     store = make({**postgresql_metadata, "tableName": table})
     with pytest.raises(StoreError, match="does not have daprd's state\\.postgresql layout"):
         await store.init()
@@ -315,7 +285,7 @@ async def test_cleanup_deletes_expired_rows_once_per_interval(
     await asyncio.sleep(1.2)
     assert await pg_store.get("short") is None  # filtered on read before any cleanup
     assert await pg_store.cleanup_expired() == 1
-    rows = await sql(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
+    rows = await postgres_rows(postgres_server, f"SELECT key FROM {pg_store.table} ORDER BY key")
     assert [r[0] for r in rows] == ["forever", "long"]
     await pg_store.set(SetRequest("short2", b"1", ttl=1))
     await asyncio.sleep(1.2)
@@ -416,18 +386,6 @@ async def test_statement_timeout_is_backend_unavailable(
         await store.close()
 
 
-@pytest.mark.backends
-async def test_transaction_rolls_back_on_mismatch(pg_store: PostgresStore) -> None:
-    await pg_store.set(SetRequest("x", b"0"))
-    with pytest.raises(EtagMismatch):
-        await pg_store.transact(
-            [SetRequest("x", b"1"), SetRequest("y", b"1"), SetRequest("z", b"1", etag="nope")]
-        )
-    item = await pg_store.get("x")
-    assert item is not None and item.data == b"0"
-    assert await pg_store.get("y") is None
-
-
 # --- TLS ----------------------------------------------------------------------------------------
 
 
@@ -443,7 +401,7 @@ def postgres_tls_server() -> Iterator[PostgresServer]:
 
 async def uses_tls(server: PostgresServer, application_name: str) -> bool:
     """Whether the store's sessions (found by their application_name) use TLS, as the server sees them."""
-    rows = await sql(
+    rows = await postgres_rows(
         server,
         "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
         application_name,

@@ -9,10 +9,10 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
-from fixtures.backends import PostgresServer, unique_name
+from fixtures.backends import PostgresServer, postgres_rows, unique_name
+from fixtures.stores import initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
@@ -65,20 +65,8 @@ async def v2_store(postgres_server: PostgresServer) -> AsyncIterator[PostgresV2S
     }
     store = create_store("state.postgresql", StoreConfig("v2", resolve(V2, metadata), "v2"))
     assert isinstance(store, PostgresV2Store)
-    await store.init()
-    try:
+    async with initialised(store):
         yield store
-    finally:
-        await store.close()
-
-
-async def sql(server: PostgresServer, text: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(server.connection_string(form="url"))
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(text, *args)
-        return rows
-    finally:
-        await conn.close()
 
 
 @pytest.mark.backends
@@ -87,7 +75,7 @@ async def test_values_are_stored_in_daprds_v2_layout(
 ) -> None:
     await v2_store.set(SetRequest("k-json", b'{ "n": 1e3 }'))
     await v2_store.set(SetRequest("k-bin", b"\x00\xff", ttl=3600))
-    rows = await sql(
+    rows = await postgres_rows(
         postgres_server,
         f"SELECT key, value, etag::text, created_at IS NOT NULL, expires_at IS NOT NULL FROM {v2_store.table} "
         "ORDER BY key",
@@ -99,11 +87,11 @@ async def test_values_are_stored_in_daprds_v2_layout(
     ]
     uuid.UUID(found["k-json"].etag)
     level_key = f"migrations-state-v2-{v2_store.prefix}"
-    level = await sql(
+    level = await postgres_rows(
         postgres_server, f"SELECT value FROM {v2_store.metadata_table} WHERE key = $1", level_key
     )
     assert [r[0] for r in level] == ["1"]
-    index = await sql(
+    index = await postgres_rows(
         postgres_server,
         "SELECT indexdef FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%(expires_at)'",
         f"{v2_store.prefix}state",

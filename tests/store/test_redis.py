@@ -12,10 +12,11 @@ import orjson
 import pytest
 
 from fixtures.backends import RedisServer, free_port
+from fixtures.stores import built_as, initialised
 from statestore_sidecar import components
 from statestore_sidecar import query as q
 from statestore_sidecar.schema import MetadataError, resolve
-from statestore_sidecar.stores import StoreConfig, create_store, schema_for
+from statestore_sidecar.stores import StoreConfig, create_store
 from statestore_sidecar.stores.base import (
     BackendUnavailable,
     DeleteRequest,
@@ -31,21 +32,13 @@ DOCS = Path(__file__).parent / "dapr_docs"
 
 
 def make(metadata: dict[str, str]) -> RedisStore:
-    store = create_store(
-        "state.redis", StoreConfig("redis-test", resolve(schema_for("state.redis"), metadata))
-    )
-    assert isinstance(store, RedisStore)
-    return store
+    return built_as(RedisStore, "state.redis", metadata, "redis-test")
 
 
 @pytest.fixture
 async def redis_store(redis_metadata: dict[str, str]) -> AsyncIterator[RedisStore]:
-    store = make(redis_metadata)
-    await store.init()
-    try:
+    async with initialised(make(redis_metadata)) as store:
         yield store
-    finally:
-        await store.close()
 
 
 def key() -> str:

@@ -48,6 +48,7 @@ from statestore_testing.control_plane.processes import (
 )
 from statestore_testing.pki import CertificateAuthority, key_pem, write_private
 from statestore_testing.ports import free_port
+from statestore_testing.processes import stop_process
 
 # A readiness probe: (done, description of what it saw).
 _Probe = Callable[[], tuple[bool, str]]
@@ -161,13 +162,7 @@ class ControlPlane:
         procs = self._procs or self._load_state()
         for proc in reversed(procs):
             if proc.popen is not None:
-                if proc.popen.poll() is None:
-                    proc.popen.terminate()
-                    try:
-                        proc.popen.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        proc.popen.kill()
-                        proc.popen.wait()
+                stop_process(proc.popen)
             else:
                 terminate(proc.pid, proc.binary)
         self._procs = []
@@ -182,13 +177,7 @@ class ControlPlane:
         controllers, the scheduler and kwok keep running (they retry until it is back)."""
         (proc,) = [p for p in self._procs if p.name == APISERVER]
         assert proc.popen is not None, "only a control plane started by this object can stop its API server"
-        if proc.popen.poll() is None:
-            proc.popen.terminate()
-            try:
-                proc.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        stop_process(proc.popen)
 
     def start_apiserver(self, *, timeout: float = 60.0) -> None:
         """Start kube-apiserver again after stop_apiserver(): same arguments, same port, same etcd

@@ -9,7 +9,8 @@ A primary is judged down after `down_after_ms` (1 s here; Sentinel's default is 
 `RedisClusterSet`: `nodes` (three RedisServer with `cluster-enabled`, one password), `seed_hosts`,
 created with `redis-cli --cluster create` (16384 slots split in three, no replicas).
 
-Both start with `start()` and stop and remove everything with `destroy()` (or as context managers).
+Both are `ServerGroup`s: they start with `start()` and stop and remove everything with `destroy()` (or
+as context managers).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from statestore_testing.databases.redis import RedisServer
 from statestore_testing.databases.server import START_TIMEOUT, Server, find_binary
@@ -110,7 +111,45 @@ class SentinelServer(Server):
         return bool(query(self, "PING", timeout=0.5))
 
 
-class RedisSentinelSet:
+class ServerGroup:
+    """Servers that work as one: started in order, then `_settle()` waits until they do; a context
+    manager that removes everything, also when the start fails."""
+
+    start_seconds: float | None = None
+
+    @property
+    def servers(self) -> list[Server]:
+        raise NotImplementedError
+
+    def _settle(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        began = time.monotonic()
+        for server in self.servers:
+            server.start()
+        self._settle()
+        self.start_seconds = time.monotonic() - began
+
+    def destroy(self) -> None:
+        for server in reversed(self.servers):
+            server.destroy()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.destroy()
+
+
+class RedisSentinelSet(ServerGroup):
     def __init__(self, down_after_ms: int = 1000, sentinel_password: bool = True) -> None:
         password = "redis-" + secrets.token_hex(8)
         self.primary = RedisServer(appendfsync="everysec", password=password)
@@ -129,7 +168,6 @@ class RedisSentinelSet:
         self.sentinels = [
             SentinelServer(self.primary, self.sentinel_password, down_after_ms) for _ in range(3)
         ]
-        self.start_seconds: float | None = None
 
     @property
     def servers(self) -> list[Server]:
@@ -139,13 +177,9 @@ class RedisSentinelSet:
     def sentinel_hosts(self) -> str:
         return ",".join(s.address for s in self.sentinels)
 
-    def start(self) -> None:
-        began = time.monotonic()
-        for server in self.servers:
-            server.start()
+    def _settle(self) -> None:
         wait_for("the replica to sync with the primary", self._replica_in_sync, START_TIMEOUT)
         wait_for("every Sentinel to know the replica and the other Sentinels", self._sentinels_ready)
-        self.start_seconds = time.monotonic() - began
 
     def _replica_in_sync(self) -> bool:
         info = _info(self.replica, "INFO", "replication")
@@ -169,23 +203,6 @@ class RedisSentinelSet:
     def server_at(self, address: str) -> RedisServer:
         return next(s for s in (self.primary, self.replica) if s.address == address)
 
-    def destroy(self) -> None:
-        for server in reversed(self.servers):
-            server.destroy()
-
-    def __enter__(self) -> RedisSentinelSet:
-        try:
-            self.start()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.destroy()
-
 
 def _cluster_args(password: str) -> tuple[str, ...]:
     return (
@@ -198,7 +215,7 @@ def _cluster_args(password: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-class RedisClusterSet:
+class RedisClusterSet(ServerGroup):
     def __init__(self, primaries: int = 3) -> None:
         self.cli = find_binary(["redis-cli"])
         password = "redis-" + secrets.token_hex(8)
@@ -207,21 +224,20 @@ class RedisClusterSet:
             RedisServer(appendfsync="everysec", password=password, extra_args=_cluster_args(password))
             for _ in range(primaries)
         ]
-        self.start_seconds: float | None = None
         self._created = False
+
+    @property
+    def servers(self) -> list[Server]:
+        return list(self.nodes)
 
     @property
     def seed_hosts(self) -> str:
         return ",".join(n.address for n in self.nodes)
 
-    def start(self) -> None:
-        began = time.monotonic()
-        for node in self.nodes:
-            node.start()
+    def _settle(self) -> None:
         if not self._created:
             self._create()
         wait_for("every cluster node to report cluster_state:ok", self._all_ok, START_TIMEOUT)
-        self.start_seconds = time.monotonic() - began
 
     def _create(self) -> None:
         log = self.nodes[0].base_dir / "cluster-create.log"
@@ -238,20 +254,3 @@ class RedisClusterSet:
 
     def _all_ok(self) -> bool:
         return all(_info(n, "CLUSTER", "INFO").get("cluster_state") == "ok" for n in self.nodes)
-
-    def destroy(self) -> None:
-        for node in self.nodes:
-            node.destroy()
-
-    def __enter__(self) -> RedisClusterSet:
-        try:
-            self.start()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.destroy()

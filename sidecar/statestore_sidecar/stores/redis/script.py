@@ -1,5 +1,7 @@
 """The Lua script every `state.redis` write runs (also run by the benchmark's direct path)."""
 
+import hashlib
+
 # One script for every write. KEYS: one per operation, in order. ARGV: five per operation:
 # kind ("S" set, "D" delete), etag ("" for none), first-write ("1"/"0"), TTL in ms ("0" for none),
 # value. Returns {0, 0} when applied, {1, i} on an etag mismatch at operation i (1-based),
@@ -51,3 +53,5 @@ for i = 1, #KEYS do
 end
 return {0, 0}
 """
+
+WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()  # what EVALSHA names it by

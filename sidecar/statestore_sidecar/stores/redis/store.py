@@ -51,7 +51,8 @@ from ..base import (
 )
 from . import topology
 from .metadata import NODE_PORT, SCHEMA, SENTINEL_PORT, parse_host, parse_hosts
-from .script import WRITE_SCRIPT
+from .pipelined import Pipeline, encode
+from .script import WRITE_SCRIPT, WRITE_SCRIPT_SHA
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -152,6 +153,8 @@ class RedisStore:
         # bounds the calls in flight instead, so callers wait up to poolTimeout as with one node.
         self._gate = asyncio.Semaphore(self._pool_size) if self._cluster else None
         self._script: Any = None
+        # One node without TLS: GET and writes go over one pipelined connection (pipelined.py).
+        self._pipeline: Pipeline | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
 
     # -- connection --------------------------------------------------------------------------------
@@ -212,8 +215,21 @@ class RedisStore:
                 self._hosts, options, pool_size=self._pool_size
             )
             return client
+        pool_size = self._pool_size
+        if not self._tls:
+            self._pipeline = Pipeline(
+                *self._hosts[0],
+                db=self._db,
+                username=self._username,
+                password=self._password,
+                client_name=options["client_name"],
+                connect_timeout=self._dial_timeout,
+                read_timeout=max(self._read_timeout, self._write_timeout),
+                idle_timeout=self._idle_timeout,
+            )
+            pool_size = max(pool_size - 1, 1)  # the pipelined connection counts in poolSize
         node: redis.asyncio.Redis = topology.node_client(
-            self._hosts[0], options, pool_size=self._pool_size, pool_timeout=self._pool_timeout
+            self._hosts[0], options, pool_size=pool_size, pool_timeout=self._pool_timeout
         )
         return node
 
@@ -295,6 +311,9 @@ class RedisStore:
 
     async def close(self) -> None:
         self._spare.clear()  # checked out of the pool, which disconnects them below
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -323,13 +342,51 @@ class RedisStore:
 
     async def get(self, key: str) -> Item | None:
         async def get(client: redis.asyncio.Redis) -> Item | None:
-            if self._failover or self._cluster:  # connections follow the primary: no kept connection
+            if self._pipeline is not None:
+                fields, pttl = await self._piped_hmget(client, key)
+            elif self._failover or self._cluster:  # connections follow the primary: no kept connection
                 fields, pttl = await self._hmget_pttl(client, key)
             else:
                 fields, pttl = await self._hot_hmget(client, key)
             return self._item(fields, pttl, time.time())
 
         return await self._call(get)
+
+    async def _piped_hmget(self, client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
+        """HMGET and PTTL on the pipelined connection; through redis-py (and its retries) when
+        that connection is broken."""
+        import redis.exceptions as rex
+
+        pipeline = self._pipeline
+        assert pipeline is not None
+        try:
+            fields, pttl = await pipeline.call(
+                (encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key))
+            )
+        except rex.ConnectionError:
+            return await self._hmget_pttl(client, key)
+        for reply in (fields, pttl):
+            if isinstance(reply, rex.ResponseError):
+                raise reply
+        return fields, pttl
+
+    async def _piped_script(self, client: redis.asyncio.Redis, keys: list[str], args: list[Any]) -> Any:
+        """The write script on the pipelined connection: EVALSHA, then EVAL if the server lost the
+        script; through redis-py (and its retries) when that connection is broken."""
+        import redis.exceptions as rex
+
+        pipeline = self._pipeline
+        assert pipeline is not None
+        tail = (str(len(keys)), *keys, *args)
+        try:
+            (reply,) = await pipeline.call((encode(b"EVALSHA", WRITE_SCRIPT_SHA, *tail),))
+            if isinstance(reply, rex.ResponseError) and str(reply).startswith("NOSCRIPT"):
+                (reply,) = await pipeline.call((encode(b"EVAL", WRITE_SCRIPT, *tail),))
+        except rex.ConnectionError:
+            return await self._script(keys=keys, args=args, client=client)
+        if isinstance(reply, rex.ResponseError):
+            raise reply
+        return reply
 
     async def _hot_hmget(self, client: redis.asyncio.Redis, key: str) -> tuple[Any, Any]:
         """HMGET and PTTL, pipelined on a connection kept from the last call, past redis-py's
@@ -464,6 +521,9 @@ class RedisStore:
                 args += ["D", op.etag or "", "0", "0", b""]
 
         async def run(client: redis.asyncio.Redis) -> list[int]:
+            if self._pipeline is not None:
+                piped: list[int] = await self._piped_script(client, keys, args)
+                return piped
             reply: list[int] = await self._script(keys=keys, args=args, client=client)
             return reply
 
