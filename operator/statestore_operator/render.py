@@ -17,8 +17,7 @@ from typing import Any
 
 import yaml
 
-from statestore_sidecar.drain import FINISH_SECONDS
-from statestore_sidecar.validation import Component, Persistence, secret_env_var
+from statestore_sidecar.validation import FINISH_SECONDS, Component, Persistence, secret_env_var
 
 from . import access, naming, pluggable, quantities, rotation, scaling
 

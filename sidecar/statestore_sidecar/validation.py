@@ -1,4 +1,5 @@
-"""What the operator uses of this package: reading and validating Components, as the server does.
+"""What the operator uses of this package: reading and validating Components, as the server does,
+and the server's stop timing, which the rendered pod's grace period must cover.
 
 The operator imports only these names (a test pins the list), so everything else here can change
 without touching it, and importing them loads no database driver.
@@ -16,6 +17,7 @@ from .components import (
     secret_env_var,
     validate,
 )
+from .drain import FINISH_SECONDS
 from .encryption import NAMES as ENCRYPTION_KEYS
 from .schema import Persistence, is_truthy
 from .stores import UnknownStoreType, schema_for
@@ -23,6 +25,7 @@ from .stores import UnknownStoreType, schema_for
 __all__ = [
     "COMPONENT_CONTAINER_ANNOTATION",
     "ENCRYPTION_KEYS",
+    "FINISH_SECONDS",
     "Component",
     "ComponentError",
     "Persistence",
