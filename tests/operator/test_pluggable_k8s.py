@@ -15,6 +15,7 @@ from operator_testing import (
     ROOT,
     Kube,
     Operator,
+    injecting_operator,
     no_change,
     reconciled,
     reconciles,
@@ -25,7 +26,6 @@ from operator_testing import (
 )
 
 from fixtures.docs import documented
-from statestore_testing.ports import free_port
 
 pytestmark = pytest.mark.k8s
 
@@ -149,32 +149,7 @@ def test_the_webhook_refuses_a_bad_annotation_at_apply(
 def test_sidecar_mode_injects_the_component_container_when_the_pod_asks(
     kube: Kube, start_operator: Callable[..., Operator], tmp_path: Path
 ) -> None:
-    config = f"statestore-plug-{kube.ns}.dapr.io"
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-        "--inject-sidecars",
-    )
-    try:
-        wait_for(
-            "the mutating webhook configuration",
-            lambda: (
-                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
-                == 0
-            ),
-        )
+    with injecting_operator(kube, start_operator, tmp_path):
         kube.apply(component("orders", MEMSTORE))
         kube.wait_condition("orders", "Validated", "True", "PluggableComponent")
         inject = {"statestore.dapr.io/inject": "true", "statestore.dapr.io/app-id": "web"}
@@ -198,9 +173,6 @@ def test_sidecar_mode_injects_the_component_container_when_the_pod_asks(
         applied = kube.apply(app_pod("other", {**inject, "statestore.dapr.io/app-id": "other"}))
         assert "pluggable Component 'orders' has no container in this pod" in applied.stderr, applied.stderr
         assert [c["name"] for c in kube.must_get("pod", "other")["spec"]["containers"]] == ["app"]
-    finally:
-        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
 
 
 def app_pod(name: str, annotations: dict[str, str]) -> dict[str, Any]:

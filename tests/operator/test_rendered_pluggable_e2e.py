@@ -17,11 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from operator_testing import Kube, Operator, container_env, wait_for, without
+from operator_testing import Kube, Operator, container_env, injecting_operator, wait_for, without
 
 from fixtures.pluggable import contrib_pluggable_binary
 from fixtures.sidecar import sidecar_process
-from statestore_testing.ports import free_port
 
 pytestmark = [pytest.mark.k8s, pytest.mark.backends]
 
@@ -132,38 +131,13 @@ def test_injected_pluggable_pod_serves_state(
 ) -> None:
     """Sidecar mode: the pod the webhook returns, with `dapr.io/inject-pluggable-components`, runs (as
     local processes) the `statestore` sidecar and the component's container over one sockets folder."""
-    config = f"statestore-plug-e2e-{kube.ns}.dapr.io"
-    cert, key = kube.cluster.ca.issue(
-        tmp_path, "webhook", common_name="127.0.0.1", hosts=["127.0.0.1"], server=True
-    )
-    chain = tmp_path / "chain.crt"
-    chain.write_bytes(cert.read_bytes() + kube.cluster.ca.cert_pem)
-    start_operator(
-        *(
-            "--webhook-address",
-            "127.0.0.1",
-            "--webhook-host",
-            "127.0.0.1",
-            "--webhook-port",
-            str(free_port()),
-        ),
-        *("--webhook-cert", str(chain), "--webhook-key", str(key), "--webhook-config-name", config),
-        "--inject-sidecars",
-    )
     plug = {
         "name": "memstore",
         "image": "example.test/contrib-pluggable:1",
         "command": ["contrib-pluggable"],
         "args": ["-socket", f"{SOCKETS}/memstore.sock"],
     }
-    try:
-        wait_for(
-            "the mutating webhook configuration",
-            lambda: (
-                kube.cluster.kubectl("get", "mutatingwebhookconfiguration", config, check=False).returncode
-                == 0
-            ),
-        )
+    with injecting_operator(kube, start_operator, tmp_path):
         kube.apply(
             {
                 "apiVersion": "dapr.io/v1alpha1",
@@ -228,6 +202,3 @@ def test_injected_pluggable_pod_serves_state(
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=15)
             log.close()
-    finally:
-        for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            kube.cluster.kubectl("delete", kind, config, "--ignore-not-found", check=False)
