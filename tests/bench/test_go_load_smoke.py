@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
 from bench.load import go_load
+
 from fixtures.sidecar import sidecar_process
 
 pytestmark = pytest.mark.backends  # go-client is built with the backends' set-up (`make go-client`)
