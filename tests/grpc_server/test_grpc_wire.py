@@ -119,14 +119,14 @@ class RawClient:
             for event in self.conn.receive_data(data):
                 answer = self.answers.setdefault(getattr(event, "stream_id", 0), Answer())
                 if isinstance(event, ResponseReceived):
-                    answer.headers = dict(event.headers)  # type: ignore[arg-type]
+                    answer.headers = dict(event.headers)
                 elif isinstance(event, DataReceived):
                     answer.data += event.data
                     answer.frames.append(len(event.data))
                     if acknowledge:
                         self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, TrailersReceived):
-                    answer.trailers = dict(event.headers)  # type: ignore[arg-type]
+                    answer.trailers = dict(event.headers)
                 elif isinstance(event, StreamEnded):
                     self.ended.add(event.stream_id)
                 elif isinstance(event, StreamReset):
