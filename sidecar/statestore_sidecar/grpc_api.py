@@ -24,7 +24,8 @@ from google.rpc import error_details_pb2, status_pb2
 from . import errors, keys
 from .drain import FINISH_SECONDS
 from .errors import ApiError
-from .grpc_wire import INTERNAL, UNIMPLEMENTED, GrpcStatus, GrpcWireServer, Handler, Headers
+from .grpc_calls import INTERNAL, UNIMPLEMENTED, GrpcStatus, Handler, Headers
+from .grpc_wire import GrpcWireServer
 from .json_codec import Malformed, decode_json, encode_value
 from .state_api import ItemRequest, StateCore, expire_time
 from .stores.base import Item

@@ -7,28 +7,36 @@ use: flow control both ways, SETTINGS, PING, CONTINUATION, RST_STREAM and GOAWAY
 does the same work through its C core, a completion-queue thread and a coroutine per call, and
 costs several times the CPU per call (`bench/README.md`). What a call does is the router's business
 (`grpc_api.DaprService`): it maps a path and the request headers to a handler of message bytes.
+The call layer's pure parts are in `grpc_calls`, the frames in `http2_frames`; what is left here,
+over the usual length, is one connection's state machine, which reads best whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
-import zlib
-from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import cast
 
 from hpack import Decoder
 from hpack.exceptions import HPACKError
 
 from . import http2_frames as h2
+from .grpc_calls import (
+    DEADLINE_EXCEEDED,
+    INTERNAL,
+    RESOURCE_EXHAUSTED,
+    UNKNOWN,
+    GrpcStatus,
+    Handler,
+    Headers,
+    Router,
+    request_message,
+    status_block,
+    timeout_of,
+)
 
 log = logging.getLogger("statestore.grpc")
-
-# gRPC status codes (the numbers of grpc.StatusCode).
-OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 2, 3, 4
-RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 8, 12, 13, 14, 16
 
 # What the server grants: per stream and for the whole connection, replenished as data arrives.
 STREAM_WINDOW = 1 << 20
@@ -44,86 +52,12 @@ _SETTINGS = h2.settings(
 )
 _GREETING = _SETTINGS + h2.window_update(0, CONNECTION_WINDOW - h2.DEFAULT_WINDOW)
 _OK_TRAILERS = h2.literal(b"grpc-status", b"0")
-_TIMEOUT_UNITS = {72: 3600.0, 77: 60.0, 83: 1.0, 109: 1e-3, 117: 1e-6, 110: 1e-9}  # H M S m u n
-
-Headers = dict[bytes, bytes]
-Handler = Callable[[bytes, Headers], Awaitable[bytes]]
-
-
-class GrpcStatus(Exception):
-    """Ends a call with a status other than OK; `details` is a serialized `google.rpc.Status`."""
-
-    def __init__(self, code: int, message: str, details: bytes | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
-
-
-class Router(Protocol):
-    def route(self, path: bytes, headers: Headers) -> Handler:
-        """The handler of a call, or GrpcStatus to refuse it before its message arrives."""
-        ...
 
 
 class _ConnectionError(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
-
-
-def _percent_encoded(message: str) -> bytes:
-    raw = message.encode()
-    if all(0x20 <= c <= 0x7E and c != 0x25 for c in raw):
-        return raw
-    return b"".join(bytes([c]) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in raw)
-
-
-def status_block(status: GrpcStatus) -> bytes:
-    """A trailers-only response: the response headers and the status in one header block."""
-    block = h2.GRPC_HEAD + h2.literal(b"grpc-status", str(status.code).encode())
-    if status.message:
-        block += h2.literal(b"grpc-message", _percent_encoded(status.message))
-    if status.details:
-        block += h2.literal(b"grpc-status-details-bin", base64.b64encode(status.details).rstrip(b"="))
-    return block
-
-
-def timeout_of(value: bytes | None) -> float | None:
-    """`grpc-timeout` in seconds: up to 8 digits and a unit; anything else is no deadline."""
-    if not value or len(value) > 9 or not value[:-1].isdigit():
-        return None
-    unit = _TIMEOUT_UNITS.get(value[-1])
-    return None if unit is None else int(value[:-1]) * unit
-
-
-def request_message(body: bytes, limit: int, encoding: bytes | None) -> bytes:
-    """The one message of a unary request body (5-byte prefix, then the message)."""
-    if encoding not in (None, b"identity", b"gzip"):  # gzip: daprd's only decompressor too
-        name = encoding.decode(errors="replace")
-        raise GrpcStatus(UNIMPLEMENTED, f'grpc: Decompressor is not installed for grpc-encoding "{name}"')
-    if len(body) < 5:
-        raise GrpcStatus(INTERNAL, "grpc: the request carries no message")
-    length = int.from_bytes(body[1:5], "big")
-    if length > limit:
-        raise GrpcStatus(RESOURCE_EXHAUSTED, f"grpc: received message larger than max ({length} vs. {limit})")
-    if len(body) != 5 + length:
-        raise GrpcStatus(INTERNAL, "grpc: a unary call takes exactly one request message")
-    if body[0] == 0:
-        return body[5:]
-    if body[0] != 1:
-        raise GrpcStatus(INTERNAL, f"grpc: invalid message compression flag {body[0]}")
-    if encoding != b"gzip":
-        raise GrpcStatus(INTERNAL, "grpc: compressed flag set with identity or empty encoding")
-    inflater = zlib.decompressobj(31)
-    try:
-        message = inflater.decompress(body[5:], limit + 1)
-    except zlib.error as exc:
-        raise GrpcStatus(INTERNAL, f"grpc: failed to decompress the message: {exc}") from None
-    if len(message) > limit:
-        words = f"grpc: received message after decompression larger than max ({len(message)} vs. {limit})"
-        raise GrpcStatus(RESOURCE_EXHAUSTED, words)
-    return message
 
 
 class _Stream:

@@ -10,7 +10,7 @@ import pytest
 from hpack import Decoder
 
 from statestore_sidecar import http2_frames as h2
-from statestore_sidecar.grpc_wire import GrpcStatus, request_message, status_block, timeout_of
+from statestore_sidecar.grpc_calls import GrpcStatus, request_message, status_block, timeout_of
 
 
 @pytest.mark.parametrize(
