@@ -47,7 +47,7 @@ backends:
 	bash hack/backends/install.sh
 
 ## The state API against direct backend access on loopback (bench/README.md); BENCH_ARGS="--smoke" for a quick check.
-bench: venv backends
+bench: venv backends daprd go-client
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 k8s-binaries:

@@ -7,7 +7,8 @@
   milliseconds, which would add up to 1 ms to every measurement.
 * `closed_loop` runs `concurrency` callers back to back for a time; its rate is the maximum the
   whole path sustains (including this Python client, which for direct access is the bottleneck).
-* `wrk` drives the HTTP API from C, so the server, not the client, is what saturates.
+* `wrk` drives the HTTP API from C, so the server, not the client, is what saturates; `go_load` does
+  the same over gRPC with the official Go SDK (hack/sdk/go-client's `-load` mode).
 
 A "call" is an async function of the request number returning an HTTP-like status (2xx is success).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -322,6 +324,38 @@ def run_wrk(
             command = ["taskset", "-c", cores, *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True)
     return parse_wrk(done.stdout), done.stdout
+
+
+def go_load(address: str, store: str, op: str, connections: int, seconds: float) -> Phase:
+    """The Go SDK's closed loop: `connections` callers, one gRPC connection each, GET or SAVE of one key."""
+    from statestore_testing.go_client import go_client_binary
+
+    seconds = min(seconds, MAX_PHASE_SECONDS)
+    command = [
+        str(go_client_binary()), "-load", op, "-address", address, "-store", store,
+        "-connections", str(connections), "-concurrency", str(connections),
+        "-duration", f"{max(1, round(seconds))}s",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    figures = json.loads(done.stdout)
+    ok, errors = int(figures["requests"]), int(figures["errors"])
+    return Phase(
+        requests=ok + errors,
+        errors=errors,
+        seconds=float(figures["seconds"]),
+        statuses={200: ok} if not errors else {200: ok, 599: errors},
+        tool="go-sdk",
+    )
+
+
+def have_go_load() -> bool:
+    from statestore_testing.go_client import go_client_binary
+
+    try:
+        go_client_binary()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _ms(text: str) -> float:

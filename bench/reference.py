@@ -16,6 +16,7 @@ from typing import Any
 from statestore_testing.daprd import DaprComponent, Daprd
 
 from . import targets as t
+from .load import have_go_load
 
 PATHS = ("daprd-http", "daprd-grpc")
 Measure = Callable[..., Awaitable[dict[str, Any]]]
@@ -80,7 +81,12 @@ async def measure_daprd(
             grpc = t.Grpc(daprd.grpc_port, value, connections)
             try:
                 out[op]["daprd-grpc"] = await measure(
-                    grpc, op=op, server_pids=[proc.pid], db_pids=db_pids, wrk_url=None
+                    grpc,
+                    op=op,
+                    server_pids=[proc.pid],
+                    db_pids=db_pids,
+                    wrk_url=None,
+                    grpc_address=f"127.0.0.1:{daprd.grpc_port}" if wrk and have_go_load() else None,
                 )
             finally:
                 await grpc.close()

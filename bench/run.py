@@ -8,8 +8,9 @@ For each backend (Redis, PostgreSQL, SQLite) and operation (GET and SAVE of a 1 
 for each path (direct: the Python driver running the store's own statements; api: statestore-sidecar
 as a real process with a Component for that backend):
 
-* maximum throughput: `wrk` (or, without wrk and for the direct path, a closed-loop Python client)
-  with 16 connections for --duration seconds;
+* maximum throughput: `wrk` over HTTP and the official Go SDK over gRPC (hack/sdk/go-client's
+  `-load` mode; or, without them and for the direct path, a closed-loop Python client) with 16
+  connections for --duration seconds;
 * latency p50/p90/p99 at a fixed --rate (1,000 requests/s), open loop and measured from each
   request's scheduled time (corrected for coordinated omission);
 * CPU seconds per 1,000 requests and RSS of the serving process, from /proc: the sidecar for the API
@@ -48,7 +49,7 @@ from statestore_testing.databases import PostgresServer, RedisServer
 from statestore_testing.ports import free_port
 
 from . import targets as t
-from .load import closed_loop, have_wrk, open_loop, pinned, run_wrk, wrk_script
+from .load import closed_loop, go_load, have_go_load, have_wrk, open_loop, pinned, run_wrk, wrk_script
 from .proc import Usage, core_busy
 from .reference import PATHS, measure_daprd
 
@@ -307,7 +308,10 @@ async def measure(
     db_pids: list[int],
     wrk_url: str | None,
     value: bytes,
+    grpc_address: str | None = None,
 ) -> dict[str, Any]:
+    """The maximum (wrk for HTTP and the Go SDK for gRPC where given, else the Python closed loop),
+    then the fixed rate's latency, CPU and memory."""
     call = target.get if op == "get" else target.save
     out: dict[str, Any] = {}
     await closed_loop(call, settings.connections, settings.warmup)
@@ -322,6 +326,10 @@ async def measure(
             script = wrk_script("POST", [f"/v1.0/state/{t.STORE}"] * t.KEYS, bodies)
         peak, raw = await asyncio.to_thread(run_wrk, wrk_url, script, settings.connections, settings.duration)
         out["wrk_output"] = raw
+    elif grpc_address is not None:
+        peak = await asyncio.to_thread(
+            go_load, grpc_address, t.STORE, op, settings.connections, settings.duration
+        )
     else:
         peak = await closed_loop(call, settings.connections, settings.duration)
     after, cores_after, elapsed = _usage(server_pids), core_busy(), time.monotonic() - started
@@ -409,6 +417,7 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
                 raise RuntimeError(f"seeding {name} failed: {sorted(set(statuses))}")
             result["bulk"] = await asyncio.to_thread(_bulk, backend, sidecar.port)
             wrk_url = f"http://127.0.0.1:{sidecar.port}" if settings.use_wrk and have_wrk() else None
+            go_address = f"127.0.0.1:{sidecar.grpc_port}" if settings.use_wrk and have_go_load() else None
             for op in OPS:
                 runs: dict[str, Any] = {}
                 direct = await backend.direct(value, settings.connections)
@@ -440,7 +449,6 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
                     await api.close()
                 over_grpc = t.Grpc(sidecar.grpc_port, value, settings.connections)
                 try:
-                    # No C load generator speaks gRPC here: its maximum is the Python client's.
                     runs["grpc"] = await measure(
                         over_grpc,
                         op=op,
@@ -449,6 +457,7 @@ async def bench_backend(name: str, settings: Settings, workdir: Path) -> dict[st
                         db_pids=db_pids,
                         wrk_url=None,
                         value=value,
+                        grpc_address=go_address,
                     )
                 finally:
                     await over_grpc.close()

@@ -12,25 +12,21 @@ import base64
 import binascii
 import dataclasses
 import logging
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from . import access, actors, conditions, fallback, metrics, naming, render, scaling
+from . import access, actors, conditions, events, fallback, metrics, naming, render, scaling
+from .children import Blocked, Children
 from .conditions import Condition
-from .kube import JSON, ApiError, Client, path_of
-from .validation import SECRET_KEY_NOT_FOUND, Outcome, check, is_state_store, keys_to_read
+from .events import now
+from .kube import JSON, Client
+from .validation import Outcome, check, is_state_store, keys_to_read
 
 log = logging.getLogger("statestore.operator")
 
 CONTROLLER = "component"
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +44,7 @@ class Reconciler:
         self, client: Client, pods: render.PodSettings, app_id_label: str = access.DEFAULT_APP_ID_LABEL
     ) -> None:
         self.client = client
+        self.children = Children(client)
         self.pods = pods
         self.app_id_label = app_id_label
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -116,7 +113,9 @@ class Reconciler:
             body = {**body, "status": fallback.status_of(body)}
             if key not in self._told_no_status:
                 self._told_no_status.add(key)
-                await self._post(body, "Warning", fallback.NO_STATUS_REASON, fallback.NO_STATUS_MESSAGE)
+                await events.post_event(
+                    self.client, body, "Warning", fallback.NO_STATUS_REASON, fallback.NO_STATUS_MESSAGE
+                )
         seen = self._seen.get(key)
         if not full and seen is not None and seen.version == body["metadata"].get("resourceVersion"):
             # Only the Deployment moved: two GETs instead of every child, Secret and list. A Deployment
@@ -135,20 +134,20 @@ class Reconciler:
         if outcome.ok and outcome.component is not None:
             replicas = 0 if conflict else 1
             try:
-                await self._ensure(body, render.config_map(body))
+                await self.children.ensure(body, render.config_map(body))
                 token_uid = ""
                 if outcome.token is not None and outcome.token.generated:
-                    generated = await self._ensure_token_secret(body)
+                    generated = await self.children.ensure_token_secret(body)
                     token_uid = str(generated["metadata"]["uid"])
                     secrets[generated["metadata"]["name"]] = generated
                 # The policy before the pods, so a scoped Component's pods never run unprotected.
                 policy = render.network_policy(body, self.app_id_label)
                 if policy is not None:
-                    await self._ensure(body, policy)
+                    await self.children.ensure(body, policy)
                 plan = scaling.plan(body, outcome.component, self.pods.default_replicas)
                 if plan.claim:
-                    await self._ensure_claim(body, plan)  # before the pods that mount it
-                deployment = await self._ensure(
+                    await self.children.ensure_claim(body, plan)  # before the pods that mount it
+                deployment = await self.children.ensure(
                     body,
                     scaling.shape(
                         render.deployment(
@@ -164,10 +163,10 @@ class Reconciler:
                         stopped=bool(conflict),
                     ),
                 )
-                await self._ensure(body, render.service(body))
-                await self._ensure_scaling(body, plan, stopped=bool(conflict))
+                await self.children.ensure(body, render.service(body))
+                await self.children.ensure_scaling(body, plan, stopped=bool(conflict))
                 if policy is None:
-                    await self._delete_owned(body, "NetworkPolicy")  # the scopes were removed
+                    await self.children.delete_owned(body, "NetworkPolicy")  # the scopes were removed
             except Blocked as exc:
                 deployment, blocked = None, exc
         else:
@@ -243,90 +242,13 @@ class Reconciler:
             "NetworkPolicy",
             "ConfigMap",
         ):
-            await self._delete_owned(body, kind)
+            await self.children.delete_owned(body, kind)
         if body.get("status"):
             await self.client.patch_status(meta["namespace"], meta["name"], None)
         if fallback.has_annotations(body):
             await self.client.patch_annotations(
                 meta["namespace"], meta["name"], fallback.annotations_for(None)
             )
-
-    async def _ensure_scaling(self, body: Mapping[str, Any], plan: scaling.Plan, *, stopped: bool) -> None:
-        """The disruption budget and the autoscaler the plan asks for; those it no longer asks for go."""
-        owner = render.owner_reference(body)
-        wanted = {
-            "PodDisruptionBudget": scaling.disruption_budget(body, plan, owner),
-            "HorizontalPodAutoscaler": None if stopped else scaling.autoscaler(body, plan, owner),
-        }
-        for kind, desired in wanted.items():
-            if desired is None:
-                await self._delete_owned(body, kind)
-            else:
-                await self._ensure(body, desired)
-
-    async def _ensure_claim(self, body: Mapping[str, Any], plan: scaling.Plan) -> None:
-        """The data claim: created once (its size and class are fixed then); afterwards only whether the
-        Component owns it (and so deletes it with itself) follows the annotation.
-
-        Not owned by default, a claim is recognised by its component annotation: a Component of the
-        same name takes a kept claim (and its data) back.
-        """
-        meta = body["metadata"]
-        owner = render.owner_reference(body)
-        desired = scaling.claim(body, plan, owner)
-        name = desired["metadata"]["name"]
-        current = await self.client.get("PersistentVolumeClaim", meta["namespace"], name)
-        if current is None:
-            log.info("creating PersistentVolumeClaim %s/%s", meta["namespace"], name)
-            metrics.OBJECT_WRITES.labels("PersistentVolumeClaim").inc()
-            await self.client.create(desired)
-            return
-        annotations = current["metadata"].get("annotations") or {}
-        if annotations.get(naming.COMPONENT_ANNOTATION) != meta["name"]:
-            raise NotOwned(
-                f"PersistentVolumeClaim {name} already exists and is not the data of this Component; "
-                "delete or rename it (or rename the Component)"
-            )
-        refs = current["metadata"].get("ownerReferences") or []
-        others = [r for r in refs if r.get("uid") != meta["uid"]]
-        refs_wanted = [*others, owner] if plan.delete_claim else others
-        if refs != refs_wanted:
-            log.info(
-                "PersistentVolumeClaim %s/%s: deleted with the Component: %s",
-                meta["namespace"],
-                name,
-                plan.delete_claim,
-            )
-            metrics.OBJECT_WRITES.labels("PersistentVolumeClaim").inc()
-            await self.client.request(
-                "PATCH",
-                path_of("PersistentVolumeClaim", meta["namespace"], name),
-                body={"metadata": {"ownerReferences": refs_wanted or None}},
-                content_type="application/merge-patch+json",
-            )
-
-    async def _delete_owned(self, body: Mapping[str, Any], kind: str) -> None:
-        """Delete the Component's child of this kind, if there is one and it is ours."""
-        meta = body["metadata"]
-        name = naming.child_name(meta["name"])
-        try:
-            current = await self.client.get(kind, meta["namespace"], name)
-        except ApiError as exc:
-            if exc.status != 403:
-                raise
-            # RBAC without `get` (e.g. an older role without NetworkPolicies): nothing we could have made.
-            log.warning("cannot read %s %s: %s", kind, name, exc)
-            return
-        owners = (current or {}).get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == meta["uid"] for o in owners):
-            log.info("deleting %s %s/%s", kind, meta["namespace"], name)
-            try:
-                await self.client.delete(kind, meta["namespace"], name)
-            except ApiError as exc:
-                if exc.status != 403:
-                    raise
-                # RBAC without `delete`: leave it (deleting the Component still collects it).
-                log.warning("cannot delete %s %s: %s", kind, name, exc)
 
     async def _validate(self, body: Mapping[str, Any]) -> tuple[Outcome, dict[str, JSON | None]]:
         """The verdict, and the referenced Secrets as read now (for the secrets hash of the pods)."""
@@ -367,91 +289,8 @@ class Reconciler:
             return None
         return actors.conflict_message(me.name, holder.name, me.namespace)
 
-    async def _ensure_token_secret(self, body: Mapping[str, Any]) -> JSON:
-        """The generated API token Secret: created once with a fresh token, then never written again.
-
-        A Secret of that name that this Component does not control is never taken over (NameInUse).
-        The value is never logged, compared or copied anywhere but into the new Secret.
-        """
-        meta = body["metadata"]
-        name = access.token_secret_name(meta["name"])
-        current = await self.client.get("Secret", meta["namespace"], name)
-        if current is None:
-            log.info("creating Secret %s/%s (a new API token)", meta["namespace"], name)
-            metrics.OBJECT_WRITES.labels("Secret").inc()
-            try:
-                current = await self.client.create(render.token_secret(body, access.new_token()))
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                current = None  # created meanwhile (by whom is decided below)
-            if current is None:
-                current = await self.client.get("Secret", meta["namespace"], name)
-                if current is None:
-                    raise RuntimeError(f"Secret {name} was created and is gone again")
-        if not controlled_by(current, body):
-            raise NotOwned(
-                f"Secret {name} already exists and is not controlled by this Component; it is never "
-                f"overwritten: delete or rename it, or name it with {access.API_TOKEN_SECRET_ANNOTATION}"
-            )
-        if access.TOKEN_KEY not in (current.get("data") or {}):
-            raise Blocked(
-                f"Secret {name} has no key {access.TOKEN_KEY!r}; delete it and the operator generates a new token",
-                reason=SECRET_KEY_NOT_FOUND,
-            )
-        return current
-
-    async def _ensure(self, owner: Mapping[str, Any], desired: Mapping[str, Any]) -> JSON:
-        """The object as wanted; written (server-side apply) only when it differs from the server's.
-
-        An object of that name that this Component does not control is never taken over.
-        """
-        meta = desired["metadata"]
-        current = await self.client.get(desired["kind"], meta["namespace"], meta["name"])
-        if current is not None and not controlled_by(current, owner):
-            raise NotOwned(
-                f"{desired['kind']} {meta['name']} already exists and is not controlled by this Component; "
-                "delete or rename it (or rename the Component)"
-            )
-        if current is not None and render.is_subset(
-            {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}, current
-        ):
-            return current
-        metrics.OBJECT_WRITES.labels(desired["kind"]).inc()
-        log.info("applying %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
-        return await self.client.apply(desired)
-
     async def _event(self, body: Mapping[str, Any], cond: Condition, *, warnings: bool) -> None:
-        await self._post(body, *conditions.event_for(cond, warnings))
-
-    async def _post(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-        meta = body["metadata"]
-        stamp = now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": naming.API_VERSION,
-                "kind": naming.KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "type": kind,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": naming.MANAGER},
-            "reportingComponent": naming.MANAGER,
-            "reportingInstance": socket.gethostname()[:128],
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-        try:
-            await self.client.create(event)
-        except Exception as exc:  # an Event is a courtesy: never fail a reconciliation for it
-            log.warning("could not post an Event for %s/%s: %s", meta["namespace"], meta["name"], exc)
+        await events.post_event(self.client, body, *conditions.event_for(cond, warnings))
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,27 +306,6 @@ class _Seen:
 
 def _generation(obj: Mapping[str, Any] | None) -> int | None:
     return None if obj is None else int(obj["metadata"].get("generation", 0))
-
-
-class Blocked(Exception):
-    """The Component cannot be served as it is; `reason` becomes the Available condition's reason."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class NotOwned(Blocked):
-    """A child's name is taken by an object this Component does not control."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, conditions.REASON_NOT_OWNED)
-
-
-def controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    uid = owner["metadata"]["uid"]
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
 def decide(

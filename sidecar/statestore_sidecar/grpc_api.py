@@ -1,9 +1,9 @@
 """The gRPC adapter of the state API: the state part of `dapr.proto.runtime.v1.Dapr`.
 
-It decodes protobuf requests (the stubs the `dapr` package ships) for `StateCore`, renders its
+It decodes protobuf requests (the messages the `dapr` package ships) for `StateCore`, renders its
 results, and turns its `ApiError`s into gRPC statuses with `google.rpc` details as daprd sends them.
-Every other method of the service answers UNIMPLEMENTED, naming itself. The server runs in the
-event loop of the HTTP server (`grpc_service`, entered by the application's lifespan).
+Every other method of the service answers UNIMPLEMENTED, naming itself. `grpc_wire` serves the
+calls on the event loop of the HTTP server (`grpc_service`, entered by the application's lifespan).
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
-import grpc
-import grpc.aio
 from dapr.proto.common.v1 import common_pb2
-from dapr.proto.runtime.v1 import dapr_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
-from google.protobuf import any_pb2, empty_pb2
+from dapr.proto.runtime.v1 import dapr_pb2, metadata_pb2, state_pb2
+from google.protobuf import any_pb2, empty_pb2, message_factory
+from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 
 from . import errors, keys
 from .drain import FINISH_SECONDS
 from .errors import ApiError
+from .grpc_calls import INTERNAL, UNIMPLEMENTED, GrpcStatus, Handler, Headers
+from .grpc_wire import GrpcWireServer
 from .json_codec import Malformed, decode_json, encode_value
 from .state_api import ItemRequest, StateCore, expire_time
 from .stores.base import Item
@@ -32,11 +33,14 @@ from .stores.base import Item
 log = logging.getLogger("statestore.grpc")
 
 SERVICE = "dapr.proto.runtime.v1.Dapr"
-TOKEN_HEADER = "dapr-api-token"
-# gRPC core cancels calls that arrive faster than the server takes them up: past 1,000 waiting calls
-# it drops a growing share at random, past 3,000 all (CANCELLED to the client). daprd queues them
-# instead, so a burst of a few thousand concurrent calls completes; so do we, up to this many.
-MAX_WAITING_CALLS = 65_536
+TOKEN_HEADER = b"dapr-api-token"
+# The numbers of gRPC's status codes, by the names `ApiError.grpc` gives.
+_CODE_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)  # fmt: skip
+CODES = {name: number for number, name in enumerate(_CODE_NAMES)}
 IMPLEMENTED = frozenset(
     {
         "GetState",
@@ -99,18 +103,17 @@ def _detail(detail: dict[str, Any]) -> any_pb2.Any:
     return packed
 
 
-def status_of(code: grpc.StatusCode, message: str, details: list[dict[str, Any]] | None) -> status_pb2.Status:
-    return status_pb2.Status(code=code.value[0], message=message, details=[_detail(d) for d in details or ()])
+def status_of(code: int, message: str, details: list[dict[str, Any]] | None) -> status_pb2.Status:
+    return status_pb2.Status(code=code, message=message, details=[_detail(d) for d in details or ()])
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], err: ApiError) -> None:
-    """End the call with the error's gRPC form; rich details travel as `grpc-status-details-bin`."""
-    code = grpc.StatusCode[err.grpc]
-    metadata: tuple[tuple[str, str | bytes], ...] = ()
+def grpc_status(err: ApiError) -> GrpcStatus:
+    """The error's gRPC form; rich details travel as `grpc-status-details-bin`."""
+    code = CODES[err.grpc]
+    details = None
     if err.grpc_details:
-        status = status_of(code, err.grpc_message, err.grpc_details)
-        metadata = (("grpc-status-details-bin", status.SerializeToString()),)
-    await context.abort(code, err.grpc_message, trailing_metadata=metadata)
+        details = status_of(code, err.grpc_message, err.grpc_details).SerializeToString()
+    return GrpcStatus(code, err.grpc_message, details)
 
 
 def _token_error(detail: str) -> ApiError:
@@ -156,41 +159,22 @@ def _item_metadata(item: Item) -> dict[str, str]:
 
 # -- the service ------------------------------------------------------------------------------------
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
-
-def _api(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """A servicer method whose ApiErrors end the call in their gRPC form."""
-
-    async def call(self: DaprState, request: Any, context: Context) -> Any:
-        try:
-            return await method(self, request, context)
-        except ApiError as err:
-            await abort(context, err)
-
-    call.__name__ = method.__name__
-    return call
-
-
-class DaprState(dapr_pb2_grpc.DaprServicer):
-    """The state part of the Dapr service over one `StateCore`."""
+class DaprState:
+    """The state part of the Dapr service over one `StateCore`: a coroutine per method, from the
+    decoded request to the reply message, raising `ApiError`."""
 
     def __init__(self, core: StateCore) -> None:
         self.core = core
-        for name in dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods_by_name:
-            if name not in IMPLEMENTED:
-                setattr(self, name, _unimplemented(name))
 
-    @_api
-    async def GetState(self, request: state_pb2.GetStateRequest, context: Context) -> Any:
+    async def GetState(self, request: state_pb2.GetStateRequest) -> Message:
         handle = self.core.handle(request.store_name)
         item = await self.core.get(handle, request.key, _CONSISTENCY.get(request.consistency))
         if item is None:
             return state_pb2.GetStateResponse()
         return state_pb2.GetStateResponse(data=item.data, etag=item.etag, metadata=_item_metadata(item))
 
-    @_api
-    async def GetBulkState(self, request: state_pb2.GetBulkStateRequest, context: Context) -> Any:
+    async def GetBulkState(self, request: state_pb2.GetBulkStateRequest) -> Message:
         handle = self.core.handle(request.store_name)
         # `parallelism` is only a hint: every store fetches the keys in one round trip.
         found = await self.core.bulk_get(handle, list(request.keys))
@@ -205,30 +189,24 @@ class DaprState(dapr_pb2_grpc.DaprServicer):
             ]
         )
 
-    @_api
-    async def SaveState(self, request: state_pb2.SaveStateRequest, context: Context) -> Any:
+    async def SaveState(self, request: state_pb2.SaveStateRequest) -> Message:
         handle = self.core.handle(request.store_name)
         items = [_item(s, json_content=True) for s in request.states]
         await self.core.save(handle, items, {})
-        return empty_pb2.Empty()
+        return _EMPTY
 
-    @_api
-    async def DeleteState(self, request: state_pb2.DeleteStateRequest, context: Context) -> Any:
+    async def DeleteState(self, request: state_pb2.DeleteStateRequest) -> Message:
         handle = self.core.handle(request.store_name)
         mode, consistency = _options(request)
         await self.core.delete(handle, request.key, _etag(request), mode, consistency)
-        return empty_pb2.Empty()
+        return _EMPTY
 
-    @_api
-    async def DeleteBulkState(self, request: state_pb2.DeleteBulkStateRequest, context: Context) -> Any:
+    async def DeleteBulkState(self, request: state_pb2.DeleteBulkStateRequest) -> Message:
         handle = self.core.handle(request.store_name)
         await self.core.delete_bulk(handle, [_item(s, json_content=False) for s in request.states])
-        return empty_pb2.Empty()
+        return _EMPTY
 
-    @_api
-    async def ExecuteStateTransaction(
-        self, request: state_pb2.ExecuteStateTransactionRequest, context: Context
-    ) -> Any:
+    async def ExecuteStateTransaction(self, request: state_pb2.ExecuteStateTransactionRequest) -> Message:
         handle = self.core.transactional(request.storeName)
         operations = []
         for op in request.operations:
@@ -236,10 +214,9 @@ class DaprState(dapr_pb2_grpc.DaprServicer):
             self.core.stored_key(handle, item.key)  # daprd checks the key before the operation type
             operations.append(self.core.operation(handle, op.operationType, item, {}))
         await self.core.transact(handle, operations)
-        return empty_pb2.Empty()
+        return _EMPTY
 
-    @_api
-    async def QueryStateAlpha1(self, request: state_pb2.QueryStateRequest, context: Context) -> Any:
+    async def QueryStateAlpha1(self, request: state_pb2.QueryStateRequest) -> Message:
         handle = self.core.queryable(request.store_name)
         page = await self.core.query(handle, request.query.encode())
         return state_pb2.QueryStateResponse(
@@ -250,8 +227,7 @@ class DaprState(dapr_pb2_grpc.DaprServicer):
             token=page.token or "",
         )
 
-    @_api
-    async def GetMetadata(self, request: metadata_pb2.GetMetadataRequest, context: Context) -> Any:
+    async def GetMetadata(self, request: metadata_pb2.GetMetadataRequest) -> Message:
         view = self.core.metadata()
         return metadata_pb2.GetMetadataResponse(
             id=view.app_id,
@@ -266,72 +242,76 @@ class DaprState(dapr_pb2_grpc.DaprServicer):
             actor_runtime=metadata_pb2.ActorRuntime(runtime_status=metadata_pb2.ActorRuntime.DISABLED),
         )
 
-    @_api
-    async def SetMetadata(self, request: metadata_pb2.SetMetadataRequest, context: Context) -> Any:
+    async def SetMetadata(self, request: metadata_pb2.SetMetadataRequest) -> Message:
         if request.key:
             self.core.set_metadata(request.key, request.value)
-        return empty_pb2.Empty()
+        return _EMPTY
 
 
-def _unimplemented(name: str) -> Callable[[Any, Context], Awaitable[None]]:
-    async def refuse(request: Any, context: Context) -> None:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{SERVICE}/{name} is not implemented: this server serves Dapr's state API only",
-        )
-
-    return refuse
+_EMPTY = empty_pb2.Empty()
+_METHODS = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"].methods_by_name
 
 
-# -- the API token ----------------------------------------------------------------------------------
+def _handler(method: Callable[[Any], Awaitable[Message]], request_type: type[Message]) -> Handler:
+    """A method as `grpc_wire` calls it: request bytes in, reply bytes out, ApiErrors as statuses."""
+    parse = request_type.FromString
+
+    async def handle(message: bytes, headers: Headers) -> bytes:
+        try:
+            request = parse(message)
+        except DecodeError as exc:
+            raise GrpcStatus(INTERNAL, f"grpc: error unmarshalling request: {exc}") from None
+        try:
+            reply = await method(request)
+        except ApiError as err:
+            raise grpc_status(err) from None
+        return reply.SerializeToString()
+
+    return handle
 
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+class DaprService:
+    """Routes the paths of the Dapr service: the state methods to `DaprState`, every other method
+    of the service to UNIMPLEMENTED by name. `dapr-api-token` must equal DAPR_API_TOKEN on every
+    call of the service, as daprd's interceptor requires."""
+
+    def __init__(self, core: StateCore, token: str | None) -> None:
+        state = DaprState(core)
+        self.token = token.encode() if token else None
+        self.handlers: dict[bytes, Handler] = {}
+        self.unimplemented: dict[bytes, GrpcStatus] = {}
+        for name, method in _METHODS.items():
+            path = f"/{SERVICE}/{name}".encode()
+            if name in IMPLEMENTED:
+                request_type = message_factory.GetMessageClass(method.input_type)
+                self.handlers[path] = _handler(getattr(state, name), request_type)
+            else:
+                message = f"{SERVICE}/{name} is not implemented: this server serves Dapr's state API only"
+                self.unimplemented[path] = GrpcStatus(UNIMPLEMENTED, message)
+
+    def route(self, path: bytes, headers: Headers) -> Handler:
+        handler = self.handlers.get(path)
+        if handler is None and path not in self.unimplemented:
+            raise _unknown(path.decode(errors="replace"))
+        if self.token is not None:
+            given = headers.get(TOKEN_HEADER)
+            if given is None:
+                raise grpc_status(_token_error("missing api token in request metadata"))
+            if not hmac.compare_digest(given, self.token):
+                raise grpc_status(_token_error("authentication error: api token mismatch"))
+        if handler is None:
+            raise self.unimplemented[path]
+        return handler
 
 
-class TokenCheck(grpc.aio.ServerInterceptor):
-    """`dapr-api-token` must equal DAPR_API_TOKEN on every call, as daprd's interceptor requires."""
-
-    def __init__(self, token: str) -> None:
-        self.token = token.encode()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(details)
-        given = [v for k, v in details.invocation_metadata or () if k == TOKEN_HEADER]
-        if not given:
-            refusal = _token_error("missing api token in request metadata")
-        elif hmac.compare_digest(_as_bytes(given[0]), self.token):
-            return handler
-        else:
-            refusal = _token_error("authentication error: api token mismatch")
-        return None if handler is None else _refusing(handler, refusal)
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def _refusing(handler: Handler, err: ApiError) -> Handler:
-    """A handler of the same kind as `handler` that ends every call with `err`."""
-
-    async def refuse(request: Any, context: Context) -> None:
-        await abort(context, err)
-
-    codec = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, **codec)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse, **codec)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, **codec)
-    return grpc.stream_stream_rpc_method_handler(refuse, **codec)
+def _unknown(path: str) -> GrpcStatus:
+    """A path outside the Dapr service, refused in the words of daprd's gRPC library."""
+    service, _, method = path.removeprefix("/").rpartition("/")
+    if not path.startswith("/") or not service:
+        return GrpcStatus(UNIMPLEMENTED, f'malformed method name: "{path}"')
+    if service == SERVICE:
+        return GrpcStatus(UNIMPLEMENTED, f"unknown method {method} for service {service}")
+    return GrpcStatus(UNIMPLEMENTED, f"unknown service {service}")
 
 
 # -- the server -------------------------------------------------------------------------------------
@@ -347,23 +327,11 @@ async def grpc_service(
     `shared_port` lets several worker processes listen on the port (SO_REUSEPORT); otherwise a port
     in use is an error, as for the HTTP server.
     """
-    limit = core.max_body_size
-    server = grpc.aio.server(
-        interceptors=[TokenCheck(token)] if token else None,
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 1 if shared_port else 0),
-            ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
-            ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
-        ],
-    )
-    dapr_pb2_grpc.add_DaprServicer_to_server(DaprState(core), server)  # type: ignore[no-untyped-call]
+    server = GrpcWireServer(DaprService(core, token), core.max_body_size)
     try:
-        server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:
+        await server.listen(host, port, reuse_port=shared_port)
+    except OSError as exc:
         raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
-    await server.start()
     log.info("Dapr gRPC API listening on %s:%d", host, port)
     drain = core.runtime.drain
 

@@ -62,7 +62,8 @@ def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) ->
     (tmp_path / "c.yaml").write_text(
         component_yaml("store", "state.sqlite", connectionString=str(tmp_path / "state.db"))
     )
-    port, metrics_port = free_port(), free_port()
+    # Every port given: the default gRPC port (50001) may be another server's on a shared machine.
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             str(BIN / "statestore-sidecar"),
@@ -74,6 +75,8 @@ def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) ->
             str(port),
             "--dapr-listen-addresses",
             "127.0.0.1",
+            "--dapr-grpc-port",
+            str(grpc_port),
             "--metrics-port",
             str(metrics_port),
             "--workers",

@@ -60,7 +60,9 @@ def test_sidecar_image_serves_the_walkthrough(tmp_path: Path) -> None:
         f"--volume={data}:{DATA_DIR}",
         f"--workdir={DATA_DIR}",
     ]
-    with run(SIDECAR_IMAGE, options, [*args, "--dapr-http-port", str(port)]) as container:
+    # Both ports chosen here: the host's network is shared, and 50001 may be another server's.
+    ports = ["--dapr-http-port", str(port), "--dapr-grpc-port", str(free_port())]
+    with run(SIDECAR_IMAGE, options, [*args, *ports]) as container:
         wait_serving(container, f"http://127.0.0.1:{port}/v1.0/healthz", 204)
         assert container.exec("id", "-u").strip() == str(UID)
         check_walkthrough(port, tmp_path)

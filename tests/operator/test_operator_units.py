@@ -300,7 +300,7 @@ def test_is_subset() -> None:
 
 
 def test_blocked_by_a_foreign_object() -> None:
-    from statestore_operator.reconcile import controlled_by
+    from statestore_operator.children import controlled_by
 
     b = body(ctype="state.in-memory")
     mine = {"metadata": {"ownerReferences": [render.owner_reference(b)]}}

@@ -30,7 +30,11 @@ def test_documented_components_validate(tmp_path: Path) -> None:
         assert validated.warnings == ()
         store = create_store(component.type, StoreConfig(component.name, validated.metadata))
         assert isinstance(store, RedisStore)
-        topologies[component.name] = (store._failover, store._cluster, len(store._hosts))
+        topologies[component.name] = (
+            store.settings.failover,
+            store.settings.cluster,
+            len(store.settings.hosts),
+        )
     assert topologies == {
         "cache": (False, False, 1),
         "orders": (True, False, 3),

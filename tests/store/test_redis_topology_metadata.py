@@ -33,14 +33,14 @@ def test_parse_hosts_refuses(hosts: str) -> None:
 
 def test_sentinel_and_cluster_settings_resolve() -> None:
     sentinel = store({"redisHost": "s1,s2:26380,s3", **SENTINEL, "sentinelPassword": "p"})
-    assert sentinel._hosts == [("s1", 26379), ("s2", 26380), ("s3", 26379)]
-    assert sentinel._sentinel_auth == {"username": None, "password": "p"}
+    assert sentinel.settings.hosts == [("s1", 26379), ("s2", 26380), ("s3", 26379)]
+    assert sentinel.settings.sentinel_auth == {"username": None, "password": "p"}
     one_sentinel = store({"redisHost": "sentinel.default.svc:26379", **SENTINEL})
-    assert one_sentinel._hosts == [("sentinel.default.svc", 26379)]
+    assert one_sentinel.settings.hosts == [("sentinel.default.svc", 26379)]
     cluster = store({"redisHost": "n1:7000,n2:7001", "redisType": "cluster"})
-    assert cluster._hosts == [("n1", 7000), ("n2", 7001)]
+    assert cluster.settings.hosts == [("n1", 7000), ("n2", 7001)]
     single_seed = store({"redisHost": "redis-cluster:6379", "redisType": "cluster"})
-    assert single_seed._hosts == [("redis-cluster", 6379)]
+    assert single_seed.settings.hosts == [("redis-cluster", 6379)]
 
 
 @pytest.mark.parametrize(

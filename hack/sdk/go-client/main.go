@@ -6,6 +6,7 @@
 //
 //	go-client [-address HOST:PORT] [-timeout 30s] < operations.jsonl
 //	go-client -version
+//	go-client -load get|save [-address HOST:PORT] [-store s] [-connections 16] [-concurrency 64] [-duration 10s] [-value-size 1000]
 //
 // Endpoint: -address, else what the SDK's NewClient uses (DAPR_GRPC_ENDPOINT, else 127.0.0.1 and
 // DAPR_GRPC_PORT, default 50001). The SDK sends DAPR_API_TOKEN, when set, as the dapr-api-token header.
@@ -50,6 +51,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"runtime/debug"
@@ -100,9 +102,24 @@ func main() {
 	address := flag.String("address", "", "Dapr gRPC endpoint (default: DAPR_GRPC_ENDPOINT, else 127.0.0.1:$DAPR_GRPC_PORT)")
 	timeout := flag.Duration("timeout", 30*time.Second, "deadline of each operation")
 	version := flag.Bool("version", false, "print the Go SDK version and exit")
+	load := flag.String("load", "", "get or save: a closed loop of calls instead of operations from stdin (load.go)")
+	store := flag.String("store", "store", "load: the state store")
+	connections := flag.Int("connections", 16, "load: gRPC connections")
+	concurrency := flag.Int("concurrency", 64, "load: callers, spread over the connections")
+	duration := flag.Duration("duration", 10*time.Second, "load: how long to call")
+	valueSize := flag.Int("value-size", 1000, "load: bytes of the saved JSON string")
 	flag.Parse()
 	if *version {
 		fmt.Println("go-client", sdkModule, sdkVersion())
+		return
+	}
+	if *load != "" {
+		dapr.SetLogger(log.New(io.Discard, "", 0)) // one "initializing" line per connection otherwise
+		settings := loadSettings{*load, *address, *store, *connections, *concurrency, *duration, *valueSize}
+		if err := runLoad(settings); err != nil {
+			fmt.Fprintln(os.Stderr, "go-client:", err)
+			os.Exit(2)
+		}
 		return
 	}
 

@@ -26,8 +26,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -50,7 +48,8 @@ from ..base import (
     first_write_conflict,
 )
 from . import topology
-from .metadata import NODE_PORT, SCHEMA, SENTINEL_PORT, parse_host, parse_hosts
+from .connection import Settings, connect
+from .metadata import SCHEMA
 from .pipelined import Pipeline, encode
 from .script import WRITE_SCRIPT, WRITE_SCRIPT_SHA
 
@@ -88,150 +87,28 @@ class RedisStore:
     features: frozenset[Feature] = SCHEMA.features
 
     def __init__(self, config: StoreConfig) -> None:
-        md = config.metadata
-        self._name = config.name
-        self._cluster: bool = md["redisType"] == "cluster"
-        self._failover: bool = md["failover"]
-        self._sentinel_name: str = md["sentinelMasterName"] or ""
-        self._sentinel_auth = {
-            "username": md["sentinelUsername"] or None,
-            "password": md["sentinelPassword"] or None,
-        }
-        if self._failover or self._cluster:
-            default_port = SENTINEL_PORT if self._failover else NODE_PORT
-            self._hosts = parse_hosts(md["redisHost"], md["redisPort"], default_port)
-        else:
-            self._hosts = [parse_host(md["redisHost"], md["redisPort"])]
-        self.host, self.port = self._hosts[0]
-        hosts = ",".join(f"{host}:{port}" for host, port in self._hosts)
-        # How errors name the backend.
-        self._where = (
-            f"{self._sentinel_name} (Sentinels {hosts})"
-            if self._failover
-            else f"cluster {hosts}"
-            if self._cluster
-            else hosts
-        )
-        self._db: int = md["redisDB"]
-        self._username: str | None = md["redisUsername"] or None
-        self._password: str | None = md["redisPassword"] or None
-        self._tls: bool = md["enableTLS"]
-        self._skip_verify: bool = md["insecureSkipTLSVerify"]
-        self._client_cert: str | None = md["clientCert"] or None
-        self._client_key: str | None = md["clientKey"] or None
-        self._max_retries: int = md["redisMaxRetries"]
-        self._min_backoff: float = max(md["redisMinRetryInterval"], 0.0)
-        self._max_backoff: float = max(md["redisMaxRetryInterval"], self._min_backoff)
-        self._dial_timeout: float = md["dialTimeout"]
-        self._read_timeout: float = md["readTimeout"]
-        self._write_timeout: float = (
-            md["writeTimeout"] if md["writeTimeout"] is not None else self._read_timeout
-        )
-        self._pool_size: int = md["poolSize"] or 10 * (os.cpu_count() or 1)
-        self._pool_timeout: float = (
-            md["poolTimeout"] if md["poolTimeout"] is not None else self._read_timeout + 1.0
-        )
-        self._min_idle: int = md["minIdleConns"]
-        self._idle_timeout: float = md["idleTimeout"]
-        ttl = md["ttlInSeconds"]
-        self._default_ttl: int | None = ttl if ttl is not None and ttl > 0 else None
-        self._query_indexes: Any = md["queryIndexes"]
-        # Every call is bounded: connecting, sending and reading, plus the retries' back-off.
-        attempts = max(self._max_retries, 0) + 1
-        self._call_timeout = (
-            max(self._dial_timeout, 0.1)
-            + max(self._read_timeout, self._write_timeout, 0.1)
-            + min(attempts * self._max_backoff, 2.0)
-        )
+        self.settings = settings = Settings.from_config(config)
+        self._name = settings.name
+        self._cluster = settings.cluster
+        self._failover = settings.failover
+        self._where = settings.where
+        self._pool_timeout = settings.pool_timeout
+        self._min_idle = settings.min_idle
+        self._call_timeout = settings.call_timeout
+        self._default_ttl = settings.default_ttl
         self.modules: frozenset[str] = frozenset()
         # Connections the hot GET keeps checked out between calls (see `_hot_hmget`); at most half
         # the pool, so the other commands always find connections in it.
         self._spare: list[Any] = []
-        self._spare_max = max(1, self._pool_size // 2)
+        self._spare_max = max(1, settings.pool_size // 2)
         self._client: redis.asyncio.Redis | None = None
         # redis-py's Cluster client fails at once when a node's connections are all in use; this
         # bounds the calls in flight instead, so callers wait up to poolTimeout as with one node.
-        self._gate = asyncio.Semaphore(self._pool_size) if self._cluster else None
+        self._gate = asyncio.Semaphore(settings.pool_size) if settings.cluster else None
         self._script: Any = None
         # One node without TLS: GET and writes go over one pipelined connection (pipelined.py).
         self._pipeline: Pipeline | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-
-    # -- connection --------------------------------------------------------------------------------
-    def _ssl_kwargs(self) -> dict[str, Any]:
-        if not self._tls:
-            return {}
-        kwargs: dict[str, Any] = {
-            "ssl": True,
-            "ssl_cert_reqs": ssl.CERT_NONE if self._skip_verify else ssl.CERT_REQUIRED,
-            "ssl_check_hostname": not self._skip_verify,
-        }
-        if self._client_cert and self._client_key:
-            self._tmpdir = tempfile.TemporaryDirectory(prefix="statestore-redis-tls-")
-            cert = os.path.join(self._tmpdir.name, "client.crt")
-            key = os.path.join(self._tmpdir.name, "client.key")
-            for path, text in ((cert, self._client_cert), (key, self._client_key)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(text)
-            kwargs.update(ssl_certfile=cert, ssl_keyfile=key)
-        return kwargs
-
-    def _connect(self) -> redis.asyncio.Redis:
-        from redis.asyncio.retry import Retry
-        from redis.backoff import EqualJitterBackoff, NoBackoff
-
-        backoff = (
-            EqualJitterBackoff(cap=self._max_backoff, base=self._min_backoff)
-            if self._min_backoff
-            else NoBackoff()
-        )
-        retry = Retry(backoff, max(self._max_retries, 0))
-        options: dict[str, Any] = dict(
-            db=self._db,
-            username=self._username,
-            password=self._password,
-            socket_connect_timeout=self._dial_timeout,
-            socket_timeout=max(self._read_timeout, self._write_timeout),
-            socket_keepalive=True,
-            retry=retry,
-            # A connection idle for longer than this is pinged before reuse: dead ones are replaced.
-            health_check_interval=self._idle_timeout if self._idle_timeout > 0 else 0,
-            client_name=f"statestore-{self._name}"[:64].replace(" ", "_"),
-            protocol=2,
-            **self._ssl_kwargs(),
-        )
-        if self._failover:
-            return topology.sentinel_client(
-                self._hosts,
-                self._sentinel_name,
-                sentinel_auth=self._sentinel_auth,
-                options=options,
-                pool_size=self._pool_size,
-                pool_timeout=self._pool_timeout,
-            )
-        if self._cluster:
-            client: redis.asyncio.Redis = topology.cluster_client(
-                self._hosts, options, pool_size=self._pool_size
-            )
-            return client
-        pool_size = self._pool_size
-        if not self._tls:
-            self._pipeline = Pipeline(
-                *self._hosts[0],
-                db=self._db,
-                username=self._username,
-                password=self._password,
-                client_name=options["client_name"],
-                connect_timeout=self._dial_timeout,
-                read_timeout=max(self._read_timeout, self._write_timeout),
-                idle_timeout=self._idle_timeout,
-            )
-            pool_size = max(pool_size - 1, 1)  # the pipelined connection counts in poolSize
-        node: redis.asyncio.Redis = topology.node_client(
-            self._hosts[0], options, pool_size=pool_size, pool_timeout=self._pool_timeout
-        )
-        return node
 
     async def _call(self, work: Callable[[redis.asyncio.Redis], Awaitable[T]]) -> T:
         """Run one backend call within the call timeout, mapping failures to store errors."""
@@ -278,7 +155,12 @@ class RedisStore:
 
     async def init(self) -> None:
         if self._client is None:
-            self._client = self._connect()
+            connected = connect(self.settings)
+            self._client, self._pipeline, self._tmpdir = (
+                connected.client,
+                connected.pipeline,
+                connected.tls_dir,
+            )
             self._script = self._client.register_script(WRITE_SCRIPT)
         await self.ping()
 
