@@ -7,12 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from grpc_testing import STORE
 
 from conftest import serve_impl
 from fixtures.go_client import go_client
 from fixtures.sidecar import Sidecar
 from fixtures.stores import ComponentUnderTest
+
+# go-client is built with the backends' set-up (`make go-client`); `make unit` needs Python alone.
+pytestmark = pytest.mark.backends
 
 # As in test_sdk.py: daprd's Redis and PostgreSQL fail a first-write conflict with a plain error.
 FIRST_WRITE_CONFLICT = {("daprd", "redis"): "INTERNAL", ("daprd", "postgresql"): "INTERNAL"}
