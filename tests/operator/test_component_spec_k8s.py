@@ -46,7 +46,8 @@ def run_rendered_pod(kube: Kube, name: str, tmp_path: Path) -> Iterator[str]:
     for key, text in cm["data"].items():
         (folder / key).write_text(text)
     args = [folder.as_posix() if a == mount["mountPath"] else a for a in container["args"]]
-    args = without(args, "--dapr-http-port", "--metrics-port")
+    # A pod has its own network; here the helper picks free ports (50001 may be another server's).
+    args = without(args, "--dapr-http-port", "--dapr-grpc-port", "--metrics-port")
     with sidecar(args, container_env(kube, container["env"]), cwd=tmp_path) as url:
         yield url
 
