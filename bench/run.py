@@ -513,7 +513,7 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
     versions = {}
-    for package in ("uvicorn", "uvloop", "httptools", "fastapi", "starlette", "orjson", "redis", "asyncpg"):
+    for package in ("uvicorn", "uvloop", "httptools", "starlette", "orjson", "redis", "asyncpg"):
         with contextlib.suppress(Exception):
             from importlib.metadata import version
 

@@ -1,9 +1,9 @@
 """The HTTP adapter of the state API: the application around the handlers (`http_handlers`).
 
-`routes.ROUTES` lists the routes for FastAPI and the fast path (`StateRoutes`, which also answers
+`routes.ROUTES` lists the routes for the router and the fast path (`StateRoutes`, which also answers
 `hot_http`'s requests); `Transport` checks the API token and the drain before any route; `create_app`
-builds the FastAPI application, its error handlers and the lifespan that starts the stores and
-services.
+builds the Starlette application, its error handlers, the OpenAPI document and the lifespan that
+starts the stores and services.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+import orjson
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
@@ -25,13 +27,14 @@ from .drain import Drain
 from .errors import ApiError
 from .hot_http import HotRoutes
 from .http_handlers import JSON, PlainError, StateApi, segments
-from .openapi import ROUTE_DOCS
+from .openapi import document, viewer_page
 from .routes import ROUTES, FastMatcher
 from .runtime import Runtime
 from .state_api import StateCore, expire_time
 
 log = logging.getLogger("statestore.api")
 
+_OPENAPI_URL = "/v1.0/openapi.json"
 _HEALTH_PATHS = frozenset({"/v1.0/healthz", "/v1.0/healthz/outbound", "/livez"})
 _JSON_HEAD = b"content-type: application/json\r\n"
 _PLAIN_HEAD = b"content-type: text/plain; charset=utf-8\r\n"
@@ -57,13 +60,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class StateRoutes:
-    """The fast routes of `routes.ROUTES`, dispatched straight from the transport, past FastAPI.
+    """The fast routes of `routes.ROUTES`, dispatched straight from the transport, past the router.
 
-    Profiles put a third of a GET's CPU in FastAPI and Starlette (middleware layers, the router
-    trying each route's regex, dependency solving) for handlers that take only the request. These
-    routes match exactly as the router matches them (on the decoded, cleaned path) and answer
-    errors exactly as the exception handlers of `create_app` do; everything else, including every
-    route's OpenAPI description, stays with FastAPI.
+    Profiles put a third of a GET's CPU in the web framework (middleware layers, the router trying
+    each route's regex) for handlers that take only the request. These routes match exactly as the
+    router matches them (on the decoded, cleaned path) and answer errors exactly as the exception
+    handlers of `create_app` do; everything else stays with the Starlette application.
     """
 
     def __init__(self, api: StateApi) -> None:
@@ -167,6 +169,33 @@ class Transport:
         await self.app(scope, receive, send)
 
 
+def _route(path: str, endpoint: Handler, method: str, name: str) -> Route:
+    route = Route(path, endpoint, methods=[method], name=name)
+    # Starlette adds HEAD to every GET route; daprd's router answers HEAD with 405.
+    route.methods = {method}
+    return route
+
+
+def _document_routes() -> list[Route]:
+    """The OpenAPI document and its viewer, built on first request (few ever ask)."""
+    title = "statestore-sidecar"
+    built: list[bytes] = []
+
+    async def openapi_json(_: Request) -> Response:
+        if not built:
+            description = "Dapr's state HTTP API, served by statestore-sidecar."
+            built.append(orjson.dumps(document(title, __version__, description)))
+        return Response(built[0], media_type=JSON)
+
+    async def viewer(_: Request) -> Response:
+        return Response(viewer_page(title, _OPENAPI_URL), media_type="text/html; charset=utf-8")
+
+    return [
+        _route(_OPENAPI_URL, openapi_json, "GET", "openapi"),
+        _route("/v1.0/docs", viewer, "GET", "docs"),
+    ]
+
+
 def _closing(send: Send) -> Send:
     """While draining: `Connection: close` on every answer, so kept connections move to another replica
     now rather than be closed under a request when this one stops."""
@@ -205,7 +234,7 @@ def create_app(runtime: Runtime, services: Sequence[Service] = ()) -> ASGIApp:
     core = StateCore(runtime)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await runtime.start()
         try:
             async with AsyncExitStack() as stack:
@@ -216,16 +245,6 @@ def create_app(runtime: Runtime, services: Sequence[Service] = ()) -> ASGIApp:
             await runtime.stop()
 
     api = StateApi(core)
-    app = FastAPI(
-        title="statestore-sidecar",
-        version=__version__,
-        description="Dapr's state HTTP API, served by statestore-sidecar.",
-        lifespan=lifespan,
-        redirect_slashes=False,
-        docs_url="/v1.0/docs",
-        openapi_url="/v1.0/openapi.json",
-        redoc_url=None,
-    )
 
     async def on_api_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
@@ -242,22 +261,20 @@ def create_app(runtime: Runtime, services: Sequence[Service] = ()) -> ASGIApp:
             return Response("404 page not found\n", status_code=404, media_type="text/plain; charset=utf-8")
         return Response(status_code=exc.status_code, headers=exc.headers)
 
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(PlainError, on_plain_error)
-    app.add_exception_handler(StarletteHTTPException, on_routing_error)
-
-    for route in ROUTES:
-        doc = ROUTE_DOCS[route.name]
-        for method in route.methods:
-            app.add_api_route(
-                route.path,
-                getattr(api, route.handler),
-                methods=[method],
-                name=route.name,
-                operation_id=f"{route.name}_{method.lower()}",
-                summary=doc["summary"],
-                responses=doc.get("responses"),
-                openapi_extra=doc.get("extra"),
-                response_class=Response,
-            )
+    routes = [
+        _route(route.path, getattr(api, route.handler), method, route.name)
+        for route in ROUTES
+        for method in route.methods
+    ]
+    routes += _document_routes()
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            ApiError: on_api_error,
+            PlainError: on_plain_error,
+            StarletteHTTPException: on_routing_error,
+        },
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # daprd's router does not redirect either
     return Transport(app, runtime.settings.api_token, StateRoutes(api), runtime.drain)

@@ -1,8 +1,15 @@
-"""OpenAPI descriptions of the routes. Handlers decode bodies themselves, so the schemas live here."""
+"""The OpenAPI document of the routes, and the page that shows it.
+
+Handlers decode bodies themselves, so the schemas live here, written out; `document` assembles them
+with the route table (`routes.ROUTES`) into an OpenAPI 3.1 document.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from .routes import ROUTES
 
 _ERROR = {
     "description": "Dapr error",
@@ -208,3 +215,55 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
         "responses": _responses(s204="Set"),
     },
 }
+
+
+_PATH_PARAM = re.compile(r"\{(\w+)(?::path)?\}")
+
+
+def document(title: str, version: str, description: str) -> dict[str, Any]:
+    """Every route of `routes.ROUTES`, one operation per method, with its path parameters."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        doc = ROUTE_DOCS[route.name]
+        extra = doc.get("extra", {})
+        path_params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(route.path)
+        ]
+        for method in route.methods:
+            operation: dict[str, Any] = {
+                "summary": doc["summary"],
+                "operationId": f"{route.name}_{method.lower()}",
+                **{k: v for k, v in extra.items() if k != "parameters"},
+                "responses": {str(code): text for code, text in doc["responses"].items()},
+            }
+            parameters = path_params + extra.get("parameters", [])
+            if parameters:
+                operation["parameters"] = parameters
+            paths.setdefault(_PATH_PARAM.sub(r"{\1}", route.path), {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "description": description, "version": version},
+        "paths": paths,
+    }
+
+
+def viewer_page(title: str, document_url: str) -> str:
+    """Swagger UI for the document (its script and style load from the jsDelivr CDN)."""
+    dist = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+    return f"""<!DOCTYPE html>
+<html>
+<head>
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<link type="text/css" rel="stylesheet" href="{dist}/swagger-ui.css">
+<title>{title} - Swagger UI</title>
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="{dist}/swagger-ui-bundle.js"></script>
+<script>
+SwaggerUIBundle({{url: "{document_url}", dom_id: "#swagger-ui", deepLinking: true}})
+</script>
+</body>
+</html>
+"""

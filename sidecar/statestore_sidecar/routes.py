@@ -1,6 +1,6 @@
-"""The HTTP route table, read by both the FastAPI application and the fast path.
+"""The HTTP route table, read by the Starlette application, the OpenAPI document and the fast path.
 
-FastAPI registers every route (and documents it in OpenAPI); the routes marked `fast` are also
+The application registers every route; the routes marked `fast` are also
 dispatched straight from the transport, matched here on the cleaned path with one regular expression
 per method that is compiled from the same templates.
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    path: str  # a FastAPI path template: `{name}` is one segment, `{name:path}` the rest of the path
+    path: str  # a Starlette path template: `{name}` is one segment, `{name:path}` the rest of the path
     handler: str  # the name of the HTTP adapter's method
     methods: tuple[str, ...]
     name: str  # the operation's name in OpenAPI (openapi.ROUTE_DOCS) and in metrics
-    fast: bool = False  # hot enough to skip FastAPI's stack
+    fast: bool = False  # hot enough to skip the router
 
 
 ROUTES: tuple[Route, ...] = (
@@ -63,7 +63,7 @@ class FastMatcher:
             self._compiled[method] = (re.compile(f"(?:{groups})\\Z"), [r.handler for r in listed])
 
     def match(self, method: str, path: str) -> str | None:
-        """The handler name of the route, or None when FastAPI should answer."""
+        """The handler name of the route, or None when the router should answer."""
         entry = self._compiled.get(method)
         if entry is None:
             return None

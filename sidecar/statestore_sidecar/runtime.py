@@ -13,7 +13,6 @@ from .drain import Drain
 from .keys import KeyScheme, prefix_for
 from .stores import StoreConfig, canonical_type, create_store
 from .stores.base import BackendUnavailable, Feature, NotThereYet, Store, StoreError
-from .stores.encrypted import encrypted
 from .tasks import cancel_and_wait
 
 log = logging.getLogger("statestore.runtime")
@@ -54,10 +53,14 @@ class StoreHandle:
         store = create_store(self.type, config, pluggable=component.pluggable)
         # Encryption wraps the store, so every backend gets it and no route knows of it.
         keys = encryption_keys(validated)
-        self.store: Store = encrypted(store, keys, component.name)
+        self.store: Store = store
         # A pluggable component says what it can do only once initialised.
         self._features_from = store if validated.schema.passthrough else None
         if keys is not None:
+            # cryptography costs ~7 MB of memory per process: loaded only for a store with keys.
+            from .stores.encrypted import EncryptedStore
+
+            self.store = EncryptedStore(store, keys, component.name)
             log.info(
                 "state store %s: values are encrypted (primary key from secret %s%s)",
                 self.name,

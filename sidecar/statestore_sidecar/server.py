@@ -32,7 +32,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from . import __version__, logs, reload
+from . import __version__, dapr_messages, logs, reload
 from .app import Service, create_app
 from .components import Validated
 from .drain import FINISH_SECONDS, Drain
@@ -73,7 +73,7 @@ def _services(args: argparse.Namespace, settings: Settings, validated: list[Vali
         )
     if not args.dapr_grpc_port:
         return services
-    from .grpc_api import grpc_service  # the Dapr messages cost ~15 MB of memory: only when it serves
+    from .grpc_api import grpc_service  # the Dapr messages cost memory: loaded only when it serves
 
     return [
         *services,
@@ -100,7 +100,7 @@ def build_app(
         from .metrics import MetricsMiddleware
 
         app = MetricsMiddleware(app)
-    # Everything loaded so far (modules, FastAPI's routes and models) lives as long as the process.
+    # Everything loaded so far (modules, routes, the stores' settings) lives as long as the process.
     # Frozen, the collector never scans it again: a full collection of those ~70,000 objects took
     # 12-20 ms and showed up as the p99 of requests queued behind it.
     gc.collect()
@@ -110,6 +110,7 @@ def build_app(
 
 def worker_app() -> ASGIApp:
     """uvicorn's app factory in each worker process: the configuration the parent validated."""
+    dapr_messages.skip_client_packages()  # a server process: the SDK's client is never used here
     args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
     logs.configure(args.log_level, args.log_as_json, args.app_id)
     namespace = os.environ.get("NAMESPACE") or None
@@ -220,6 +221,7 @@ def serve(args: argparse.Namespace, validated: list[Validated], namespace: str |
             )
         return 0
     drain = Drain(args.drain_seconds)
+    dapr_messages.skip_client_packages()  # a server process: the SDK's client is never used here
     app = build_app(args, validated, namespace, drain)
     if _metrics_on(args):
         from .metrics import start_metrics_server

@@ -588,3 +588,25 @@ async def test_openapi_document_describes_every_route(api: httpx.AsyncClient) ->
         "/v1.0/healthz/outbound",
         "/v1.0/metadata",
     }
+    document = (await api.get("/v1.0/openapi.json")).json()
+    assert document["openapi"] == "3.1.0" and document["info"]["title"] == "statestore-sidecar"
+    get = paths["/v1.0/state/{storeName}/{key}"]["get"]
+    assert get["operationId"] == "get_get"
+    assert [(p["name"], p["in"]) for p in get["parameters"]] == [
+        ("storeName", "path"),
+        ("key", "path"),
+        ("consistency", "query"),
+        ("metadata", "query"),
+    ]
+    assert set(get["responses"]) == {"200", "204", "400", "500"}
+    save = paths["/v1.0/state/{storeName}"]["post"]
+    assert save["requestBody"]["content"]["application/json"]["schema"]["type"] == "array"
+    assert set(save["responses"]) == {"204", "400", "409", "500"}  # no 200: a save answers 204
+    assert set(paths["/v1.0/state/{storeName}/{key}"]) == {"get", "delete"}
+
+
+async def test_openapi_viewer_page(api: httpx.AsyncClient) -> None:
+    page = await api.get("/v1.0/docs")
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    assert 'url: "/v1.0/openapi.json"' in page.text and "swagger-ui-bundle.js" in page.text
+    assert (await api.head("/v1.0/docs")).status_code == 405  # GET routes only, as daprd's router

@@ -126,8 +126,3 @@ class EncryptedStore:
 
     async def query(self, query: Query, key_prefix: str) -> QueryPage:
         raise QueryError(QUERY_REFUSED)
-
-
-def encrypted(inner: Store, keys: Keys | None, name: str) -> Store:
-    """`inner` itself when there are no keys, else `inner` behind the encryption layer."""
-    return inner if keys is None else EncryptedStore(inner, keys, name)
