@@ -18,7 +18,6 @@ import logging
 import time
 from typing import cast
 
-from hpack import Decoder
 from hpack.exceptions import HPACKError
 
 from . import http2_frames as h2
@@ -35,6 +34,7 @@ from .grpc_calls import (
     status_block,
     timeout_of,
 )
+from .header_blocks import HeaderBlocks
 
 log = logging.getLogger("statestore.grpc")
 
@@ -99,7 +99,7 @@ class GrpcConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.preface = False
-        self.decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self.header_blocks = HeaderBlocks(MAX_HEADER_LIST)
         self.streams: dict[int, _Stream] = {}
         self.blocked: dict[int, _Stream] = {}
         self.last_stream = 0
@@ -288,8 +288,7 @@ class GrpcConnection(asyncio.Protocol):
             self._on_headers(stream_id, bool(first_flags & h2.END_STREAM), bytes(block), out)
 
     def _on_headers(self, stream_id: int, end_stream: bool, block: bytes, out: list[bytes]) -> None:
-        # Decoded always: the client's HPACK table changes with every block.
-        headers: Headers = dict(self.decoder.decode(block, raw=True))
+        headers = self.header_blocks.decode(block)
         known = self.streams.get(stream_id)
         if known is not None:  # trailers after a request's data
             if end_stream and known.task is None:

@@ -29,6 +29,7 @@ from h2.settings import SettingCodes
 from hpack import Decoder, Encoder
 
 from conftest import IMPLEMENTATIONS, serve_impl
+from fixtures.backends import RedisServer
 from fixtures.sidecar import BIN, Sidecar, free_port, sidecar_process
 from fixtures.stores import ComponentUnderTest
 from statestore_testing.waiting import wait_for
@@ -210,6 +211,34 @@ def test_ping_is_answered(raw: RawClient) -> None:
     assert _frame(0x6, 0x1, 0, b"12345678") in seen
 
 
+@pytest.mark.backends
+def test_a_ping_during_a_slow_call_is_answered_before_the_call(
+    redis_metadata: dict[str, str], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A PING ACK may wait for a reply to ride with, but only briefly: with the store held for
+    seconds, the ACK comes on its own, long before the reply."""
+    write_component(tmp_path, STORE, ComponentUnderTest("redis", "state.redis", redis_metadata))
+    with sidecar_process(["--resources-path", str(tmp_path)]) as server:
+        client = RawClient(server.grpc_port)
+        try:
+            client.receive(client.call(GET_STATE, get_big()))  # connected, the store warm
+            redis_server.command("CLIENT", "PAUSE", "3000", "ALL")  # every other client waits
+            stream = client.call(GET_STATE, get_big())
+            client.send_raw(_frame(0x6, 0, 0, b"slowcall"))
+            reads: list[list[tuple[int, int, int, bytes]]] = []
+            for read, frame in _frames_by_read(client.sock):
+                while len(reads) <= read:
+                    reads.append([])
+                reads[read].append(frame)
+                if frame[2] == stream and frame[0] == 0x1 and frame[1] & 0x1:
+                    break  # the call's end
+        finally:
+            client.close()
+    (ack_read,) = [i for i, frames in enumerate(reads) if (0x6, 0x1, 0, b"slowcall") in frames]
+    answer_reads = [i for i, frames in enumerate(reads) if any(f[2] == stream for f in frames)]
+    assert answer_reads and ack_read < min(answer_reads)
+
+
 def test_gzip_requests_are_accepted_and_an_unknown_encoding_is_refused(
     server: Sidecar, raw: RawClient
 ) -> None:
@@ -294,6 +323,20 @@ def test_the_server_outlives_a_misbehaving_client(server: Sidecar) -> None:
 
 def _frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _frames_by_read(sock: socket.socket) -> Iterator[tuple[int, tuple[int, int, int, bytes]]]:
+    """Each frame with the number of the read that completed it."""
+    buffer = b""
+    read = 0
+    while chunk := sock.recv(65_536):
+        buffer += chunk
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            length = int.from_bytes(buffer[:3], "big")
+            stream = int.from_bytes(buffer[5:9], "big")
+            yield read, (buffer[3], buffer[4], stream, buffer[9 : 9 + length])
+            buffer = buffer[9 + length :]
+        read += 1
 
 
 def _read_frames(sock: socket.socket) -> Iterator[tuple[int, int, int, bytes]]:

@@ -7,10 +7,11 @@ import gzip
 import struct
 
 import pytest
-from hpack import Decoder
+from hpack import Decoder, HPACKError
 
 from statestore_sidecar import http2_frames as h2
 from statestore_sidecar.grpc_calls import GrpcStatus, request_message, status_block, timeout_of
+from statestore_sidecar.header_blocks import HeaderBlocks
 
 
 @pytest.mark.parametrize(
@@ -101,3 +102,34 @@ def test_large_header_blocks_continue_over_frames() -> None:
         position += 9 + length
     assert payload == block
     assert kinds == [(h2.HEADERS, h2.END_STREAM), (h2.CONTINUATION, 0), (h2.CONTINUATION, h2.END_HEADERS)]
+
+
+def _indexed_new(name: bytes, value: bytes) -> bytes:
+    """A literal header field with incremental indexing and a new name (RFC 7541, 6.2.1), no Huffman."""
+    return b"\x40" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def test_header_blocks_are_remembered_only_while_the_table_stands_still() -> None:
+    blocks = HeaderBlocks(1 << 16)
+    first = b"\x83" + _indexed_new(b"x-app", b"one")  # :method POST, and x-app: one into the table
+    assert blocks.decode(first) == {b":method": b"POST", b"x-app": b"one"}
+    assert blocks.known == {}  # it changed the table
+    again = b"\x83\xbe"  # :method POST, then dynamic entry 62
+    assert blocks.decode(again) == {b":method": b"POST", b"x-app": b"one"}
+    assert blocks.decode(again) is blocks.decode(again)  # remembered
+    # A second literal with indexing shifts entry 62 to the new header: the same bytes mean more.
+    assert blocks.decode(_indexed_new(b"x-app", b"two")) == {b"x-app": b"two"}
+    assert blocks.decode(again) == {b":method": b"POST", b"x-app": b"two"}
+    # A size update to 0 empties the table: entry 62 no longer exists.
+    assert blocks.decode(b"\x20\x83") == {b":method": b"POST"}
+    with pytest.raises(HPACKError):
+        blocks.decode(again)
+
+
+def test_header_blocks_without_indexing_are_remembered_up_to_a_limit() -> None:
+    blocks = HeaderBlocks(1 << 16)
+    for n in range(100):  # a literal without indexing (6.2.2), as a per-call deadline is sent
+        timeout = f"{n}m".encode()
+        block = b"\x83\x00\x0cgrpc-timeout" + bytes([len(timeout)]) + timeout
+        assert blocks.decode(block) == {b":method": b"POST", b"grpc-timeout": timeout}
+    assert len(blocks.known) == 64
