@@ -83,4 +83,12 @@ class MetricsMiddleware:
 
 
 def start_metrics_server(port: int, address: str) -> None:
-    start_http_server(port, addr=address)
+    try:
+        start_http_server(port, addr=address)
+    except OSError as exc:
+        raise SystemExit(unservable(address, port, exc)) from None
+
+
+def unservable(address: str, port: int, exc: OSError) -> str:
+    """The one-line refusal when the metrics port cannot be had (daprd exits too)."""
+    return f"statestore-sidecar: error: cannot serve metrics on {address}:{port}: {exc.strerror or exc}"

@@ -180,7 +180,12 @@ def _multiprocess_metrics(args: argparse.Namespace) -> Iterator[None]:
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
-        start_http_server(args.metrics_port, addr=args.dapr_listen_addresses, registry=registry)
+        try:
+            start_http_server(args.metrics_port, addr=args.dapr_listen_addresses, registry=registry)
+        except OSError as exc:
+            from .metrics import unservable
+
+            raise SystemExit(unservable(args.dapr_listen_addresses, args.metrics_port, exc)) from None
         yield
     finally:
         shutil.rmtree(folder, ignore_errors=True)

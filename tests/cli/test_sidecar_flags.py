@@ -4,12 +4,13 @@ from outside the process: what it listens on, what it answers, and what it write
 from __future__ import annotations
 
 import secrets
+import socket
 import textwrap
 from pathlib import Path
 
 import httpx
 
-from fixtures.sidecar import free_port, sidecar
+from fixtures.sidecar import free_port, run_cli, sidecar
 
 COMPONENT = textwrap.dedent("""\
     apiVersion: dapr.io/v1alpha1
@@ -92,3 +93,21 @@ def test_the_token_is_never_logged_nor_shown(tmp_path: Path) -> None:
     assert "API token required" in text, text[:500]  # the log was written, and speaks of the token
     assert token not in text and token[:-1] not in text
     assert not any(token in body for body in shown)
+
+
+def test_a_metrics_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            args = ["--resources-path", resources(tmp_path), "--dapr-listen-addresses", "127.0.0.1"]
+            args += ["--dapr-http-port", str(free_port()), "--dapr-grpc-port", str(free_port())]
+            done = run_cli([*args, "--metrics-port", str(port), "--workers", workers])
+            assert done.returncode == 1, done.stderr
+            assert "Traceback" not in done.stderr
+            lines = done.stderr.strip().splitlines()
+            expected = (
+                f"statestore-sidecar: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+            )
+            assert lines[-1] == expected
