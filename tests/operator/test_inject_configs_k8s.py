@@ -12,6 +12,8 @@ import pytest
 import yaml
 from operator_testing import Kube, Operator, injecting_operator, wait_for
 
+from statestore_testing.waiting import WaitTimeout
+
 pytestmark = pytest.mark.k8s
 
 INJECT = {"statestore.dapr.io/inject": "true"}
@@ -68,6 +70,19 @@ def pods_of(kube: Kube, app: str) -> list[dict[str, Any]]:
     return [p for p in data.get("items") or [] if not p["metadata"].get("deletionTimestamp")]
 
 
+def wait_for_pods(
+    kube: Kube, what: str, probe: Callable[[], list[dict[str, Any]] | None]
+) -> list[dict[str, Any]]:
+    """Pods the ReplicaSet controller creates through the webhook. Each failed or slow create puts
+    the ReplicaSet in the controller's back-off (exponential per item), so on a loaded machine this
+    takes longer than the rest: the deadline is generous, and a miss reports the namespace's events."""
+    try:
+        return wait_for(what, probe, timeout=180)
+    except WaitTimeout as exc:
+        events = kube.cluster.kubectl("get", "events", "-n", kube.ns, check=False).stdout
+        raise WaitTimeout(f"{exc}\nevents in {kube.ns}:\n{events}") from None
+
+
 def owners(kube: Kube, name: str) -> set[str] | None:
     cm = kube.get("configmap", name)
     return None if cm is None else {o["uid"] for o in cm["metadata"].get("ownerReferences") or []}
@@ -85,7 +100,7 @@ def test_config_map_lives_as_long_as_the_apps_pods(kube: Kube, injecting: Operat
     kube.apply(bare_pod("other", {**INJECT, "statestore.dapr.io/app-id": "other"}))
 
     # With the pods: the ConfigMap, owned by each pod that mounts it (and by nothing else).
-    pods = wait_for("two web pods", lambda: p if len(p := pods_of(kube, "web")) == 2 else None)
+    pods = wait_for_pods(kube, "two web pods", lambda: p if len(p := pods_of(kube, "web")) == 2 else None)
     assert all(p["metadata"]["labels"][LABEL] == "web" for p in pods)
     wait_for("both pods owning the ConfigMap", lambda: owners(kube, "statestore-app-web") == uids(pods))
     cm = kube.must_get("configmap", "statestore-app-web")
@@ -119,7 +134,8 @@ def test_config_map_lives_as_long_as_the_apps_pods(kube: Kube, injecting: Operat
 
     # A pod replaced (its ReplicaSet makes a new one): the ConfigMap stays, the new pod owns it too.
     kube.cluster.kubectl("delete", "pod", pods[0]["metadata"]["name"], "-n", kube.ns)
-    replaced = wait_for(
+    replaced = wait_for_pods(
+        kube,
         "the replacement pod",
         lambda: p if len(p := pods_of(kube, "web")) == 2 and uids(p) != uids(pods) else None,
     )
