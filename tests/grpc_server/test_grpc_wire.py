@@ -340,14 +340,7 @@ def _frames_by_read(sock: socket.socket) -> Iterator[tuple[int, tuple[int, int, 
 
 
 def _read_frames(sock: socket.socket) -> Iterator[tuple[int, int, int, bytes]]:
-    buffer = b""
-    while chunk := sock.recv(65_536):
-        buffer += chunk
-        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
-            length = int.from_bytes(buffer[:3], "big")
-            stream = int.from_bytes(buffer[5:9], "big")
-            yield buffer[3], buffer[4], stream, buffer[9 : 9 + length]
-            buffer = buffer[9 + length :]
+    return (frame for _, frame in _frames_by_read(sock))
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
