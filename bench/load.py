@@ -186,8 +186,24 @@ async def closed_loop(call: Call, concurrency: int, seconds: float) -> Phase:
 # -- a minimal HTTP/1.1 client --------------------------------------------------------------------
 
 
+def _chunked_end(data: bytes, at: int) -> int | None:
+    """Where a chunked body starting at `at` ends (past its last CRLF), or None while incomplete."""
+    while True:
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(data[at:line_end].split(b";", 1)[0], 16)
+        if size == 0:
+            end = data.find(b"\r\n\r\n", line_end)  # past any trailers
+            return None if end < 0 else end + 4
+        at = line_end + 2 + size + 2
+        if at > len(data):
+            return None
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection, one request at a time; responses carry Content-Length (uvicorn's do)."""
+    """One keep-alive connection, one request at a time; responses carry Content-Length (uvicorn's)
+    or a chunked body (daprd's larger ones)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -204,14 +220,20 @@ class _Connection(asyncio.Protocol):
         if head_end < 0:
             return
         head = self.buffer[:head_end].lower()
-        at = head.find(b"\r\ncontent-length:")
-        length = 0
-        if at >= 0:
-            line_end = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : line_end if line_end >= 0 else None])
-        total = head_end + 4 + length
-        if len(self.buffer) < total:
-            return
+        if b"\r\ntransfer-encoding: chunked" in head:
+            end = _chunked_end(self.buffer, head_end + 4)
+            if end is None:
+                return
+            total = end
+        else:
+            at = head.find(b"\r\ncontent-length:")
+            length = 0
+            if at >= 0:
+                line_end = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17 : line_end if line_end >= 0 else None])
+            total = head_end + 4 + length
+            if len(self.buffer) < total:
+                return
         status = int(self.buffer[9:12])
         self.buffer = self.buffer[total:]
         waiter, self.waiter = self.waiter, None

@@ -1,12 +1,16 @@
-"""The ways of reaching a backend that the benchmark compares, for GET and SAVE of a 1 KB JSON value.
+"""The ways of reaching a backend that the benchmark compares, for its operations on 1 KB JSON values.
 
-* `Api`: Dapr's state HTTP API of a running `statestore-sidecar` (GET /v1.0/state/<store>/<key>,
-  POST /v1.0/state/<store> with one item).
-* `Grpc`: Dapr's gRPC API of the same server (`GetState`, `SaveState` with one item), through
-  grpcio's asyncio client and the `dapr` package's stubs, as the official Python SDK sends them.
-* `RedisDirect`, `PostgresDirect`, `SqliteDirect`: the database through its Python driver, running
-  the statements the store itself runs for the same operation (so "API minus direct" is the cost
-  the API adds: HTTP, decoding, the store's Python code), on the same rows the API reads.
+The operations (`OPS`): GET of one key, SAVE of one item, BULK get of 100 keys, and a TRANSACTION of
+two operations (an upsert and a delete).
+
+* `Api`: Dapr's state HTTP API of a running server (GET /v1.0/state/<store>/<key>, POST
+  /v1.0/state/<store> with one item, POST …/bulk, POST …/transaction).
+* `Grpc`: Dapr's gRPC API of the same server (`GetState`, `SaveState` with one item, `GetBulkState`,
+  `ExecuteStateTransaction`), through grpcio's asyncio client and the `dapr` package's stubs, as the
+  official Python SDK sends them.
+* `RedisDirect`, `PostgresDirect`, `SqliteDirect`: GET and SAVE only, the database through its Python
+  driver running the statements the store itself runs for the same operation (so "API minus direct"
+  is the cost the API adds: HTTP, decoding, the store's Python code), on the same rows the API reads.
 """
 
 from __future__ import annotations
@@ -25,10 +29,42 @@ from .load import HttpPool, http_get, http_post
 APP_ID = "bench"
 STORE = "bench"
 KEYS = 1000
+BULK_KEYS = 100
+OPS = ("get", "save", "bulk", "transaction")
+DIRECT_OPS = ("get", "save")
 
 
 def key(i: int) -> str:
     return f"k{i % KEYS}"
+
+
+def bulk_keys(i: int) -> list[str]:
+    """A window of BULK_KEYS seeded keys starting at key i."""
+    return [key(i + n) for n in range(BULK_KEYS)]
+
+
+def gone_key(i: int) -> str:
+    """The key a transaction deletes: never seeded, so every transaction does the same work."""
+    return f"gone{i % KEYS}"
+
+
+def save_body(i: int, value: bytes) -> bytes:
+    return b'[{"key":"%s","value":%s}]' % (key(i).encode(), value)
+
+
+def bulk_body(i: int) -> bytes:
+    return orjson.dumps({"keys": bulk_keys(i)})
+
+
+def transaction_body(i: int, value: bytes) -> bytes:
+    upsert = b'{"operation":"upsert","request":{"key":"%s","value":%s}}' % (key(i).encode(), value)
+    delete = b'{"operation":"delete","request":{"key":"%s"}}' % gone_key(i).encode()
+    return b'{"operations":[%s,%s]}' % (upsert, delete)
+
+
+def call_of(target: Target, op: str) -> Any:
+    """The target's method for an operation of OPS."""
+    return getattr(target, op)
 
 
 def stored_key(i: int) -> str:
@@ -70,9 +106,10 @@ class Api:
     def __init__(self, pool: HttpPool, value: bytes) -> None:
         self.pool = pool
         self.gets = [http_get(f"/v1.0/state/{STORE}/{key(i)}") for i in range(KEYS)]
-        self.saves = [
-            http_post(f"/v1.0/state/{STORE}", b'[{"key":"%s","value":%s}]' % (key(i).encode(), value))
-            for i in range(KEYS)
+        self.saves = [http_post(f"/v1.0/state/{STORE}", save_body(i, value)) for i in range(KEYS)]
+        self.bulks = [http_post(f"/v1.0/state/{STORE}/bulk", bulk_body(i)) for i in range(KEYS)]
+        self.transactions = [
+            http_post(f"/v1.0/state/{STORE}/transaction", transaction_body(i, value)) for i in range(KEYS)
         ]
 
     @classmethod
@@ -84,6 +121,12 @@ class Api:
 
     async def save(self, i: int) -> int:
         return await self.pool.send(self.saves[i % KEYS])
+
+    async def bulk(self, i: int) -> int:
+        return await self.pool.send(self.bulks[i % KEYS])
+
+    async def transaction(self, i: int) -> int:
+        return await self.pool.send(self.transactions[i % KEYS])
 
     async def close(self) -> None:
         self.pool.close()
@@ -109,6 +152,21 @@ class Grpc:
             )
             for i in range(KEYS)
         ]
+        self.bulks = [state_pb2.GetBulkStateRequest(store_name=STORE, keys=bulk_keys(i)) for i in range(KEYS)]
+        self.transactions = [
+            state_pb2.ExecuteStateTransactionRequest(
+                storeName=STORE,
+                operations=[
+                    state_pb2.TransactionalStateOperation(
+                        operationType="upsert", request=common_pb2.StateItem(key=key(i), value=value)
+                    ),
+                    state_pb2.TransactionalStateOperation(
+                        operationType="delete", request=common_pb2.StateItem(key=gone_key(i))
+                    ),
+                ],
+            )
+            for i in range(KEYS)
+        ]
         self.turn = 0
 
     def _stub(self) -> Any:
@@ -127,6 +185,12 @@ class Grpc:
 
     async def save(self, i: int) -> int:
         return await self._status(self._stub().SaveState(self.saves[i % KEYS]))
+
+    async def bulk(self, i: int) -> int:
+        return await self._status(self._stub().GetBulkState(self.bulks[i % KEYS]))
+
+    async def transaction(self, i: int) -> int:
+        return await self._status(self._stub().ExecuteStateTransaction(self.transactions[i % KEYS]))
 
     async def close(self) -> None:
         for channel in self.channels:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
@@ -80,15 +80,3 @@ class MetricsMiddleware:
             await self.app(scope, receive, record)
         finally:
             self._observe(operation(scope["method"], scope["path"]), status, time.perf_counter() - started)
-
-
-def start_metrics_server(port: int, address: str) -> None:
-    try:
-        start_http_server(port, addr=address)
-    except OSError as exc:
-        raise SystemExit(unservable(address, port, exc)) from None
-
-
-def unservable(address: str, port: int, exc: OSError) -> str:
-    """The one-line refusal when the metrics port cannot be had (daprd exits too)."""
-    return f"statestore-sidecar: error: cannot serve metrics on {address}:{port}: {exc.strerror or exc}"

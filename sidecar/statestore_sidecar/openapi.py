@@ -6,10 +6,9 @@ with the route table (`routes.ROUTES`) into an OpenAPI 3.1 document.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from .routes import ROUTES
+from .routes import ROUTES, path_params, plain_template
 
 _ERROR = {
     "description": "Dapr error",
@@ -217,18 +216,15 @@ ROUTE_DOCS: dict[str, dict[str, Any]] = {
 }
 
 
-_PATH_PARAM = re.compile(r"\{(\w+)(?::path)?\}")
-
-
 def document(title: str, version: str, description: str) -> dict[str, Any]:
     """Every route of `routes.ROUTES`, one operation per method, with its path parameters."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         doc = ROUTE_DOCS[route.name]
         extra = doc.get("extra", {})
-        path_params = [
+        params = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PATH_PARAM.findall(route.path)
+            for name in path_params(route.path)
         ]
         for method in route.methods:
             operation: dict[str, Any] = {
@@ -237,10 +233,10 @@ def document(title: str, version: str, description: str) -> dict[str, Any]:
                 **{k: v for k, v in extra.items() if k != "parameters"},
                 "responses": {str(code): text for code, text in doc["responses"].items()},
             }
-            parameters = path_params + extra.get("parameters", [])
+            parameters = params + extra.get("parameters", [])
             if parameters:
                 operation["parameters"] = parameters
-            paths.setdefault(_PATH_PARAM.sub(r"{\1}", route.path), {})[method.lower()] = operation
+            paths.setdefault(plain_template(route.path), {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "description": description, "version": version},

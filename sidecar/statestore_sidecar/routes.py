@@ -35,7 +35,18 @@ ROUTES: tuple[Route, ...] = (
     Route("/v1.0/metadata/{key}", "set_metadata", ("PUT",), "set_metadata"),
 )
 
+# A path parameter of a route template: `{name}`, or `{name:path}` for one that may hold slashes.
 _PARAM = re.compile(r"\{(\w+)(:path)?\}")
+
+
+def path_params(template: str) -> list[str]:
+    """The names of a route template's path parameters, in order."""
+    return [m.group(1) for m in _PARAM.finditer(template)]
+
+
+def plain_template(template: str) -> str:
+    """The template without its `:path` converters, as OpenAPI writes a path."""
+    return _PARAM.sub(r"{\1}", template)
 
 
 def _pattern(template: str) -> str:

@@ -175,17 +175,14 @@ def _multiprocess_metrics(args: argparse.Namespace) -> Iterator[None]:
     folder = tempfile.mkdtemp(prefix="statestore-metrics-")
     os.environ[_MULTIPROC_ENV] = folder  # inherited by the spawned workers before they import metrics
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
+
+        from .metrics_endpoint import serve_metrics
 
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
-        try:
-            start_http_server(args.metrics_port, addr=args.dapr_listen_addresses, registry=registry)
-        except OSError as exc:
-            from .metrics import unservable
-
-            raise SystemExit(unservable(args.dapr_listen_addresses, args.metrics_port, exc)) from None
+        serve_metrics(args.metrics_port, args.dapr_listen_addresses, registry)
         yield
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -229,8 +226,8 @@ def serve(args: argparse.Namespace, validated: list[Validated], namespace: str |
     dapr_messages.skip_client_packages()  # a server process: the SDK's client is never used here
     app = build_app(args, validated, namespace, drain)
     if _metrics_on(args):
-        from .metrics import start_metrics_server
+        from .metrics_endpoint import serve_metrics
 
-        start_metrics_server(args.metrics_port, args.dapr_listen_addresses)
+        serve_metrics(args.metrics_port, args.dapr_listen_addresses)
     DrainingServer(uvicorn.Config(app, **_uvicorn_options(args)), drain).run()
     return 0

@@ -35,6 +35,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert "| redis | GET | api |" in done.stdout  # the report's table
     assert "| redis | GET | grpc |" in done.stdout
     assert "| redis | GET | HTTP | " in done.stdout  # ours against daprd
+    assert "| sqlite | TRANSACTION | gRPC | " in done.stdout
+    assert "Redis SAVE gRPC max req/s ours / daprd" in done.stdout  # the targets, from the figures
     data: dict[str, Any] = json.loads(out.read_text())
     return data
 
@@ -42,9 +44,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_every_backend_operation_and_path_ran(results: dict[str, Any]) -> None:
     assert [b["backend"] for b in results["backends"]] == ["redis", "postgresql", "sqlite"]
     for backend in results["backends"]:
-        assert set(backend["ops"]) == {"get", "save"}
-        for runs in backend["ops"].values():
-            assert set(runs) == {"direct", "api", "grpc", "daprd-http", "daprd-grpc"}
+        assert set(backend["ops"]) == {"get", "save", "bulk", "transaction"}
+        for op, runs in backend["ops"].items():
+            # The direct path runs the store's own statements for a single GET or SAVE only.
+            direct = {"direct"} if op in ("get", "save") else set()
+            assert set(runs) == {*direct, "api", "grpc", "daprd-http", "daprd-grpc"}, op
 
 
 def test_figures_are_real(results: dict[str, Any]) -> None:
@@ -56,7 +60,8 @@ def test_figures_are_real(results: dict[str, Any]) -> None:
                     assert phase["requests"] > 0, where
                     assert phase["rate"] > 0, where
                     assert phase["errors"] == 0, where
-                    # Every response 2xx: 200 for a GET of a seeded key, 204 for a save.
+                    # Every response 2xx: 200 for a GET of a seeded key or a bulk get, 204 for a save
+                    # or a transaction.
                     assert phase["ok_2xx"] == phase["requests"], (where, phase["statuses"])
                     for p in ("p50_ms", "p90_ms", "p99_ms"):
                         assert math.isfinite(phase[p]) and phase[p] > 0, (where, p)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from dapr.proto.runtime.v1 import configuration_pb2, dapr_pb2_grpc, metadata_pb2
 from google.rpc import error_details_pb2
 from grpc_testing import STORE, dapr_stub, refusal, serve, write_component
 
-from fixtures.sidecar import BIN, Sidecar, free_port, sidecar_process
+from fixtures.sidecar import Sidecar, free_port, sidecar_process
 from fixtures.stores import ComponentUnderTest
 
 MEMORY = ComponentUnderTest("in_memory", "state.in-memory", {})
@@ -272,41 +270,17 @@ def test_both_servers_stop_together_on_sigterm(tmp_path: Path) -> None:
     folder = tmp_path / "server"
     folder.mkdir()
     write_component(folder, STORE, MEMORY)
-    http_port, grpc_port = free_port(), free_port()
     log = tmp_path / "server.log"
-    proc = subprocess.Popen(
-        [
-            str(BIN / "statestore-sidecar"),
-            *("--resources-path", str(folder), "--metrics-port", "0"),
-            *("--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port)),
-            *("--dapr-listen-addresses", "127.0.0.1"),
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        server = Sidecar(f"http://127.0.0.1:{http_port}", grpc_port)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{server.url}/v1.0/healthz", timeout=2).status_code == 204:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+    with sidecar_process(["--resources-path", str(folder)], log=log) as server:
+        assert server.process is not None
         with dapr_stub(server) as stub:
             stub.GetMetadata(metadata_pb2.GetMetadataRequest(), timeout=10)
-        proc.send_signal(signal.SIGTERM)
+        server.process.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal once it has shut down, so the exit status is the signal's.
-        assert proc.wait(30) in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
     text = log.read_text()
     assert "Dapr gRPC API stopped" in text and "Application shutdown complete" in text
-    for port in (http_port, grpc_port):
+    for port in (int(server.url.rsplit(":", 1)[1]), server.grpc_port):
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
 

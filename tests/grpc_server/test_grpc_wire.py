@@ -8,16 +8,15 @@ to send what a test needs.
 from __future__ import annotations
 
 import gzip
+import os
 import signal
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from dapr.proto.common.v1 import common_pb2
 from dapr.proto.runtime.v1 import state_pb2
@@ -30,9 +29,8 @@ from hpack import Decoder, Encoder
 
 from conftest import IMPLEMENTATIONS, serve_impl
 from fixtures.backends import RedisServer
-from fixtures.sidecar import BIN, Sidecar, free_port, sidecar_process
+from fixtures.sidecar import Sidecar, sidecar_process
 from fixtures.stores import ComponentUnderTest
-from statestore_testing.waiting import wait_for
 
 MEMORY = ComponentUnderTest("in_memory", "state.in-memory", {})
 LIMIT = 256 * 1024
@@ -391,34 +389,17 @@ def test_statuses_at_the_edges_agree_with_daprd(impl: str, tmp_path: Path) -> No
 def test_a_stopping_server_sends_goaway_before_closing(tmp_path: Path) -> None:
     """Clients learn to open their next calls elsewhere: GOAWAY naming the last stream served."""
     write_component(tmp_path, STORE, MEMORY)
-    http_port, grpc_port = free_port(), free_port()
-    command = [
-        str(BIN / "statestore-sidecar"),
-        *("--resources-path", str(tmp_path), "--metrics-port", "0", "--dapr-listen-addresses", "127.0.0.1"),
-        *("--dapr-http-port", str(http_port), "--dapr-grpc-port", str(grpc_port)),
-    ]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for("the server", lambda: _answers(http_port), timeout=60)
-        client = RawClient(grpc_port)
+    with sidecar_process(["--resources-path", str(tmp_path)]) as server:
+        assert server.pid is not None
+        client = RawClient(server.grpc_port)
         try:
             served = client.call(GET_STATE, get_big())
             client.receive(served)
-            proc.send_signal(signal.SIGTERM)
+            os.kill(server.pid, signal.SIGTERM)
             frames = list(_read_frames(client.sock))
         finally:
             client.close()
-    finally:
-        proc.terminate()
-        proc.wait(30)
     goaways = [payload for kind, _, stream, payload in frames if kind == 0x7 and stream == 0]
     assert goaways, [kind for kind, _, _, _ in frames]
     last_stream, code = struct.unpack(">II", goaways[0][:8])
     assert (last_stream, code) == (served, 0)  # NO_ERROR
-
-
-def _answers(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/v1.0/healthz", timeout=2).status_code == 204
-    except httpx.TransportError:
-        return False

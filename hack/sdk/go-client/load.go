@@ -1,7 +1,9 @@
 package main
 
-// Load mode (`go-client -load get|save`): a closed loop of SDK calls for the benchmark's gRPC maximum,
-// as wrk drives the HTTP one, so the Go client rather than a Python one is what the server races.
+// Load mode (`go-client -load get|save|bulk|transaction`): a closed loop of SDK calls for the
+// benchmark's gRPC maximum, as wrk drives the HTTP one, so the Go client rather than a Python one is
+// what the server races. bulk reads 100 keys in one GetBulkState; transaction upserts one key and
+// deletes another in one ExecuteStateTransaction.
 // `-connections` clients (one gRPC connection each) carry `-concurrency` callers in turn for
 // `-duration`; one JSON line reports the calls that completed, the errors and the rate.
 
@@ -28,8 +30,8 @@ type loadSettings struct {
 }
 
 func runLoad(s loadSettings) error {
-	if s.op != "get" && s.op != "save" {
-		return fmt.Errorf("-load takes get or save, not %q", s.op)
+	if s.op != "get" && s.op != "save" && s.op != "bulk" && s.op != "transaction" {
+		return fmt.Errorf("-load takes get, save, bulk or transaction, not %q", s.op)
 	}
 	if s.connections < 1 || s.concurrency < 1 {
 		return fmt.Errorf("-connections and -concurrency must be at least 1")
@@ -53,6 +55,19 @@ func runLoad(s loadSettings) error {
 	if err := clients[0].SaveState(ctx, s.store, "load-key", value, nil); err != nil {
 		return fmt.Errorf("first save: %w", err)
 	}
+	bulkKeys := make([]string, 100)
+	for i := range bulkKeys {
+		bulkKeys[i] = fmt.Sprintf("load-key-%d", i)
+		if s.op == "bulk" {
+			if err := clients[0].SaveState(ctx, s.store, bulkKeys[i], value, nil); err != nil {
+				return fmt.Errorf("seeding the bulk keys: %w", err)
+			}
+		}
+	}
+	transaction := []*dapr.StateOperation{
+		{Type: dapr.StateOperationTypeUpsert, Item: &dapr.SetStateItem{Key: "load-key", Value: value}},
+		{Type: dapr.StateOperationTypeDelete, Item: &dapr.SetStateItem{Key: "load-gone"}},
+	}
 
 	var calls, failures atomic.Int64
 	stop := time.Now().Add(s.duration)
@@ -64,10 +79,19 @@ func runLoad(s loadSettings) error {
 			defer wg.Done()
 			for time.Now().Before(stop) {
 				var err error
-				if s.op == "get" {
+				switch s.op {
+				case "get":
 					_, err = c.GetState(ctx, s.store, "load-key", nil)
-				} else {
+				case "save":
 					err = c.SaveState(ctx, s.store, "load-key", value, nil)
+				case "bulk":
+					var items []*dapr.BulkStateItem
+					items, err = c.GetBulkState(ctx, s.store, bulkKeys, nil, 0)
+					if err == nil && len(items) != len(bulkKeys) {
+						err = fmt.Errorf("bulk get returned %d items", len(items))
+					}
+				default:
+					err = c.ExecuteStateTransaction(ctx, s.store, nil, transaction)
 				}
 				if err != nil {
 					failures.Add(1)
