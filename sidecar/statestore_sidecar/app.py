@@ -73,12 +73,12 @@ class StateRoutes:
         self.matcher = FastMatcher(ROUTES)
         self.handlers: dict[str, Handler] = {r.handler: getattr(api, r.handler) for r in ROUTES if r.fast}
 
-    async def answer(self, get: bool, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
-        """A GET of one key or a SAVE for `hot_http`: (status, header lines, body), the same answer
-        as `serve` gives through the handlers, with the headers Starlette's Response would set."""
+    async def answer(self, op: str, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+        """A request of `hot_http.HOT_OPS` for `hot_http`: (status, header lines, body), the same
+        answer as `serve` gives through the handlers, with the headers Starlette's Response would set."""
         api = self.api
         try:
-            if get:
+            if op == "get":
                 item = await api.read(path, query)
                 if item is None:
                     return 204, b"", b""
@@ -91,8 +91,15 @@ class StateRoutes:
                     head += [b"metadata.ttlexpiretime: ", expires, b"\r\n"]
                 head += [b"content-length: %d\r\n" % len(item.data), _JSON_HEAD]
                 return 200, b"".join(head), item.data
-            (store_name,) = segments(path, 1)
-            await api.save_body(api.core.handle(store_name), body, query)
+            if op == "save":
+                (store_name,) = segments(path, 1)
+                await api.save_body(api.core.handle(store_name), body, query)
+                return 204, b"", b""
+            (store_name,) = segments(path, 2)[:1]
+            if op == "bulk":
+                data = await api.bulk_body(api.core.handle(store_name), body)
+                return 200, b"content-length: %d\r\n%s" % (len(data), _JSON_HEAD), data
+            await api.transaction_body(api.core.transactional(store_name), body, query)
             return 204, b"", b""
         except ApiError as exc:
             text = exc.body()
@@ -101,7 +108,8 @@ class StateRoutes:
             text = (exc.text + "\n").encode()
             return exc.status, b"content-length: %d\r\n%s" % (len(text), _PLAIN_HEAD), text
         except Exception:
-            log.exception("unhandled error serving %s %s", "GET" if get else "POST", path.decode("latin-1"))
+            method = "GET" if op == "get" else "POST"
+            log.exception("unhandled error serving %s %s", method, path.decode("latin-1"))
             return 500, b"content-length: 21\r\n" + _PLAIN_HEAD, b"Internal Server Error"
 
     def route(self, method: str, path: str) -> Handler | None:

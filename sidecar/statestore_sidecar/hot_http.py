@@ -1,11 +1,13 @@
-"""The two hottest requests, GET of one key and SAVE, served inside uvicorn's HTTP protocol.
+"""The state API's data requests, GET of one key, SAVE, bulk get and transaction, served inside
+uvicorn's HTTP protocol.
 
 uvicorn's httptools protocol runs every request as an ASGI cycle: a scope, a cycle object, an event
 for the body, a task, `receive`/`send` messages, then (in the application) a Request and a Response,
-and two socket writes for the head and the body. For `GET /v1.0/state/<store>/<key>` and
-`POST|PUT /v1.0/state/<store>` `HotHttpProtocol` takes the parsed request straight from httptools'
-callbacks once its body is complete, calls the same `StateApi` code the ASGI routes call, and writes
-the whole response at once, with the same status, headers and body.
+and two socket writes for the head and the body. For `GET /v1.0/state/<store>/<key>`,
+`POST|PUT /v1.0/state/<store>` and `POST|PUT /v1.0/state/<store>/bulk|transaction`
+`HotHttpProtocol` takes the parsed request straight from httptools' callbacks once its body is
+complete, calls the same `StateApi` code the ASGI routes call, and writes the whole response at
+once, with the same status, headers and body.
 
 Anything else, and any case these requests do not cover simply (a path to clean, a wrong API token,
 `Expect: 100-continue`, a chunked or oversized body, HTTP/1.0, a pipelined request behind one in
@@ -26,8 +28,12 @@ from .drain import Drain
 
 _PREFIX = b"/v1.0/state/"
 Observe = Callable[[str, int, float], None]
-# (GET or SAVE, raw path, query string, body) -> (status, header lines, body)
-Answer = Callable[[bool, bytes, bytes, bytes], Awaitable[tuple[int, bytes, bytes]]]
+# (operation, raw path, query string, body) -> (status, header lines, body)
+Answer = Callable[[str, bytes, bytes, bytes], Awaitable[tuple[int, bytes, bytes]]]
+# The operations served here (also the metrics' operation labels), by the last segment of a
+# POST or PUT path with a store and one more segment.
+HOT_OPS = ("get", "save", "bulk", "transaction")
+_POST_TWO_SEGMENTS = {b"bulk": "bulk", b"transaction": "transaction"}
 
 
 class HotRoutes:
@@ -55,12 +61,12 @@ _NO_EVENT = _NoEvent()
 class _HotCycle:
     """The part of uvicorn's RequestResponseCycle its protocol touches, for a hot request."""
 
-    __slots__ = ("body", "disconnected", "get", "keep_alive", "path", "query", "response_complete")
+    __slots__ = ("body", "disconnected", "keep_alive", "op", "path", "query", "response_complete")
 
     message_event = _NO_EVENT
 
-    def __init__(self, get: bool, path: bytes, query: bytes, keep_alive: bool) -> None:
-        self.get = get
+    def __init__(self, op: str, path: bytes, query: bytes, keep_alive: bool) -> None:
+        self.op = op
         self.path = path
         self.query = query
         self.keep_alive = keep_alive
@@ -75,7 +81,7 @@ def _is_clean(path: bytes) -> bool:
 
 
 class HotHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, serving GET and SAVE of the state API without an ASGI cycle."""
+    """uvicorn's httptools protocol, serving `HOT_OPS` of the state API without an ASGI cycle."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,8 +119,19 @@ class HotHttpProtocol(HttpToolsProtocol):
         if not path.startswith(_PREFIX) or not _is_clean(path) or (not get and b"%" in path):
             return None  # (a POST's escaped slash would route elsewhere once decoded)
         slashes = path.count(b"/", len(_PREFIX))
-        if slashes != (1 if get else 0):
-            return None  # more segments, bulk, transaction: the ASGI routes
+        if get:
+            if slashes != 1:
+                return None
+            op = "get"
+        elif slashes == 0:
+            op = "save"
+        elif slashes == 1:
+            found = _POST_TWO_SEGMENTS.get(path[path.rindex(b"/") + 1 :])
+            if found is None:
+                return None  # no such route: the router answers
+            op = found
+        else:
+            return None
         length = None
         token = b""
         for name, value in self.headers:
@@ -130,7 +147,7 @@ class HotHttpProtocol(HttpToolsProtocol):
             return None
         if length is None and not get:
             return None
-        return _HotCycle(get, path, url.query or b"", parser.should_keep_alive())
+        return _HotCycle(op, path, url.query or b"", parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
         cycle: Any = self.cycle
@@ -153,7 +170,7 @@ class HotHttpProtocol(HttpToolsProtocol):
         assert hot is not None
         started = time.perf_counter()
         try:
-            status, head, body = await hot.answer(cycle.get, cycle.path, cycle.query, bytes(cycle.body))
+            status, head, body = await hot.answer(cycle.op, cycle.path, cycle.query, bytes(cycle.body))
         except BaseException:  # cancelled (shutdown): close as uvicorn closes an unfinished response
             cycle.response_complete = True
             self.transport.close()
@@ -169,7 +186,7 @@ class HotHttpProtocol(HttpToolsProtocol):
             self.transport.write(b"".join(content))
         cycle.response_complete = True
         if hot.observe is not None:
-            hot.observe("get" if cycle.get else "save", status, time.perf_counter() - started)
+            hot.observe(cycle.op, status, time.perf_counter() - started)
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()

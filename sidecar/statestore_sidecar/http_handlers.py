@@ -111,15 +111,23 @@ class StateApi:
         except Malformed as exc:
             raise errors.malformed(str(exc)) from None
 
-    async def object_body(self, request: Request, struct: str, raw_values: bool = False) -> dict[str, Any]:
+    async def raw_object_body(self, request: Request) -> bytes:
+        """The whole body of a request whose body is a JSON object, with daprd's "failed
+        deserializing" error when it is too large."""
+        try:
+            return await read_body(request, self.limit)
+        except BodyTooLarge as exc:
+            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
+
+    @staticmethod
+    def object_body(raw: bytes, struct: str, raw_values: bool = False) -> dict[str, Any]:
         """A JSON object body (null counts as empty), with daprd's "failed deserializing" errors;
         with `raw_values`, a transaction's values keep their text as sent."""
         try:
-            raw = await read_body(request, self.limit)
             body = decode_json(raw)
             if raw_values:
                 attach_to_transaction(raw, body)
-        except (BodyTooLarge, Malformed) as exc:
+        except Malformed as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         if body is None:
             return {}
@@ -177,7 +185,11 @@ class StateApi:
     async def bulk_get(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
         handle = self.core.handle(store_name)
-        req = fields(await self.object_body(request, "BulkGetRequest"), _BULK_FIELDS, "BulkGetRequest")
+        return _json(await self.bulk_body(handle, await self.raw_object_body(request)))
+
+    async def bulk_body(self, handle: StoreHandle, raw_body: bytes) -> bytes:
+        """The JSON answer to a bulk get with this body."""
+        req = fields(self.object_body(raw_body, "BulkGetRequest"), _BULK_FIELDS, "BulkGetRequest")
         wanted = req.get("keys") or []
         if not isinstance(wanted, list) or not all(isinstance(k, str) for k in wanted):
             raise errors.malformed(
@@ -195,10 +207,10 @@ class StateApi:
         except Malformed as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         if not wanted:
-            return _json(b"[]\n")
+            return b"[]\n"
         found = await self.core.bulk_get(handle, wanted)
         out = [{"key": key} if item is None else _bulk_entry(key, item) for key, item in found]
-        return _json(orjson.dumps(out) + b"\n")
+        return orjson.dumps(out) + b"\n"
 
     async def delete(self, request: Request) -> Response:
         store_name, key = path_segments(request, 2)
@@ -216,19 +228,24 @@ class StateApi:
     async def transaction(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 2)[:1]
         handle = self.core.transactional(store_name)
-        body = await self.object_body(request, "TransactionalStateRequest", raw_values=True)
+        raw = await self.raw_object_body(request)
+        await self.transaction_body(handle, raw, request.scope.get("query_string", b""))
+        return _no_content()
+
+    async def transaction_body(self, handle: StoreHandle, raw_body: bytes, query_string: bytes) -> None:
+        """Run the transaction of this body on a transactional store's handle."""
+        body = self.object_body(raw_body, "TransactionalStateRequest", raw_values=True)
         req = fields(body, _TX_FIELDS, "TransactionalStateRequest")
         ops_raw = req.get("operations") or []
         if not isinstance(ops_raw, list):
             raise errors.malformed("failed deserializing HTTP body: operations must be an array")
-        url_meta = url_metadata(request.scope.get("query_string", b""))
+        url_meta = url_metadata(query_string)
         try:
             expect_string_map(req.get("metadata"), "TransactionalStateRequest", "metadata")
         except Malformed as exc:
             raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
         operations = [self._operation(handle, raw_op, url_meta) for raw_op in ops_raw]
         await self.core.transact(handle, operations)
-        return _no_content()
 
     def _operation(self, handle: StoreHandle, raw_op: Any, url_meta: dict[str, str]) -> Operation:
         if not isinstance(raw_op, dict):

@@ -1,4 +1,5 @@
-"""GET and SAVE served inside the HTTP protocol (hot_http.py) answer byte for byte as the ASGI routes.
+"""GET, SAVE, bulk get and transaction served inside the HTTP protocol (hot_http.py) answer byte for
+byte as the ASGI routes.
 
 Each request is sent twice to a real server: as is (served by the protocol) and with a path that
 needs cleaning (`/v1.0//state/...`), which the protocol leaves to the ASGI application. Apart from
@@ -90,6 +91,30 @@ CASES = [
     ("POST", "/v1.0/state/mem", b'[{"key":"a","value":1,"etag":"999"}]'),
     ("POST", "/v1.0/state/nostore", b'[{"key":"a","value":1}]'),
     ("POST", "/v1.0/state/mem", b'[{"value":1}]'),
+    ("POST", "/v1.0/state/mem/bulk", b'{"keys":["a","missing"]}'),
+    ("PUT", "/v1.0/state/mem/bulk", b'{"keys":["a"],"parallelism":2,"metadata":{"x":"y"}}'),
+    ("POST", "/v1.0/state/mem/bulk", b'{"keys":[]}'),
+    ("POST", "/v1.0/state/mem/bulk", b"null"),
+    ("POST", "/v1.0/state/mem/bulk", b'{"keys":"a"}'),
+    ("POST", "/v1.0/state/mem/bulk", b"{not json"),
+    ("POST", "/v1.0/state/nostore/bulk", b'{"keys":["a"]}'),
+    (
+        "POST",
+        "/v1.0/state/mem/transaction",
+        b'{"operations":[{"operation":"upsert","request":{"key":"t1","value":1e3}},'
+        b'{"operation":"delete","request":{"key":"gone"}}]}',
+    ),
+    ("PUT", "/v1.0/state/mem/transaction?metadata.ttlInSeconds=60", b'{"operations":[]}'),
+    (
+        "POST",
+        "/v1.0/state/mem/transaction",
+        b'{"operations":[{"operation":"nonsense","request":{"key":"a"}}]}',
+    ),
+    ("POST", "/v1.0/state/mem/transaction", b'{"operations":[{"operation":"upsert","request":{"value":1}}]}'),
+    ("POST", "/v1.0/state/mem/transaction", b'{"operations":{}}'),
+    ("POST", "/v1.0/state/mem/transaction", b"[]"),
+    ("POST", "/v1.0/state/nostore/transaction", b'{"operations":[]}'),
+    ("POST", "/v1.0/state/mem/nosuchroute", b"{}"),
 ]
 
 
@@ -180,9 +205,14 @@ def test_metrics_count_hot_requests(tmp_path: Path) -> None:
             for _ in range(3):
                 assert client.post("/v1.0/state/mem", json=[{"key": "m", "value": 1}]).status_code == 204
                 assert client.get("/v1.0/state/mem/m").status_code == 200
+                assert client.post("/v1.0/state/mem/bulk", json={"keys": ["m"]}).status_code == 200
+                transaction = {"operations": [{"operation": "delete", "request": {"key": "x"}}]}
+                assert client.post("/v1.0/state/mem/transaction", json=transaction).status_code == 204
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'statestore_http_requests_total{operation="get",status="200"} 3.0' in text
     assert 'statestore_http_requests_total{operation="save",status="204"} 3.0' in text
+    assert 'statestore_http_requests_total{operation="bulk",status="200"} 3.0' in text
+    assert 'statestore_http_requests_total{operation="transaction",status="204"} 3.0' in text
 
 
 async def test_the_protocol_serves_hot_requests_and_leaves_the_rest(tmp_path: Path) -> None:
@@ -205,12 +235,12 @@ async def test_the_protocol_serves_hot_requests_and_leaves_the_rest(tmp_path: Pa
     assert options["http"] is HotHttpProtocol
     app = srv.build_app(args, [validate(Component(name="mem", type="state.in-memory"), {})], None)
     hot: HotRoutes = app.hot_routes  # type: ignore[attr-defined]
-    served: list[bool] = []
+    served: list[str] = []
     answer = hot.answer
 
-    async def counting(get: bool, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
-        served.append(get)
-        return await answer(get, path, query, body)
+    async def counting(op: str, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+        served.append(op)
+        return await answer(op, path, query, body)
 
     hot.answer = counting
     server = uvicorn.Server(uvicorn.Config(app, **{**options, "loop": "asyncio", "lifespan": "on"}))
@@ -225,9 +255,12 @@ async def test_the_protocol_serves_hot_requests_and_leaves_the_rest(tmp_path: Pa
             assert (await client.get("/v1.0/state/mem/k")).status_code == 200
             assert (await client.get("/v1.0//state/mem/k")).status_code == 200  # cleaned: ASGI
             assert (await client.post("/v1.0/state/mem/bulk", json={"keys": ["k"]})).status_code == 200
+            transaction = {"operations": [{"operation": "upsert", "request": {"key": "t", "value": 1}}]}
+            assert (await client.post("/v1.0/state/mem/transaction", json=transaction)).status_code == 204
+            assert (await client.post("/v1.0/state/mem/other", json={})).status_code == 405  # ASGI
             assert (await client.delete("/v1.0/state/mem/k")).status_code == 204
             assert (await client.get("/v1.0/state/mem/k")).status_code == 204
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
-    assert served == [False, True, True]
+    assert served == ["save", "get", "bulk", "transaction", "get"]

@@ -348,6 +348,26 @@ class RedisStore:
                 [k for k, _ in present], [[*r, t] for (_, r), t in zip(present, ttls, strict=True)]
             )
 
+        async def piped(batch: Sequence[str], client: redis.asyncio.Redis) -> dict[str, Item]:
+            # On the pipelined connection, HMGET and PTTL of every key leave in one write, one round
+            # trip (PTTL of an absent key is cheap); through redis-py when that connection is broken.
+            import redis.exceptions as rex
+
+            pipeline = self._pipeline
+            assert pipeline is not None
+            commands: list[bytes] = []
+            for key in batch:
+                commands += (encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key))
+            try:
+                replies = await pipeline.call(commands)
+            except rex.ConnectionError:
+                return await bulk(batch, client)
+            rows = [
+                r if isinstance(r, Exception) else [*r, t]
+                for r, t in zip(replies[0::2], replies[1::2], strict=True)
+            ]
+            return self._found(batch, rows)
+
         async def bulk_by_slot(groups: list[list[str]], client: redis.asyncio.Redis) -> dict[str, Item]:
             replies = await topology.cluster_hmget(client, groups)
             return self._found([key for group in groups for key in group], replies)
@@ -359,8 +379,9 @@ class RedisStore:
             for groups in topology.slot_batches(unique, _BULK_BATCH):
                 found.update(await self._call(functools.partial(bulk_by_slot, groups)))
             return found
+        one_node = piped if self._pipeline is not None else bulk
         for start in range(0, len(unique), _BULK_BATCH):
-            found.update(await self._call(functools.partial(bulk, unique[start : start + _BULK_BATCH])))
+            found.update(await self._call(functools.partial(one_node, unique[start : start + _BULK_BATCH])))
         return found
 
     @staticmethod
