@@ -33,6 +33,8 @@ class RawValue:
 
 
 def _ws(s: str, i: int) -> int:
+    if i < len(s) and s[i] not in " \t\n\r":  # compact JSON, the common case: no regex call
+        return i
     match = _WS.match(s, i)
     assert match is not None  # the pattern matches the empty string
     return match.end()
