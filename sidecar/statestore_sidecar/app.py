@@ -145,7 +145,8 @@ class Transport:
         self.token = token.encode() if token else None
         self.routes = routes
         self.drain = drain
-        # GET and SAVE served inside the HTTP protocol (hot_http.HotHttpProtocol finds them here).
+        # GET, SAVE, bulk get and transaction served inside the HTTP protocol (hot_http.HotHttpProtocol
+        # finds them here).
         self.hot_routes = (
             None if routes is None else HotRoutes(routes.answer, routes.api.limit, self.token, drain)
         )

@@ -126,7 +126,7 @@ def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
         "server_header": False,
         # Named, not "auto": a missing uvloop or httptools must fail loudly, not halve throughput.
         "loop": "uvloop",
-        # httptools' protocol, serving GET and SAVE without an ASGI cycle (hot_http.py).
+        # httptools' protocol, serving the data requests without an ASGI cycle (hot_http.py).
         "http": HotHttpProtocol,
         # Nothing reads the client address, so X-Forwarded-* need not be parsed on every request.
         "proxy_headers": False,
