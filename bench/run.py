@@ -1,6 +1,6 @@
-"""Benchmark the state API against direct backend access, on loopback, in one run.
+"""Benchmark the state API beside daprd and direct backend access, on loopback, in one run.
 
-    .venv/bin/python -m bench.run                  # the full run (about 6 minutes), report on stdout
+    .venv/bin/python -m bench.run                  # the full run (about 32 minutes), report on stdout
     .venv/bin/python -m bench.run --smoke          # a few seconds: CI checks that real numbers come out
     make bench BENCH_ARGS="--json out.json"
 
@@ -20,7 +20,7 @@ way, after it):
   path, the database server for the direct path (for SQLite, which has no server, the bench process).
 
 The sidecar runs alone on core 0 (`taskset -c 0`); this process, wrk and the database servers run
-on core 1. The database servers are the test suite's (tests/fixtures/backends.py).
+on core 1. The database servers are the test suite's (`backends.py`); the report: `report.py`.
 """
 
 from __future__ import annotations
@@ -29,41 +29,32 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import http.client
 import json
-import math
 import os
 import platform
-import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
-
-from statestore_testing.databases import PostgresServer, RedisServer
-from statestore_testing.ports import free_port
 
 from . import targets as t
+from .backends import Backend, start_backend
 from .load import closed_loop, go_load, have_go_load, have_wrk, open_loop, pinned, run_wrk, wrk_script
 from .proc import Usage, core_busy
-from .reference import PATHS, measure_daprd
+from .reference import measure_daprd
+from .report import report
+from .sidecar import CLIENT_CORES, SERVER_CORE, SIDECAR, Sidecar, request
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SERVER_CORE = "0"
-CLIENT_CORES = {1}
 BACKENDS = ("redis", "postgresql", "sqlite")
 # Each operation's share of --rate in the fixed-rate phase: a bulk request reads 100 keys.
 RATE_SHARE = {"bulk": 0.1}
-SIDECAR = Path(sys.executable).parent / "statestore-sidecar"
 
 
 @dataclass
@@ -79,222 +70,6 @@ class Settings:
     smoke: bool = False
     daprd: bool = True  # daprd measured in the same run (bench/reference.py)
     ops: tuple[str, ...] = t.OPS
-
-
-@dataclass
-class Backend:
-    """A running backend: the Component metadata for it, its server's pid, a direct client factory."""
-
-    name: str
-    component_type: str
-    metadata: dict[str, str]
-    pid: int | None
-    direct: Callable[[bytes, int], Awaitable[t.Target]]
-    bulk_probe: Callable[[Callable[[], None]], dict[str, Any]] | None = None
-    version: str = ""
-
-
-class BenchPostgres(PostgresServer):
-    """The test suite's PostgreSQL, plus pg_stat_statements to count the statements a request runs."""
-
-    def _command(self) -> list[str]:
-        return [*super()._command(), "-c", "shared_preload_libraries=pg_stat_statements"]
-
-
-# -- backends -------------------------------------------------------------------------------------
-
-
-def _redis_info(server: RedisServer) -> dict[str, int]:
-    reply = server.command("INFO", "stats", "commandstats").decode(errors="replace")
-    out = {"reads": int(re.search(r"total_reads_processed:(\d+)", reply).group(1))}  # type: ignore[union-attr]
-    for name, calls in re.findall(r"cmdstat_(\w+):calls=(\d+)", reply):
-        out[name] = int(calls)
-    return out
-
-
-def _redis_probe(server: RedisServer) -> Callable[[Callable[[], None]], dict[str, Any]]:
-    def probe(action: Callable[[], None]) -> dict[str, Any]:
-        # Two INFOs back to back measure what INFO itself adds; subtract it.
-        a, b = _redis_info(server), _redis_info(server)
-        action()
-        c = _redis_info(server)
-        reads = (c["reads"] - b["reads"]) - (b["reads"] - a["reads"])
-        commands = {k: c.get(k, 0) - b.get(k, 0) for k in c if k not in ("reads", "info")}
-        return {"socket_reads_by_redis": reads, "commands": {k: v for k, v in commands.items() if v}}
-
-    return probe
-
-
-def _pg_probe(server: PostgresServer) -> Callable[[Callable[[], None]], dict[str, Any]]:
-    import asyncpg
-
-    async def counts() -> dict[str, int]:
-        conn = await asyncpg.connect(server.connection_string("url"))
-        try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            rows = await conn.fetch(
-                "SELECT query, calls FROM pg_stat_statements "
-                "WHERE query NOT ILIKE '%pg_stat_statements%' AND dbid = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database())"
-            )
-        finally:
-            await conn.close()
-        return {r["query"]: r["calls"] for r in rows}
-
-    def probe(action: Callable[[], None]) -> dict[str, Any]:
-        before = asyncio.run(counts())
-        action()
-        time.sleep(0.6)  # statistics reach the shared view when a backend goes idle (at most 0.5 s later)
-        after = asyncio.run(counts())
-        delta = {q: n - before.get(q, 0) for q, n in after.items() if n - before.get(q, 0)}
-        return {"statements": sum(delta.values()), "by_statement": delta}
-
-    return probe
-
-
-@contextlib.contextmanager
-def start_backend(name: str, workdir: Path) -> Iterator[Backend]:
-    if name == "redis":
-        # appendfsync everysec: Redis' own default once AOF is on (the test fixture syncs every write).
-        redis = RedisServer(workdir / "redis", appendfsync="everysec")
-        redis.start()
-        try:
-            url = redis.url()
-
-            async def redis_direct(value: bytes, conns: int) -> t.Target:
-                return t.RedisDirect(url, value, conns)
-
-            version = re.search(rb"redis_version:(\S+)", redis.command("INFO", "server"))
-            yield Backend(
-                name,
-                "state.redis",
-                {"redisHost": redis.address, "redisPassword": redis.password},
-                redis.process.pid if redis.process else None,
-                redis_direct,
-                _redis_probe(redis),
-                version.group(1).decode() if version else "",
-            )
-        finally:
-            redis.destroy()
-    elif name == "postgresql":
-        pg = BenchPostgres(workdir / "postgres")
-        pg.start()
-        try:
-            dsn = pg.connection_string("url")
-
-            async def pg_direct(value: bytes, conns: int) -> t.Target:
-                return await t.PostgresDirect.open(dsn, value, conns)
-
-            yield Backend(
-                name,
-                "state.postgresql",
-                {"connectionString": pg.connection_string(), "tableName": "state"},
-                pg.process.pid if pg.process else None,
-                pg_direct,
-                _pg_probe(pg),
-                Path(pg.postgres).parent.parent.name,
-            )
-        finally:
-            pg.destroy()
-    elif name == "sqlite":
-        path = str(workdir / "state.db")
-
-        async def sqlite_direct(value: bytes, conns: int) -> t.Target:
-            return t.SqliteDirect(path, value)
-
-        import sqlite3
-
-        yield Backend(
-            name,
-            "state.sqlite",
-            {"connectionString": path},
-            None,
-            sqlite_direct,
-            None,
-            sqlite3.sqlite_version,
-        )
-    else:
-        raise ValueError(f"unknown backend {name!r}")
-
-
-# -- the sidecar ------------------------------------------------------------------------------------
-
-
-class Sidecar:
-    """`statestore-sidecar` as a real process on SERVER_CORE, serving one Component."""
-
-    def __init__(self, backend: Backend, workdir: Path, workers: int) -> None:
-        self.resources = workdir / "components"
-        self.resources.mkdir(parents=True, exist_ok=True)
-        component = {
-            "apiVersion": "dapr.io/v1alpha1",
-            "kind": "Component",
-            "metadata": {"name": t.STORE},
-            "spec": {
-                "type": backend.component_type,
-                "version": "v1",
-                "metadata": [{"name": k, "value": v} for k, v in backend.metadata.items()],
-            },
-        }
-        (self.resources / f"{backend.name}.yaml").write_text(yaml.safe_dump(component))
-        self.port = free_port()
-        self.grpc_port = free_port()
-        self.log = workdir / f"sidecar-{backend.name}.log"
-        self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            str(SIDECAR), "--resources-path", str(self.resources), "--app-id", t.APP_ID,
-            "--dapr-http-port", str(self.port), "--dapr-grpc-port", str(self.grpc_port),
-            "--dapr-listen-addresses", "127.0.0.1",
-            "--metrics-port", str(free_port()), "--log-level", "warn",
-        ]  # fmt: skip
-        if self.workers != 1:
-            command += ["--workers", str(self.workers)]
-        if (os.cpu_count() or 1) > 1:
-            command = ["taskset", "-c", SERVER_CORE, *command]
-        env = dict(os.environ)
-        if os.environ.get("BENCH_SIDECAR_PYTHONPATH"):
-            # A/B runs: the sidecar imports another checkout's code (the bench itself is unchanged).
-            env["PYTHONPATH"] = os.environ["BENCH_SIDECAR_PYTHONPATH"]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"statestore-sidecar exited with {self.process.returncode}:\n{self.log.read_text()}"
-                )
-            with contextlib.suppress(OSError):
-                if request("127.0.0.1", self.port, "GET", "/v1.0/healthz")[0] == 204:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"statestore-sidecar not ready in 60 s:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self.process = self.process, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def request(host: str, port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(host, port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 # -- measuring ---------------------------------------------------------------------------------------
@@ -555,147 +330,6 @@ def machine() -> dict[str, Any]:
         "packages": versions,
         "wrk": wrk.strip(),
     }
-
-
-def _fmt(x: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
-
-
-def _memory(path: str, run: dict[str, Any]) -> float:
-    # The API: RSS of the largest process (one worker). A database: PSS of its processes, since
-    # summing RSS would count PostgreSQL's shared buffers once per backend.
-    return float(run["server_rss_max_mb"] if path != "direct" else run["server_pss_mb"])
-
-
-def report(results: dict[str, Any]) -> str:
-    s = results["settings"]
-    lines = [
-        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
-        f"{results['machine']['memory']}, Linux {results['machine']['kernel']}, "
-        f"Python {results['machine']['python']}; sidecar workers: {s['workers']}.",
-        f"Fixed rate {s['rate']:.0f} req/s for {s['latency_seconds']:g} s; maximum over {s['duration']:g} s with "
-        f"{s['connections']} connections; 1,024-byte JSON value.",
-        "",
-        "| Backend | Op | Path | Max req/s | p50 ms | p90 ms | p99 ms | CPU s / 1k req | mCPU @ rate | Memory MB | 2xx |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    ratio = [
-        "",
-        "| Backend | Op | Max req/s API / direct | Added p50 ms | Added p90 ms | Added p99 ms | API mCPU @ rate | API RSS MB per worker |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for backend in results["backends"]:
-        for op, runs in backend["ops"].items():
-            for path in (p for p in ("direct", "api", "grpc", *PATHS) if p in runs):
-                r = runs[path]
-                f, m = r["fixed"], r["max"]
-                total = f["requests"] + m["requests"]
-                ok = f["ok_2xx"] + m["ok_2xx"]
-                cpu = f["server_cpu_s_per_1000"]
-                lines.append(
-                    f"| {backend['backend']} | {op.upper()} | {path} | {m['rate']:,.0f} ({m['tool']}) | "
-                    f"{_fmt(f['p50_ms'], 3)} | {_fmt(f['p90_ms'], 3)} | {_fmt(f['p99_ms'], 3)} | "
-                    f"{cpu:.3f} | {cpu * f['target_rate']:.0f} | {_memory(path, r):.1f} | {100 * ok / max(total, 1):.1f}% |"
-                )
-            if "direct" not in runs:
-                continue
-            d = runs["direct"]
-            for path in ("api", "grpc"):
-                a = runs[path]
-                ratio.append(
-                    f"| {backend['backend']} | {op.upper()}{' (gRPC)' if path == 'grpc' else ''} | "
-                    f"{a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
-                    f"{a['fixed']['p50_ms'] - d['fixed']['p50_ms']:+.3f} | {a['fixed']['p90_ms'] - d['fixed']['p90_ms']:+.3f} | "
-                    f"{a['fixed']['p99_ms'] - d['fixed']['p99_ms']:+.3f} | "
-                    f"{a['fixed']['server_cpu_s_per_1000'] * a['fixed']['target_rate']:.0f} | {a['server_rss_max_mb']:.1f} |"
-                )
-    lines += ratio
-    lines += daprd_ratios(results)
-    lines += ["", "Bulk get of 100 keys through the API (backend work per request):", ""]
-    for backend in results["backends"]:
-        lines.append(f"- {backend['backend']}: `{json.dumps(backend.get('bulk'))}`")
-    lines += ["", "Targets:", ""] + [f"- {line}" for line in targets(results)]
-    return "\n".join(lines) + "\n"
-
-
-def daprd_ratios(results: dict[str, Any]) -> list[str]:
-    """Ours against daprd, per transport: throughput, CPU per request and memory (ratios ours / daprd)."""
-    rows = [
-        "",
-        "| Backend | Op | Transport | Max req/s ours / daprd | CPU per request ours / daprd | RSS MB ours / daprd |",
-        "|---|---|---|---|---|---|",
-    ]
-    found = False
-    for backend in results["backends"]:
-        for op, runs in backend["ops"].items():
-            for ours_path, their_path, transport in (
-                ("api", "daprd-http", "HTTP"),
-                ("grpc", "daprd-grpc", "gRPC"),
-            ):
-                if their_path not in runs:
-                    continue
-                found = True
-                a, d = runs[ours_path], runs[their_path]
-                cpu_a, cpu_d = a["fixed"]["server_cpu_s_per_1000"], d["fixed"]["server_cpu_s_per_1000"]
-                rows.append(
-                    f"| {backend['backend']} | {op.upper()} | {transport} | "
-                    f"{a['max']['rate']:,.0f} / {d['max']['rate']:,.0f} = {a['max']['rate'] / max(d['max']['rate'], 1):.2f} | "
-                    f"{cpu_a * 1000:.0f} / {cpu_d * 1000:.0f} µs = {cpu_a / cpu_d if cpu_d else math.nan:.2f} | "
-                    f"{a['server_rss_max_mb']:.1f} / {d['server_rss_max_mb']:.1f} |"
-                )
-    return rows if found else []
-
-
-def targets(results: dict[str, Any]) -> list[str]:
-    """The performance targets on Redis, each against daprd in the same run where it has one."""
-    out: list[str] = []
-    mark = {True: "met", False: "NOT met"}
-    for backend in results["backends"]:
-        if backend["backend"] != "redis":
-            continue
-        ops = backend["ops"]
-        for op in ("get", "save"):
-            runs = ops.get(op, {})
-            for ours, theirs, transport in (("api", "daprd-http", "HTTP"), ("grpc", "daprd-grpc", "gRPC")):
-                if ours not in runs or theirs not in runs:
-                    continue
-                a, d = runs[ours], runs[theirs]
-                ratio = a["max"]["rate"] / max(d["max"]["rate"], 1)
-                out.append(
-                    f"Redis {op.upper()} {transport} max req/s ours / daprd {ratio:.2f} (≥ 1.0): {mark[ratio >= 1]}"
-                )
-                cpu = a["fixed"]["server_cpu_s_per_1000"] / max(d["fixed"]["server_cpu_s_per_1000"], 1e-9)
-                out.append(
-                    f"Redis {op.upper()} {transport} CPU per request at {a['fixed']['target_rate']:.0f}/s "
-                    f"ours / daprd {cpu:.2f} (≤ 1.0): {mark[cpu <= 1]}"
-                )
-        get = ops.get("get", {})
-        if "direct" in get and "api" in get:
-            d, a = get["direct"], get["api"]
-            added50 = a["fixed"]["p50_ms"] - d["fixed"]["p50_ms"]
-            added99 = a["fixed"]["p99_ms"] - d["fixed"]["p99_ms"]
-            out += [
-                f"Redis GET HTTP added latency at {a['fixed']['target_rate']:.0f}/s: p50 {added50:+.3f} ms "
-                f"(≤ +0.3): {mark[added50 <= 0.3]}; p99 {added99:+.3f} ms (≤ +1): {mark[added99 <= 1.0]}",
-            ]
-        rss = max(
-            (
-                r["server_rss_max_mb"]
-                for runs in ops.values()
-                for p, r in runs.items()
-                if p in ("api", "grpc")
-            ),
-            default=None,
-        )
-        if rss is not None:
-            out.append(f"Redis RSS per worker {rss:.1f} MB at most (≤ 60): {mark[rss <= 60]}")
-        bulk = backend.get("bulk", {}).get("bulk_get_100", {})
-        reads = bulk.get("socket_reads_by_redis")
-        if reads is not None:
-            out.append(
-                f"Redis bulk get of 100 keys: {reads} socket read(s) by Redis, commands {bulk.get('commands')}"
-            )
-    return out
 
 
 def parse_args(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:

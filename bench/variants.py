@@ -37,9 +37,10 @@ import uvloop
 from statestore_testing.ports import free_port
 
 from . import targets as t
+from .backends import Backend, start_backend
 from .load import have_wrk, open_loop, pinned, run_wrk, wrk_script
 from .proc import Usage, tree
-from .run import CLIENT_CORES, SERVER_CORE, SIDECAR, Backend, Sidecar, request, start_backend
+from .sidecar import CLIENT_CORES, SERVER_CORE, SIDECAR, Sidecar, request
 
 BIN = Path(sys.executable).parent
 
