@@ -47,7 +47,7 @@ from ..base import (
     etag_mismatch,
     first_write_conflict,
 )
-from . import topology
+from . import replies, topology
 from .connection import Settings, connect
 from .metadata import SCHEMA
 from .pipelined import Pipeline, encode
@@ -213,15 +213,6 @@ class RedisStore:
         await self._call(ping)
 
     # -- reads ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _item(fields: Sequence[Any], pttl: Any, now: float) -> Item | None:
-        """The item from HMGET data version and the key's PTTL (milliseconds; negative: none)."""
-        data, version = fields
-        if data is None or version is None:
-            return None
-        remaining = int(pttl)
-        return Item(data, version.decode(), now + remaining / 1000.0 if remaining >= 0 else None)
-
     async def get(self, key: str) -> Item | None:
         async def get(client: redis.asyncio.Redis) -> Item | None:
             if self._pipeline is not None:
@@ -230,7 +221,7 @@ class RedisStore:
                 fields, pttl = await self._hmget_pttl(client, key)
             else:
                 fields, pttl = await self._hot_hmget(client, key)
-            return self._item(fields, pttl, time.time())
+            return replies.item(fields, pttl, time.time())
 
         return await self._call(get)
 
@@ -335,16 +326,16 @@ class RedisStore:
             async with client.pipeline(transaction=False) as pipe:
                 for key in batch:
                     pipe.hmget(key, ["data", "version"])
-                replies = await pipe.execute(raise_on_error=False)
+                answers = await pipe.execute(raise_on_error=False)
             # Then the TTLs of the keys found only: most of a large bulk get may be absent keys.
-            present = [(key, r) for key, r in zip(batch, replies, strict=True) if self._present(r)]
+            present = [(key, r) for key, r in zip(batch, answers, strict=True) if replies.present(r)]
             if not present:
                 return {}
             async with client.pipeline(transaction=False) as pipe:
                 for key, _ in present:
                     pipe.pttl(key)
                 ttls = await pipe.execute(raise_on_error=False)
-            return self._found(
+            return replies.found(
                 [k for k, _ in present], [[*r, t] for (_, r), t in zip(present, ttls, strict=True)]
             )
 
@@ -359,18 +350,18 @@ class RedisStore:
             for key in batch:
                 commands += (encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key))
             try:
-                replies = await pipeline.call(commands)
+                answers = await pipeline.call(commands)
             except rex.ConnectionError:
                 return await bulk(batch, client)
             rows = [
                 r if isinstance(r, Exception) else [*r, t]
-                for r, t in zip(replies[0::2], replies[1::2], strict=True)
+                for r, t in zip(answers[0::2], answers[1::2], strict=True)
             ]
-            return self._found(batch, rows)
+            return replies.found(batch, rows)
 
         async def bulk_by_slot(groups: list[list[str]], client: redis.asyncio.Redis) -> dict[str, Item]:
-            replies = await topology.cluster_hmget(client, groups)
-            return self._found([key for group in groups for key in group], replies)
+            answers = await topology.cluster_hmget(client, groups)
+            return replies.found([key for group in groups for key in group], answers)
 
         # In batches, each within the call timeout: a pipeline of 100,000 keys can take longer than
         # one call may.
@@ -382,26 +373,6 @@ class RedisStore:
         one_node = piped if self._pipeline is not None else bulk
         for start in range(0, len(unique), _BULK_BATCH):
             found.update(await self._call(functools.partial(one_node, unique[start : start + _BULK_BATCH])))
-        return found
-
-    @staticmethod
-    def _present(reply: Any) -> bool:
-        if isinstance(reply, Exception):
-            raise reply
-        return bool(reply[0] is not None and reply[1] is not None)
-
-    def _found(self, keys: Sequence[str], replies: Sequence[Any]) -> dict[str, Item]:
-        """Items from replies [data, version, pttl] (a PTTL may be an error reply)."""
-        now = time.time()
-        found: dict[str, Item] = {}
-        for key, reply in zip(keys, replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
-            if isinstance(reply[2], Exception):
-                raise reply[2]
-            item = self._item(reply[:2], reply[2], now)
-            if item is not None:
-                found[key] = item
         return found
 
     # -- writes --------------------------------------------------------------------------------------
@@ -431,7 +402,7 @@ class RedisStore:
             return reply
 
         if self._cluster:
-            self._check_one_slot(keys)
+            topology.check_one_slot(keys)
         code, index = (int(x) for x in await self._call(run))
         if code == 1:
             raise etag_mismatch(keys[index - 1])
@@ -439,16 +410,6 @@ class RedisStore:
             raise first_write_conflict(keys[index - 1])
         if code != 0:
             raise StoreError(f"unexpected reply {code} from the redis write script")
-
-    @staticmethod
-    def _check_one_slot(keys: Sequence[str]) -> None:
-        slots = {topology.hash_slot(key) for key in keys}
-        if len(slots) > 1:
-            raise StoreError(
-                "redis cluster: the keys of a transaction must share one hash slot "
-                f"(they map to {len(slots)} slots); give the keys a common hash tag, "
-                "such as {order-17}items and {order-17}total"
-            )
 
     async def set(self, request: SetRequest) -> None:
         await self.transact([request])

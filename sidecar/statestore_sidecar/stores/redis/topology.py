@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..base import StoreError
+
 if TYPE_CHECKING:
     import redis.asyncio
 
@@ -130,3 +132,14 @@ async def cluster_hmget(client: Any, groups: Sequence[Sequence[str]]) -> list[An
     for group, reply in zip(groups, replies, strict=True):
         flat.extend([reply] * len(group) if isinstance(reply, Exception) else reply)
     return flat
+
+
+def check_one_slot(keys: Sequence[str]) -> None:
+    """A Cluster runs a script on one node: the keys of a transaction must share a hash slot."""
+    slots = {hash_slot(key) for key in keys}
+    if len(slots) > 1:
+        raise StoreError(
+            "redis cluster: the keys of a transaction must share one hash slot "
+            f"(they map to {len(slots)} slots); give the keys a common hash tag, "
+            "such as {order-17}items and {order-17}total"
+        )
