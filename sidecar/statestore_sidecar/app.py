@@ -74,8 +74,9 @@ class StateRoutes:
         self.handlers: dict[str, Handler] = {r.handler: getattr(api, r.handler) for r in ROUTES if r.fast}
 
     async def answer(self, op: str, path: bytes, query: bytes, body: bytes) -> tuple[int, bytes, bytes]:
-        """A request of `hot_http.HOT_OPS` for `hot_http`: (status, header lines, body), the same
-        answer as `serve` gives through the handlers, with the headers Starlette's Response would set."""
+        """A GET of one key, a SAVE, a bulk get or a transaction (`op`) for `hot_http`: (status,
+        header lines, body), the same answer as `serve` gives through the handlers, with the headers
+        Starlette's Response would set."""
         api = self.api
         try:
             if op == "get":

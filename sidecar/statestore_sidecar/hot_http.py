@@ -30,10 +30,9 @@ _PREFIX = b"/v1.0/state/"
 Observe = Callable[[str, int, float], None]
 # (operation, raw path, query string, body) -> (status, header lines, body)
 Answer = Callable[[str, bytes, bytes, bytes], Awaitable[tuple[int, bytes, bytes]]]
-# The operations served here (also the metrics' operation labels), by the last segment of a
-# POST or PUT path with a store and one more segment.
-HOT_OPS = ("get", "save", "bulk", "transaction")
-_POST_TWO_SEGMENTS = {b"bulk": "bulk", b"transaction": "transaction"}
+# The POST and PUT routes with a store and one more segment served here; that segment names the
+# operation (as the metrics label it).
+_POST_TWO_SEGMENTS = frozenset((b"bulk", b"transaction"))
 
 
 class HotRoutes:
@@ -81,7 +80,8 @@ def _is_clean(path: bytes) -> bool:
 
 
 class HotHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, serving `HOT_OPS` of the state API without an ASGI cycle."""
+    """uvicorn's httptools protocol, serving GET, SAVE, bulk get and transaction of the state API
+    without an ASGI cycle."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -126,10 +126,10 @@ class HotHttpProtocol(HttpToolsProtocol):
         elif slashes == 0:
             op = "save"
         elif slashes == 1:
-            found = _POST_TWO_SEGMENTS.get(path[path.rindex(b"/") + 1 :])
-            if found is None:
+            last = path[path.rindex(b"/") + 1 :]
+            if last not in _POST_TWO_SEGMENTS:
                 return None  # no such route: the router answers
-            op = found
+            op = last.decode()
         else:
             return None
         length = None

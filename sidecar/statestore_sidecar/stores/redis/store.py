@@ -83,6 +83,11 @@ _BULK_BATCH = 5000
 _UNAVAILABLE_REPLIES = ("LOADING", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN")
 
 
+def _read_commands(key: str) -> tuple[bytes, bytes]:
+    """A read of one item on the pipelined connection: its fields, then its TTL."""
+    return encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key)
+
+
 class RedisStore:
     features: frozenset[Feature] = SCHEMA.features
 
@@ -233,9 +238,7 @@ class RedisStore:
         pipeline = self._pipeline
         assert pipeline is not None
         try:
-            fields, pttl = await pipeline.call(
-                (encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key))
-            )
+            fields, pttl = await pipeline.call(_read_commands(key))
         except rex.ConnectionError:
             return await self._hmget_pttl(client, key)
         for reply in (fields, pttl):
@@ -348,7 +351,7 @@ class RedisStore:
             assert pipeline is not None
             commands: list[bytes] = []
             for key in batch:
-                commands += (encode(b"HMGET", key, b"data", b"version"), encode(b"PTTL", key))
+                commands += _read_commands(key)
             try:
                 answers = await pipeline.call(commands)
             except rex.ConnectionError:
