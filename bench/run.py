@@ -98,7 +98,7 @@ async def measure(
 
     before, cores_before, started = _usage(server_pids), core_busy(), time.monotonic()
     if wrk_url is not None:
-        script = _wrk_script(op, value)
+        script = wrk_script(*t.http_requests(op, value))
         peak, raw = await asyncio.to_thread(run_wrk, wrk_url, script, settings.connections, settings.duration)
         out["wrk_output"] = raw
     elif grpc_address is not None:
@@ -146,18 +146,6 @@ async def measure(
     out["server_rss_max_mb"] = round(after.rss_max / 2**20, 1)
     out["server_processes"] = after.processes
     return out
-
-
-def _wrk_script(op: str, value: bytes) -> str:
-    store = f"/v1.0/state/{t.STORE}"
-    n = range(t.KEYS)
-    if op == "get":
-        return wrk_script("GET", [f"{store}/{t.key(i)}" for i in n], None)
-    if op == "save":
-        return wrk_script("POST", [store] * t.KEYS, [t.save_body(i, value) for i in n])
-    if op == "bulk":
-        return wrk_script("POST", [f"{store}/bulk"] * t.KEYS, [t.bulk_body(i) for i in n])
-    return wrk_script("POST", [f"{store}/transaction"] * t.KEYS, [t.transaction_body(i, value) for i in n])
 
 
 def _bulk(backend: Backend, port: int) -> dict[str, Any]:

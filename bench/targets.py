@@ -62,6 +62,20 @@ def transaction_body(i: int, value: bytes) -> bytes:
     return b'{"operations":[%s,%s]}' % (upsert, delete)
 
 
+def http_requests(op: str, value: bytes) -> tuple[str, list[str], list[bytes] | None]:
+    """An operation over HTTP: its method, and per key i of range(KEYS) its path and body (no bodies
+    for GET), as `Api` sends them and the bench's wrk scripts replay them."""
+    store = f"/v1.0/state/{STORE}"
+    n = range(KEYS)
+    if op == "get":
+        return "GET", [f"{store}/{key(i)}" for i in n], None
+    if op == "save":
+        return "POST", [store] * KEYS, [save_body(i, value) for i in n]
+    if op == "bulk":
+        return "POST", [f"{store}/bulk"] * KEYS, [bulk_body(i) for i in n]
+    return "POST", [f"{store}/transaction"] * KEYS, [transaction_body(i, value) for i in n]
+
+
 def call_of(target: Target, op: str) -> Any:
     """The target's method for an operation of OPS."""
     return getattr(target, op)
@@ -105,28 +119,30 @@ class Api:
 
     def __init__(self, pool: HttpPool, value: bytes) -> None:
         self.pool = pool
-        self.gets = [http_get(f"/v1.0/state/{STORE}/{key(i)}") for i in range(KEYS)]
-        self.saves = [http_post(f"/v1.0/state/{STORE}", save_body(i, value)) for i in range(KEYS)]
-        self.bulks = [http_post(f"/v1.0/state/{STORE}/bulk", bulk_body(i)) for i in range(KEYS)]
-        self.transactions = [
-            http_post(f"/v1.0/state/{STORE}/transaction", transaction_body(i, value)) for i in range(KEYS)
-        ]
+        self.requests: dict[str, list[bytes]] = {}
+        for op in OPS:
+            _, paths, bodies = http_requests(op, value)
+            self.requests[op] = (
+                [http_get(p) for p in paths]
+                if bodies is None
+                else [http_post(p, b) for p, b in zip(paths, bodies, strict=True)]
+            )
 
     @classmethod
     async def open(cls, port: int, value: bytes, connections: int) -> Api:
         return cls(await HttpPool("127.0.0.1", port, connections).open(), value)
 
     async def get(self, i: int) -> int:
-        return await self.pool.send(self.gets[i % KEYS])
+        return await self.pool.send(self.requests["get"][i % KEYS])
 
     async def save(self, i: int) -> int:
-        return await self.pool.send(self.saves[i % KEYS])
+        return await self.pool.send(self.requests["save"][i % KEYS])
 
     async def bulk(self, i: int) -> int:
-        return await self.pool.send(self.bulks[i % KEYS])
+        return await self.pool.send(self.requests["bulk"][i % KEYS])
 
     async def transaction(self, i: int) -> int:
-        return await self.pool.send(self.transactions[i % KEYS])
+        return await self.pool.send(self.requests["transaction"][i % KEYS])
 
     async def close(self) -> None:
         self.pool.close()

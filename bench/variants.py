@@ -198,7 +198,7 @@ async def measure(
 ) -> dict[str, Any]:
     api = await t.Api.open(port, t.value_1kb(), 16)
     try:
-        call = api.get if op == "get" else api.save
+        call = t.call_of(api, op)
         await open_loop(call, rate, 1.0)  # warm-up
         load = _loadavg()
         switches = _switches(pids)
@@ -222,14 +222,7 @@ async def measure(
             "rss_max_mb": round(after.rss_max / 2**20, 1),
         }
         if max_seconds > 0 and have_wrk():
-            paths = [f"/v1.0/state/{t.STORE}/{t.key(i)}" for i in range(t.KEYS)]
-            if op == "get":
-                script = wrk_script("GET", paths, None)
-            else:
-                bodies = [
-                    b'[{"key":"%s","value":%s}]' % (t.key(i).encode(), t.value_1kb()) for i in range(t.KEYS)
-                ]
-                script = wrk_script("POST", [f"/v1.0/state/{t.STORE}"] * t.KEYS, bodies)
+            script = wrk_script(*t.http_requests(op, t.value_1kb()))
             before, db_before, started = Usage.sample(pids), Usage.sample(db_pids), time.monotonic()
             peak, _ = await asyncio.to_thread(run_wrk, f"http://127.0.0.1:{port}", script, 16, max_seconds)
             cpu = Usage.sample(pids).cpu - before.cpu
