@@ -8,6 +8,7 @@ replies stay errors.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator
@@ -60,6 +61,28 @@ async def test_concurrent_calls_each_get_their_own_replies(
     # One pipelined connection served all of it (plus the pool's, used at start-up).
     clients = redis_server.command("CLIENT", "LIST").decode().count("name=statestore-piped ")
     assert 1 <= clients <= 3
+
+
+def _reads(server: RedisServer) -> int:
+    """Redis' count of socket reads it has processed (each of our commands' own included)."""
+    found = re.search(rb"total_reads_processed:(\d+)", server.command("INFO", "stats"))
+    assert found is not None
+    return int(found.group(1))
+
+
+async def test_a_bulk_get_is_one_round_trip(store: RedisStore, redis_server: RedisServer) -> None:
+    keys = [key() for _ in range(100)]
+    await asyncio.gather(*(store.set(SetRequest(k, b'"%d"' % i)) for i, k in enumerate(keys)))
+    absent = key()
+    start = _reads(redis_server)
+    counting = _reads(redis_server) - start  # what reading the counter itself adds
+    before = _reads(redis_server)
+    found = await store.bulk_get([*keys, absent])
+    reads = _reads(redis_server) - before - counting
+    assert {k: i.data for k, i in found.items()} == {k: b'"%d"' % n for n, k in enumerate(keys)}
+    # Every HMGET and PTTL left in one write on the pipelined connection, and Redis read them at once
+    # (through redis-py it took two round trips: the HMGETs, then the TTLs of the keys found).
+    assert reads == 1
 
 
 async def test_cancelled_callers_leave_the_replies_in_step(store: RedisStore) -> None:
