@@ -68,6 +68,8 @@ class StoreHandle:
                 f", secondary from secret {keys.secondary.name}" if keys.secondary else "",
             )
         self.ready = asyncio.Event()
+        # Set once the first initialisation attempt is over, whatever its outcome.
+        self.attempted = asyncio.Event()
         self.last_error = "not initialised yet"
         self._task: asyncio.Task[None] | None = None
 
@@ -82,6 +84,12 @@ class StoreHandle:
         self._task = asyncio.get_running_loop().create_task(self._init_with_backoff())
 
     async def _init_with_backoff(self) -> None:
+        try:
+            await self._init_until_settled()
+        finally:
+            self.attempted.set()
+
+    async def _init_until_settled(self) -> None:
         # An unreachable backend must not crash-loop the pod: keep trying and stay unready meanwhile.
         delay = 0.5
         said = False
@@ -127,6 +135,7 @@ class StoreHandle:
                     wait,
                     self.last_error,
                 )
+                self.attempted.set()
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, INIT_BACKOFF_MAX)
                 continue
@@ -164,6 +173,10 @@ class Settings:
     api_token: str | None = None
     max_body_size: int = 4 << 20
     runtime_version: str = "edge"
+    # Workers sharing a port: one that took connections while its stores were still initialising
+    # would answer "not ready" after a peer had answered ready. Each worker starts serving once
+    # every store's first initialisation attempt is over (ready, failed, or given up).
+    settle_before_serving: bool = False
 
 
 @dataclass
@@ -189,6 +202,20 @@ class Runtime:
     async def start(self) -> None:
         for handle in self.stores.values():
             handle.start()
+        if self.settings.settle_before_serving:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for every store's first initialisation attempt, or for a stop signal."""
+        settled = asyncio.ensure_future(
+            asyncio.gather(*(h.attempted.wait() for h in list(self.stores.values())))
+        )
+        try:
+            # Polled: a signal handler sets the drain, and a stop must not wait for a hung backend.
+            while not settled.done() and not self.drain.draining:
+                await asyncio.wait([settled], timeout=0.1)
+        finally:
+            settled.cancel()
 
     async def stop(self) -> None:
         for handle in list(self.stores.values()):

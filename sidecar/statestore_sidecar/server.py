@@ -53,6 +53,7 @@ def settings_from(args: argparse.Namespace, namespace: str | None) -> Settings:
         api_token=os.environ.get("DAPR_API_TOKEN") or None,
         max_body_size=args.max_body_size,
         runtime_version=__version__,
+        settle_before_serving=_workers(args) > 1,
     )
 
 
@@ -114,7 +115,26 @@ def worker_app() -> ASGIApp:
     args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
     logs.configure(args.log_level, args.log_as_json, args.app_id)
     namespace = os.environ.get("NAMESPACE") or None
-    return build_app(args, load_stores(args.resources_path, args.app_id, namespace), namespace)
+    drain = Drain()
+    _stop_drains(drain)
+    return build_app(args, load_stores(args.resources_path, args.app_id, namespace), namespace, drain)
+
+
+def _stop_drains(drain: Drain) -> None:
+    """Chain a worker's stop signals to its drain, before uvicorn's own handler.
+
+    A worker waits for its stores before it serves (`Settings.settle_before_serving`), inside
+    uvicorn's start-up, where uvicorn's handler is not looked at; the drain is.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            drain.hurry()
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:

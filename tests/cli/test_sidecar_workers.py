@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
+import yaml
 
-from fixtures.sidecar import BIN, component_yaml, free_port
+from fixtures.sidecar import BIN, component_doc, component_yaml, free_port
+from statestore_testing.databases import RedisServer
 from statestore_testing.waiting import wait_for
 
 
@@ -58,17 +64,16 @@ def _worker_serving_one_connection(port: int, workers: list[int]) -> int | None:
     return None
 
 
-def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text(
-        component_yaml("store", "state.sqlite", connectionString=str(tmp_path / "state.db"))
-    )
+@contextlib.contextmanager
+def _two_workers(resources: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
+    """`statestore-sidecar --workers 2` on `resources`: the process, its HTTP and metrics ports."""
     # Every port given: the default gRPC port (50001) may be another server's on a shared machine.
     port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [
             str(BIN / "statestore-sidecar"),
             "--resources-path",
-            str(tmp_path),
+            str(resources),
             "--app-id",
             "myapp",
             "--dapr-http-port",
@@ -85,28 +90,49 @@ def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"{url}/v1.0/healthz", timeout=2).status_code == 204:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 60 s"
-            time.sleep(0.1)
-        workers = wait_for("two workers", lambda: w if len(w := _workers(proc.pid)) == 2 else None)
-        # Both really serve: connections are taken by either worker, so open them until each was seen.
-        served: dict[int, int] = {}
-        deadline = time.monotonic() + 120
-        while len(served) < 2:
-            assert time.monotonic() < deadline, f"only {served} of {workers} served in 120 s"
-            pid = _worker_serving_one_connection(port, workers)
-            assert pid in workers, f"no worker holds the connection (found {pid})"
-            served[pid] = served.get(pid, 0) + 1
-        print(f"connections per worker until both had served: {served}")
+        yield proc, port, metrics_port
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode == 0
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if httpx.get(f"{url}/v1.0/healthz", timeout=2).status_code == 204:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "not ready in 60 s"
+        time.sleep(0.1)
+
+
+def _both_serve(proc: subprocess.Popen[bytes], port: int) -> dict[int, int]:
+    """Connections per worker, opened until each worker has answered one with 204."""
+    workers = wait_for("two workers", lambda: w if len(w := _workers(proc.pid)) == 2 else None)
+    # Connections are taken by either worker, so open them until each was seen.
+    served: dict[int, int] = {}
+    deadline = time.monotonic() + 120
+    while len(served) < 2:
+        assert time.monotonic() < deadline, f"only {served} of {workers} served in 120 s"
+        pid = _worker_serving_one_connection(port, workers)
+        assert pid in workers, f"no worker holds the connection (found {pid})"
+        served[pid] = served.get(pid, 0) + 1
+    return served
+
+
+def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        component_yaml("store", "state.sqlite", connectionString=str(tmp_path / "state.db"))
+    )
+    with _two_workers(tmp_path) as (proc, port, metrics_port):
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(proc, url)
+        print(f"connections per worker until both had served: {_both_serve(proc, port)}")
         # A new connection per request, so both workers take some; they share the SQLite file.
         for i in range(20):
             r = httpx.post(f"{url}/v1.0/state/store", json=[{"key": f"k{i}", "value": {"n": i}}])
@@ -123,7 +149,55 @@ def test_two_workers_serve_one_store_and_one_metrics_endpoint(tmp_path: Path) ->
         }
         assert counts.get('operation="save",status="204"') == 20, counts
         assert counts.get('operation="get",status="200"') == 20, counts
-    finally:
-        proc.terminate()
-        proc.wait(20)
-    assert proc.returncode == 0
+
+
+def _hanging_redis(redis: RedisServer) -> dict[str, Any]:
+    """A Redis store whose initialisation waits a minute for a server that does not answer."""
+    doc = component_doc(
+        "store",
+        "state.redis",
+        redisHost=redis.address,
+        redisPassword=redis.password,
+        readTimeout="60s",
+        dialTimeout="60s",
+    )
+    doc["spec"]["initTimeout"] = "60s"
+    return doc
+
+
+def test_no_worker_answers_before_its_stores_first_initialisation(tmp_path: Path) -> None:
+    """Once one worker has said ready, no other says not ready because it is still starting: each
+    takes connections only after its stores' first initialisation attempt."""
+    with RedisServer() as redis:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(_hanging_redis(redis)))
+        redis.pause()  # every worker's first attempt hangs in the handshake
+        try:
+            with _two_workers(tmp_path) as (proc, port, _):
+                wait_for("two workers", lambda: len(_workers(proc.pid)) == 2 or None)
+                # Meanwhile no request is answered, "not ready" included: no worker is serving.
+                for _ in range(4):
+                    with pytest.raises(httpx.TransportError):
+                        httpx.get(f"http://127.0.0.1:{port}/v1.0/healthz", timeout=1)
+                    time.sleep(0.5)
+                redis.resume()
+                _wait_healthy(proc, f"http://127.0.0.1:{port}")
+                # From the first 204 on, every connection is answered 204, whichever worker takes it.
+                served = _both_serve(proc, port)
+                for _ in range(20):
+                    assert httpx.get(f"http://127.0.0.1:{port}/v1.0/healthz").status_code == 204
+                print(f"connections per worker until both had served: {served}")
+        finally:
+            redis.resume()
+
+
+def test_a_stop_during_start_up_does_not_wait_for_a_hung_backend(tmp_path: Path) -> None:
+    with RedisServer() as redis:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(_hanging_redis(redis)))
+        redis.pause()
+        try:
+            with _two_workers(tmp_path) as (proc, _, _):
+                wait_for("two workers", lambda: len(_workers(proc.pid)) == 2 or None)
+                time.sleep(1)  # the workers are in their start-up, waiting for the store
+            # `_two_workers` stopped it (SIGTERM) and required exit code 0 within 20 s.
+        finally:
+            redis.resume()

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from statestore_testing.pki import PKI, make_pki
 from statestore_testing.ports import LOOPBACK, free_port
@@ -244,7 +244,7 @@ class Server:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
