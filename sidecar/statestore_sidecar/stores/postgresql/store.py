@@ -146,8 +146,13 @@ class PostgresStore:
             | asyncpg.TooManyConnectionsError,
         ):
             return BackendUnavailable(f"{where} is unavailable: {exc}")
-        if isinstance(exc, asyncpg.InternalClientError) and "closed" in str(exc):
-            return BackendUnavailable(f"{where} is unavailable: {exc}")
+        if isinstance(exc, asyncpg.InternalClientError) and (
+            "closed" in str(exc) or "cannot switch to state" in str(exc)
+        ):
+            # The second: the server ended the session (a FATAL error came) and the socket is not
+            # closed yet, so the pool handed the connection out. The call is refused before
+            # anything is sent, and the connection is terminated, not pooled again.
+            return BackendUnavailable(f"{where} is unavailable: the server ended the connection ({exc})")
         return None
 
     async def _call(self, work: Callable[[asyncpg.Connection], Awaitable[T]], retries: int = 0) -> T:
