@@ -109,8 +109,8 @@ class StateRoutes:
             text = (exc.text + "\n").encode()
             return exc.status, b"content-length: %d\r\n%s" % (len(text), _PLAIN_HEAD), text
         except Exception:
-            method = "GET" if op == "get" else "POST"
-            log.exception("unhandled error serving %s %s", method, path.decode("latin-1"))
+            # The operation, not a method: a SAVE and a transaction come as POST or PUT.
+            log.exception("unhandled error serving a %s on %s", op, path.decode("latin-1"))
             return 500, b"content-length: 21\r\n" + _PLAIN_HEAD, b"Internal Server Error"
 
     def route(self, method: str, path: str) -> Handler | None:
