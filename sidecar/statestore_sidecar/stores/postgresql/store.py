@@ -1,4 +1,4 @@
-"""`state.postgresql`: state in a PostgreSQL table, through an asyncpg connection pool.
+"""`state.postgresql`: state in a PostgreSQL table, through asyncpg connections (`connections.py`).
 
 The table is daprd's `state.postgresql` v1 layout, so daprd and this server share a database in
 either direction: `key text PRIMARY KEY`, `value jsonb` (JSON values; any other bytes as a base64
@@ -40,6 +40,7 @@ from ..base import (
 from ..sql import writes
 from ..sql.cleanup import Cleaner, claim_window
 from . import migrations
+from .connections import Connections
 from .dialect import LIVE, binary_doc, build_query, json_doc, stored_bytes
 from .metadata import SCHEMA, parse_connection_string, quote_table
 
@@ -51,15 +52,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _EXPIRY = "CASE WHEN $4::integer > 0 THEN now() + make_interval(secs => $4::integer) END"
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing beyond asyncpg's own rollback of a stray transaction.
-
-    asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN *, RESET ALL) is one more round trip
-    on every release, which doubled the statements of every GET. This store leaves no session state:
-    its only advisory lock is transaction-scoped, and it never LISTENs, SETs or keeps cursors.
-    """
 
 
 def _count(status: str) -> int:
@@ -92,7 +84,8 @@ class PostgresStore:
             md["connectionMaxIdleTime"] if self.params.pool_idle is None else self.params.pool_idle
         )
         self._statement_cache = 100 if md["queryExecMode"] in ("", "cache_statement") else 0
-        self._pool: asyncpg.Pool | None = None
+        self._conns: Connections | None = None
+        self._ssl: Any = False  # asyncpg's `ssl` argument, made at init (it may read files)
         self._cleaner = Cleaner(self._name, self._cleanup_interval, self.cleanup_expired)
         self._sql = self._statements()
 
@@ -162,12 +155,13 @@ class PostgresStore:
         """
         import asyncpg
 
-        if self._pool is None:
+        conns = self._conns
+        if conns is None:
             raise BackendUnavailable("the PostgreSQL store is not initialised")
         attempt = 0
         while True:
             try:
-                return await self._on_connection(self._pool, work)
+                return await self._on_connection(conns, work)
             except StoreError:
                 raise
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
@@ -184,63 +178,61 @@ class PostgresStore:
                 raise
 
     async def _on_connection(
-        self, pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
+        self, conns: Connections, work: Callable[[asyncpg.Connection], Awaitable[T]]
     ) -> T:
-        """`work` on a pooled connection, the whole call (release included) bounded by the timeout.
+        """`work` on a connection of its own, waiting for one included, within the timeout.
 
         A connection whose call did not finish cleanly is terminated (no network round trip) rather
         than reset and reused: resetting it would wait on a server that may not answer.
         """
         import asyncpg
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        async with asyncio.timeout_at(deadline):
-            conn = await pool.acquire()
-        clean = False
-        try:
-            async with asyncio.timeout_at(deadline):
-                result = await work(conn)
-            clean = True
-            return result
-        except (StoreError, asyncpg.PostgresError) as exc:
-            clean = self._unavailable(exc) is None  # the server answered: the connection is fine
-            raise
-        finally:
-            if not clean:
-                conn.terminate()
+        async with asyncio.timeout(self._timeout):
+            conn = await conns.acquire()
+            clean = False
             try:
-                await pool.release(conn, timeout=max(deadline - loop.time(), 0.1))
-            except Exception:
-                conn.terminate()
+                result = await work(conn)
+                clean = True
+                return result
+            except (StoreError, asyncpg.PostgresError) as exc:
+                clean = self._unavailable(exc) is None  # the server answered: the connection is fine
+                raise
+            finally:
+                conns.release(conn, reuse=clean)
 
-    async def init(self) -> None:
+    async def _connect(self) -> asyncpg.Connection:
         import asyncpg
 
-        if self._pool is None:
-            p = self.params
-            self._pool = asyncpg.create_pool(
-                host=p.host,
-                port=p.port,
-                user=p.user,
-                password=p.password,
-                database=p.database,
-                ssl=p.ssl(),
-                timeout=min(p.connect_timeout or self._timeout, self._timeout),
-                command_timeout=self._timeout,
-                server_settings=p.server_settings or None,
+        p = self.params
+        conn: asyncpg.Connection = await asyncpg.connect(
+            host=p.host,
+            port=p.port,
+            user=p.user,
+            password=p.password,
+            database=p.database,
+            ssl=self._ssl,
+            timeout=min(p.connect_timeout or self._timeout, self._timeout),
+            command_timeout=self._timeout,
+            server_settings=p.server_settings or None,
+            statement_cache_size=self._statement_cache,
+        )
+        return conn
+
+    async def init(self) -> None:
+        if self._conns is None:
+            self._ssl = self.params.ssl()
+            self._conns = Connections(
+                self._connect,
                 min_size=self._min_conns,
                 max_size=self._max_conns,
-                max_inactive_connection_lifetime=self._idle if self._idle > 0 else 0,
-                statement_cache_size=self._statement_cache,
-                reset=_keep_session,
+                idle=self._idle if self._idle > 0 else 0,
             )
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._pool
+                    await self._conns.start()
             except Exception as exc:
-                pool, self._pool = self._pool, None
-                pool.terminate()
+                conns, self._conns = self._conns, None
+                conns.terminate()
                 mapped = self._unavailable(exc)
                 if mapped is not None:
                     raise mapped from None
@@ -253,13 +245,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._cleaner.stop()
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await pool.close()
-            except Exception:
-                pool.terminate()
+        conns, self._conns = self._conns, None
+        if conns is not None:
+            await conns.close()
 
     async def ping(self) -> None:
         async def ping(conn: asyncpg.Connection) -> None:
