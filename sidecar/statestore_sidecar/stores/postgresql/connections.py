@@ -51,9 +51,8 @@ class Connections:
 
     async def start(self) -> None:
         """Make `min_size` connections (the first failure is raised)."""
-        made = [await self._make() for _ in range(self._min - self._count)]
-        for conn in made:
-            self.release(conn, reuse=True)
+        while self._count < self._min:
+            self.release(await self._make(), reuse=True)
         if self._idle_seconds > 0:
             self._arm_sweep()
 
