@@ -9,6 +9,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,9 +17,8 @@ import pytest
 from fixtures.backends import PostgresServer
 from fixtures.stores import built_as, initialised
 from statestore_sidecar.stores.base import BackendUnavailable, SetRequest
+from statestore_sidecar.stores.postgresql.connections import Connections
 from statestore_sidecar.stores.postgresql.store import PostgresStore
-
-pytestmark = pytest.mark.backends
 
 
 class Setup:
@@ -76,6 +76,7 @@ async def until(what: str, done: Callable[[], Awaitable[bool]], seconds: float =
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.backends
 async def test_calls_beyond_max_conns_wait_their_turn(setup: Setup) -> None:
     async with initialised(setup.store(maxConns="2", timeout="20s")) as store:
         await store.set(SetRequest("k", b'{"n":1}'))
@@ -91,6 +92,7 @@ async def test_calls_beyond_max_conns_wait_their_turn(setup: Setup) -> None:
         assert await setup.connections() == 2
 
 
+@pytest.mark.backends
 async def test_a_call_that_waits_past_the_timeout_is_unavailable_and_leaves_no_trace(setup: Setup) -> None:
     async with initialised(setup.store(maxConns="1", timeout="1s")) as store:
         await store.set(SetRequest("k", b'{"n":1}'))
@@ -105,6 +107,7 @@ async def test_a_call_that_waits_past_the_timeout_is_unavailable_and_leaves_no_t
         await setup.connections_are(1)
 
 
+@pytest.mark.backends
 async def test_idle_connections_close_after_connection_max_idle_time(setup: Setup) -> None:
     async with initialised(setup.store(maxConns="3", connectionMaxIdleTime="1s")) as store:
         await asyncio.gather(*(store.set(SetRequest(f"k{i}", b"1")) for i in range(6)))
@@ -115,6 +118,7 @@ async def test_idle_connections_close_after_connection_max_idle_time(setup: Setu
         assert await setup.connections() == 1
 
 
+@pytest.mark.backends
 async def test_pool_min_conns_are_opened_at_start_and_kept(setup: Setup) -> None:
     setup.metadata["connectionString"] += " pool_min_conns=2"
     async with initialised(setup.store(connectionMaxIdleTime="1s")):
@@ -124,8 +128,91 @@ async def test_pool_min_conns_are_opened_at_start_and_kept(setup: Setup) -> None
     await setup.connections_are(0)  # closed with the store
 
 
+@pytest.mark.backends
 async def test_closing_the_store_closes_its_connections(setup: Setup) -> None:
     async with initialised(setup.store(maxConns="4")) as store:
         await asyncio.gather(*(store.set(SetRequest(f"k{i}", b"1")) for i in range(8)))
         assert await setup.connections() >= 1
     await setup.connections_are(0)
+
+
+# --- the hand-over rules, with stand-in connections (timing a real server cannot pin down) --------
+
+
+class StandIn:
+    """What `Connections` uses of an asyncpg connection."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+
+    def is_closed(self) -> bool:
+        return self.terminated
+
+    def is_in_transaction(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        self.terminated = True
+
+    async def close(self, **_: float) -> None:
+        self.terminated = True
+
+
+def stand_in_connections(max_size: int) -> tuple[Connections, list[StandIn]]:
+    made: list[StandIn] = []
+
+    async def connect() -> Any:
+        made.append(StandIn())
+        return made[-1]
+
+    return Connections(connect, min_size=0, max_size=max_size, idle=0), made
+
+
+async def test_a_connection_handed_to_a_waiter_cancelled_meanwhile_is_not_lost() -> None:
+    conns, made = stand_in_connections(1)
+    first = await conns.acquire()
+    waiting = asyncio.create_task(conns.acquire())
+    await asyncio.sleep(0)  # now waiting
+    conns.release(first, reuse=True)  # handed to the waiter...
+    waiting.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await conns.acquire() is first and len(made) == 1 and conns.size == 1
+
+
+async def test_a_dropped_connection_gives_its_place_to_the_first_waiter() -> None:
+    conns, made = stand_in_connections(1)
+    first = await conns.acquire()
+    waiters = [asyncio.create_task(conns.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    conns.release(first, reuse=False)  # terminated: the first waiter makes a new one
+    second = await waiters[0]
+    assert second is made[1] and made[0].terminated and not waiters[1].done()
+    conns.release(second, reuse=True)
+    assert await waiters[1] is second and conns.size == 1
+
+
+async def test_a_cancelled_waiter_given_a_place_passes_it_on() -> None:
+    conns, made = stand_in_connections(1)
+    first = await conns.acquire()
+    waiters = [asyncio.create_task(conns.acquire()) for _ in range(2)]
+    await asyncio.sleep(0)
+    conns.release(first, reuse=False)  # the place goes to the first waiter...
+    waiters[0].cancel()  # ...cancelled before it could make a connection
+    with pytest.raises(asyncio.CancelledError):
+        await waiters[0]
+    assert await waiters[1] is made[1] and conns.size == 1
+
+
+async def test_closing_fails_the_waiters_and_drops_what_comes_back() -> None:
+    conns, _ = stand_in_connections(1)
+    first = await conns.acquire()
+    waiting = asyncio.create_task(conns.acquire())
+    await asyncio.sleep(0)
+    await conns.close()
+    with pytest.raises(ConnectionError):
+        await waiting
+    conns.release(first, reuse=True)
+    assert first.terminated and conns.size == 0
+    with pytest.raises(ConnectionError):
+        await conns.acquire()
