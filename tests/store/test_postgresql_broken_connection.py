@@ -2,7 +2,7 @@
 
 When PostgreSQL ends a session (a crash, a restart, `pg_terminate_backend`) it first sends the idle
 connection a FATAL error, then closes it. Between the two, asyncpg holds a connection it cannot use
-("cannot switch to state ...; another operation is in progress") that its pool still hands out. A
+("cannot switch to state ...; another operation is in progress") that still looks open. A
 proxy in front of the real server holds the close back, so that moment lasts as long as the test
 needs: the call on that connection must fail as unavailability, and the next must work.
 """

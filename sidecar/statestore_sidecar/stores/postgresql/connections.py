@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 
 class Connections:
+    """A store's asyncpg connections: `acquire` one for a call, `release` it after (see above)."""
+
     def __init__(
         self,
         connect: Callable[[], Awaitable[asyncpg.Connection]],

@@ -143,8 +143,8 @@ class PostgresStore:
             "closed" in str(exc) or "cannot switch to state" in str(exc)
         ):
             # The second: the server ended the session (a FATAL error came) and the socket is not
-            # closed yet, so the pool handed the connection out. The call is refused before
-            # anything is sent, and the connection is terminated, not pooled again.
+            # closed yet, so the connection looked usable when taken. The call is refused before
+            # anything is sent, and the connection is terminated, not used again.
             return BackendUnavailable(f"{where} is unavailable: the server ended the connection ({exc})")
         return None
 
