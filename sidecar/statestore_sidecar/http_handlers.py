@@ -101,11 +101,16 @@ class StateApi:
     async def body(self, request: Request) -> Any:
         return (await self.body_and_bytes(request))[1]
 
-    async def body_and_bytes(self, request: Request) -> tuple[bytes, Any]:
+    async def read_limited(self, request: Request, context: str = "") -> bytes:
+        """The whole body within the size limit; a larger one is daprd's malformed-request error,
+        its message after `context`."""
         try:
-            raw = await read_body(request, self.limit)
+            return await read_body(request, self.limit)
         except BodyTooLarge as exc:
-            raise errors.malformed(str(exc)) from None
+            raise errors.malformed(f"{context}{exc}") from None
+
+    async def body_and_bytes(self, request: Request) -> tuple[bytes, Any]:
+        raw = await self.read_limited(request)
         try:
             return raw, decode_json(raw)
         except Malformed as exc:
@@ -114,10 +119,7 @@ class StateApi:
     async def raw_object_body(self, request: Request) -> bytes:
         """The whole body of a request whose body is a JSON object, with daprd's "failed
         deserializing" error when it is too large."""
-        try:
-            return await read_body(request, self.limit)
-        except BodyTooLarge as exc:
-            raise errors.malformed(f"failed deserializing HTTP body: {exc}") from None
+        return await self.read_limited(request, "failed deserializing HTTP body: ")
 
     @staticmethod
     def object_body(raw: bytes, struct: str, raw_values: bool = False) -> dict[str, Any]:
@@ -140,10 +142,7 @@ class StateApi:
     async def save(self, request: Request) -> Response:
         (store_name,) = path_segments(request, 1)
         handle = self.core.handle(store_name)
-        try:
-            raw = await read_body(request, self.limit)
-        except BodyTooLarge as exc:
-            raise errors.malformed(str(exc)) from None
+        raw = await self.read_limited(request)
         await self.save_body(handle, raw, request.scope.get("query_string", b""))
         return _no_content()
 
@@ -310,10 +309,7 @@ class StateApi:
 
     async def set_metadata(self, request: Request) -> Response:
         key = request.path_params["key"]
-        try:
-            raw = await read_body(request, self.limit)
-        except BodyTooLarge as exc:
-            raise errors.malformed(str(exc)) from None
+        raw = await self.read_limited(request)
         self.core.set_metadata(key, raw.decode("utf-8", "replace"))
         return _no_content()
 
