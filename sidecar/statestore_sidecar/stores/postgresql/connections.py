@@ -104,25 +104,26 @@ class Connections:
     async def close(self) -> None:
         """Close every free connection politely (terminating what does not close in time); the
         busy ones are terminated as they come back."""
+        free = self._shut()
+        await asyncio.gather(*(_close(conn) for conn in free), *self._closing)
+
+    def terminate(self) -> None:
+        """As `close`, without waiting: the free connections are terminated."""
+        for conn in self._shut():
+            conn.terminate()
+
+    def _shut(self) -> list[asyncpg.Connection]:
+        """No more calls: the waiters fail; the free connections, no longer counted, are returned."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        free, self._free = self._free, []
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionError("the connections are closed"))
         self._waiters.clear()
-        self._count -= len(free)
-        await asyncio.gather(*(_close(conn) for conn, _ in free), *self._closing)
-
-    def terminate(self) -> None:
-        self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         free, self._free = self._free, []
-        for conn, _ in free:
-            conn.terminate()
-            self._count -= 1
+        self._count -= len(free)
+        return [conn for conn, _ in free]
 
     async def _make(self) -> asyncpg.Connection:
         self._count += 1
