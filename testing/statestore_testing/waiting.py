@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,3 +26,17 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, in
         if expired:
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+async def wait_for_async(
+    what: str, probe: Callable[[], Awaitable[T | None]], seconds: float = 60.0, interval: float = 0.1
+) -> T:
+    """`wait_for` inside an event loop, for a probe that is a coroutine (the loop keeps running)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        expired = time.monotonic() > deadline
+        if result := await probe():
+            return result
+        if expired:
+            raise WaitTimeout(f"timed out after {seconds:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)

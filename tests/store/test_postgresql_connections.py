@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from fixtures.backends import PostgresServer
+from fixtures.backends import PostgresServer, postgres_rows
 from fixtures.stores import built_as, initialised
 from statestore_sidecar.stores.base import BackendUnavailable, SetRequest
 from statestore_sidecar.stores.postgresql.connections import Connections
 from statestore_sidecar.stores.postgresql.store import PostgresStore
+from statestore_testing.waiting import wait_for_async
 
 
 class Setup:
@@ -40,17 +40,14 @@ class Setup:
         async def done() -> bool:
             return await self.connections() == count
 
-        await until(f"{count} connections", done)
+        await wait_for_async(f"{count} connections", done, seconds=20)
 
     async def connections(self) -> int:
-        admin = await asyncpg.connect(self.server.connection_string(form="url"))
-        try:
-            count: int = await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", self.app
-            )
-            return count
-        finally:
-            await admin.close()
+        rows = await postgres_rows(
+            self.server, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", self.app
+        )
+        count: int = rows[0][0]
+        return count
 
     @contextlib.asynccontextmanager
     async def table_locked(self) -> AsyncIterator[None]:
@@ -67,13 +64,6 @@ class Setup:
 @pytest.fixture
 def setup(postgres_server: PostgresServer, postgresql_metadata: dict[str, str]) -> Setup:
     return Setup(postgres_server, postgresql_metadata)
-
-
-async def until(what: str, done: Callable[[], Awaitable[bool]], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not await done():
-        assert time.monotonic() < deadline, f"not {what} within {seconds:g}s"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.backends
